@@ -236,3 +236,27 @@ def write_predictions(path: str | os.PathLike, rows: list[dict[str, Any]]) -> st
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# Fields of one predictions row (documented here, written by the runner, read by rescore/diff):
+#   split                "valid" (the last validation pass) or "test"
+#   index                position of the item in its split (int)
+#   item_id              sha256 of the question text, first 16 hex digits: stable across runs
+#   question             the raw question
+#   prompt               the exact prompt given to the model
+#   generated            the generated text (prompt excluded)
+#   reference            the reference answer text (GSM8K answer with "#### N")
+#   extracted            answer extracted in strict mode (None when no marker)
+#   extracted_flexible   answer extracted in flexible mode (falls back to the last number)
+#   correct_strict       bool
+#   correct_flexible     bool
+#   num_generated_tokens int
+PREDICTION_FIELDS = (
+    "split", "index", "item_id", "question", "prompt", "generated", "reference",
+    "extracted", "extracted_flexible", "correct_strict", "correct_flexible", "num_generated_tokens",
+)
+
+
+def item_id(question: str) -> str:
+    """Stable id of an evaluation item: the same question gives the same id in every run."""
+    return hashlib.sha256(question.strip().encode("utf-8")).hexdigest()[:16]
