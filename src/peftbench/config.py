@@ -1,0 +1,416 @@
+"""TrainConfig: the one typed configuration of a run, and how an experiment folder becomes one.
+
+Merge order (later wins): the dataclass defaults (the reference study's values), the suite's
+`default_training_params.json`, the experiment's `training_params.json` (or its older name
+`training_parameters.json`), then `--set key=value` overrides from the command line.
+Validation collects every problem and raises one `ConfigError` listing them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, Union
+import types as _types
+
+from peftbench.errors import ConfigError, UserError
+
+DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
+LR_SCHEDULERS = (None, "cosine", "constant")
+# Optimizers from peft.optimizers, selected by these names; any other name is a torch.optim class.
+PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
+DEFAULT_QUERY_TEMPLATE = "Question: {query} Think step by step.\nAnswer:"
+
+TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
+DEFAULTS_FILE = "default_training_params.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+EXPERIMENTS_DIR = "experiments"
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run except the PEFT method. Defaults are the reference study's."""
+
+    model_id: str = "meta-llama/Llama-3.2-3B"
+    model_revision: str | None = None
+    dtype: str = "bfloat16"
+    max_seq_length: int = 768
+    batch_size: int = 4
+    batch_size_eval: int = 50
+    max_steps: int = 5000  # 0: evaluate the untrained model only
+    eval_steps: int = 250
+    checkpoint_steps: int | None = None  # None: checkpoint at every evaluation
+    compile: bool = False
+    use_gc: bool = False
+    seed: int = 0
+    grad_norm_clip: float | None = 1.0
+    optimizer_type: str = "AdamW"
+    optimizer_kwargs: dict = field(default_factory=lambda: {"lr": 1e-4, "weight_decay": 0.1})
+    lr_scheduler: str | None = "cosine"
+    warmup_ratio: float = 0.1
+    use_amp: bool = False
+    autocast_adapter_dtype: bool = True
+    attn_implementation: str | None = None
+    # transformers refuses max_length together with max_new_tokens; the evaluator turns the
+    # pair into one max_new_tokens per batch: min(max_new_tokens, max_length - prompt length).
+    generation_kwargs: dict = field(default_factory=lambda: {"max_length": 800, "max_new_tokens": 300})
+    query_template: str = DEFAULT_QUERY_TEMPLATE
+    init_kv_cache_prefix: str | None = None
+    train_on_prompt: bool = True  # prompt tokens count in the loss, as in the reference results
+    train_dataset: str = "meta-math/MetaMathQA"
+    eval_dataset: str = "openai/gsm8k"
+    valid_size: int = 50
+    test_size: int | None = None  # None: the whole test split
+    # 1300 characters of query + " " + response keep ~94% of MetaMathQA and fit 768 tokens.
+    char_limit: int = 1300
+    # hub text dataset as "id:config" (split "test"), a local .txt/.jsonl file, or None to skip.
+    forgetting_dataset: str | None = "Salesforce/wikitext:wikitext-2-raw-v1"
+    forgetting_size: int = 50  # text chunks of up to max_seq_length tokens
+    device: str = "auto"
+    trust_remote_code: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms on accelerators
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer_kwargs.get("lr", 1e-4))
+
+    @property
+    def effective_checkpoint_steps(self) -> int:
+        return self.checkpoint_steps or self.eval_steps
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _allowed_types(name: str) -> tuple[type, ...]:
+    """The Python types a field accepts, from its annotation (e.g. `int | None` -> (int, NoneType))."""
+    annotation = FIELDS[name].type
+    if isinstance(annotation, str):  # `from __future__ import annotations` leaves strings
+        annotation = eval(annotation, {"dict": dict, "int": int, "str": str, "float": float, "bool": bool})  # noqa: S307 - our own annotations only
+    if get_origin(annotation) in (Union, _types.UnionType):
+        return tuple(get_args(annotation))
+    return (annotation,)
+
+
+def suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    hint = f" did you mean {close[0]!r}?" if close else ""
+    return f"{hint} available: {', '.join(sorted(choices))}"
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    allowed = _allowed_types(name)
+    if value is None:
+        return None if type(None) in allowed else f"{name}: must not be null"
+    # bool is an int in Python; keep them apart so "max_steps": true is an error
+    if isinstance(value, bool):
+        return None if bool in allowed else f"{name}: expected {_type_names(allowed)}, got {value!r}"
+    if isinstance(value, int) and float in allowed and int not in allowed:
+        return None
+    if any(isinstance(value, t) for t in allowed if t is not type(None)):
+        return None
+    return f"{name}: expected {_type_names(allowed)}, got {value!r}"
+
+
+def _type_names(allowed) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+
+
+def build_train_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
+    """Merge layers of (source name, mapping) over the defaults and validate the result.
+
+    Every problem of every layer is collected before raising, each naming its source."""
+    problems: list[str] = []
+    merged: dict[str, Any] = {}
+    for source, mapping in layers:
+        if not isinstance(mapping, dict):
+            problems.append(f"{source}: expected a JSON object, got {type(mapping).__name__}")
+            continue
+        for key, value in mapping.items():
+            if key not in FIELDS:
+                problems.append(f"{source}: unknown key {key!r};{suggest(key, FIELDS)}")
+                continue
+            problem = _type_problem(key, value)
+            if problem:
+                problems.append(f"{source}: {problem}")
+                continue
+            if isinstance(value, int) and not isinstance(value, bool) and float in _allowed_types(key):
+                value = float(value) if int not in _allowed_types(key) else value
+            merged[key] = value
+    if problems:
+        raise ConfigError(problems, "training parameters")
+    cfg = TrainConfig(**merged)
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems, "training parameters")
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Semantic checks on a typed config. Returns the problems; empty means valid."""
+    p: list[str] = []
+    if cfg.dtype not in DTYPES:
+        p.append(f"dtype: {cfg.dtype!r} is not one of {', '.join(DTYPES)};{suggest(cfg.dtype, DTYPES)}")
+    for name in ("max_seq_length", "batch_size", "batch_size_eval", "eval_steps", "char_limit"):
+        if getattr(cfg, name) < 1:
+            p.append(f"{name}: must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_steps < 0:
+        p.append(f"max_steps: must be >= 0 (0 evaluates the untrained model), got {cfg.max_steps}")
+    if cfg.max_steps > 0 and cfg.eval_steps > cfg.max_steps:
+        p.append(f"eval_steps: {cfg.eval_steps} is larger than max_steps {cfg.max_steps}; no validation would run")
+    if cfg.checkpoint_steps is not None and cfg.checkpoint_steps < 1:
+        p.append(f"checkpoint_steps: must be >= 1 or null, got {cfg.checkpoint_steps}")
+    if cfg.valid_size < 0:
+        p.append(f"valid_size: must be >= 0, got {cfg.valid_size}")
+    if cfg.test_size is not None and cfg.test_size < 1:
+        p.append(f"test_size: must be >= 1 or null (the whole test split), got {cfg.test_size}")
+    if cfg.forgetting_size < 1:
+        p.append(f"forgetting_size: must be >= 1, got {cfg.forgetting_size}")
+    if cfg.grad_norm_clip is not None and cfg.grad_norm_clip <= 0:
+        p.append(f"grad_norm_clip: must be > 0 or null, got {cfg.grad_norm_clip}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        p.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.lr_scheduler not in LR_SCHEDULERS:
+        p.append(f"lr_scheduler: {cfg.lr_scheduler!r} is not one of null, 'cosine', 'constant'")
+    p.extend(_template_problems(cfg.query_template))
+    p.extend(_optimizer_problems(cfg))
+    p.extend(_generation_problems(cfg.generation_kwargs))
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "xpu", "mps"):
+        p.append(f"device: {cfg.device!r} is not auto, cpu, cuda[:N], xpu[:N] or mps")
+    if cfg.dtype in ("int8", "int4") and cfg.device.split(":")[0] not in ("auto", "cuda"):
+        p.append(f"dtype: {cfg.dtype} needs bitsandbytes on a CUDA device, but device is {cfg.device!r}")
+    for name in ("train_dataset", "eval_dataset", "forgetting_dataset"):
+        p.extend(_dataset_problems(name, getattr(cfg, name)))
+    return p
+
+
+def _template_problems(template: str) -> list[str]:
+    try:
+        template.format(query="q")
+    except (KeyError, IndexError, ValueError) as exc:
+        return [f"query_template: {template!r} cannot be formatted ({type(exc).__name__}: {exc}); only {{query}} may appear in braces"]
+    if "{query}" not in template:
+        return [f"query_template: {template!r} has no {{query}} placeholder"]
+    return []
+
+
+def _optimizer_problems(cfg: TrainConfig) -> list[str]:
+    name = cfg.optimizer_type
+    if name in PEFT_OPTIMIZERS:
+        return []
+    import torch.optim  # deferred: importing torch costs seconds
+
+    classes = {n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+               and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != "Optimizer"}
+    if name not in classes:
+        return [f"optimizer_type: unknown optimizer {name!r};{suggest(name, classes | set(PEFT_OPTIMIZERS))}"]
+    if "lr" in cfg.optimizer_kwargs and not isinstance(cfg.optimizer_kwargs["lr"], (int, float)):
+        return [f"optimizer_kwargs.lr: expected a number, got {cfg.optimizer_kwargs['lr']!r}"]
+    return []
+
+
+def _generation_problems(kwargs: dict) -> list[str]:
+    p = []
+    for key in ("max_length", "max_new_tokens"):
+        value = kwargs.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            p.append(f"generation_kwargs.{key}: must be a positive integer, got {value!r}")
+    if kwargs.get("max_length") is None and kwargs.get("max_new_tokens") is None:
+        p.append("generation_kwargs: needs max_new_tokens or max_length, or generation never stops")
+    if kwargs.get("do_sample"):
+        p.append("generation_kwargs.do_sample: evaluation is greedy so that results are reproducible; remove do_sample")
+    return p
+
+
+def is_local_source(source: str) -> bool:
+    """A dataset/model field names a local path when it exists or looks like one.
+
+    Hub ids are `owner/name`; a path that starts with '.', '/' or '~', or ends in a data file
+    suffix, is treated as local, so that a typo in a local path is reported as a missing file
+    instead of becoming a hub request that hangs."""
+    if os.path.exists(os.path.expanduser(source)):
+        return True
+    return source.startswith((".", "/", "~")) or source.endswith((".json", ".jsonl", ".parquet", ".txt"))
+
+
+def _dataset_problems(name: str, source: str | None) -> list[str]:
+    if source is None:
+        return [] if name == "forgetting_dataset" else [f"{name}: must name a dataset"]
+    if source.startswith("demo:"):
+        return []
+    if is_local_source(source) and not os.path.exists(os.path.expanduser(source)):
+        return [f"{name}: local path {source!r} does not exist"]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiments on disk
+
+
+@dataclass
+class Experiment:
+    """An experiment folder resolved to its suite, names and configs."""
+
+    path: Path  # experiments/<method>/<name>, absolute
+    suite_dir: Path
+    method: str
+    name: str
+    train_config: TrainConfig
+    peft_config: Any  # peft.PeftConfig or None for full fine-tuning
+    adapter_config: dict | None  # adapter_config.json as written on disk
+    training_params: dict  # the experiment's own overrides as written on disk
+    overrides: dict  # --set overrides, parsed
+
+    @property
+    def experiment_name(self) -> str:
+        return f"{self.method}/{self.name}"
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.method}--{self.name}"
+
+
+def locate_experiment(path: str | os.PathLike) -> tuple[Path, Path, str, str]:
+    """Check that `path` is `<suite>/experiments/<method>/<name>/`; return (path, suite, method, name)."""
+    raw = str(path)
+    p = Path(os.path.expanduser(raw))
+    if not p.exists():
+        raise UserError(f"experiment folder {raw!r} does not exist")
+    if not p.is_dir():
+        raise UserError(f"{raw!r} is a file; give the experiment folder that holds it (experiments/<method>/<name>/)")
+    p = p.resolve()
+    if p.parent.parent.name != EXPERIMENTS_DIR:
+        raise UserError(
+            f"{raw!r} is not an experiment folder: expected <suite>/experiments/<peft-method>/<name>/, "
+            f"e.g. experiments/lora/llama-3.2-3B-rank32/"
+        )
+    suite = p.parent.parent.parent
+    if not (suite / DEFAULTS_FILE).is_file():
+        raise UserError(f"suite folder {str(suite)!r} has no {DEFAULTS_FILE}")
+    return p, suite, p.parent.name, p.name
+
+
+def read_json_file(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """Parse `--set key=value` pairs, typed by the field: JSON where it parses (numbers, true,
+    null, objects), else a plain string. `a.b=v` sets key b inside the dict field a."""
+    out: dict[str, Any] = {}
+    problems = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            problems.append(f"--set {pair!r}: expected key=value")
+            continue
+        key, text = pair.split("=", 1)
+        key = key.strip()
+        top, _, sub = key.partition(".")
+        if top not in FIELDS:
+            problems.append(f"--set {key}: unknown key {top!r};{suggest(top, FIELDS)}")
+            continue
+        value = _parse_value(text)
+        if str in _allowed_types(top) and not isinstance(value, str) and value is not None and not sub:
+            value = text  # a string field keeps the text as typed ("1e-3" stays a string there)
+        if sub:
+            if dict not in _allowed_types(top):
+                problems.append(f"--set {key}: {top} is not a mapping")
+                continue
+            out.setdefault(top, {})[sub] = value
+        else:
+            out[top] = value
+    if problems:
+        raise ConfigError(problems, "--set overrides")
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Resolve and validate an experiment folder. Raises UserError/ConfigError on bad input,
+    before anything is loaded or written.
+
+    The experiment file replaces whole top-level values, as in the reference study: an
+    experiment with `"optimizer_kwargs": {"lr": 0.001}` trains without the default weight decay.
+    `--set optimizer_kwargs.lr=0.001` changes one key inside a mapping instead."""
+    exp_dir, suite, method, name = locate_experiment(path)
+    defaults = read_json_file(suite / DEFAULTS_FILE)
+    present = [f for f in TRAINING_PARAMS_FILES if (exp_dir / f).is_file()]
+    if len(present) > 1:
+        raise UserError(f"{exp_dir} holds both {present[0]} and {present[1]}; keep one of them")
+    params = read_json_file(exp_dir / present[0]) if present else {}
+    overrides = overrides or {}
+    layers = [(str(suite / DEFAULTS_FILE), defaults), (str(exp_dir / present[0]) if present else "-", params)]
+    if overrides:
+        below: dict[str, Any] = {}
+        for _, layer in layers:
+            below.update(layer if isinstance(layer, dict) else {})
+        layers.append(("--set", {k: _update_mapping(k, below, v) for k, v in overrides.items()}))
+    problems: list[str] = []
+    train_config = None
+    try:
+        train_config = build_train_config(layers)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    adapter_config, peft_config = None, None
+    if (exp_dir / ADAPTER_CONFIG_FILE).exists():
+        adapter_config = read_json_file(exp_dir / ADAPTER_CONFIG_FILE)
+        try:
+            peft_config = load_peft_config(exp_dir, adapter_config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, f"experiment {method}/{name}")
+    return Experiment(exp_dir, suite, method, name, train_config, peft_config, adapter_config,
+                      params if isinstance(params, dict) else {}, overrides)
+
+
+def _update_mapping(key: str, below: dict[str, Any], value: Any) -> Any:
+    """`--set a.b=v` arrives as {"a": {"b": v}}: update the mapping a from the layers below."""
+    if not isinstance(value, dict):
+        return value
+    current = below.get(key, TrainConfig().to_dict()[key])
+    return {**current, **value} if isinstance(current, dict) else value
+
+
+def load_peft_config(exp_dir: Path, adapter_config: Any):
+    """Load adapter_config.json the way PEFT does, turning its errors into one clear message."""
+    where = str(exp_dir / ADAPTER_CONFIG_FILE)
+    if not isinstance(adapter_config, dict):
+        raise ConfigError([f"{where}: expected a JSON object"], "PEFT config")
+    from peft import PeftConfig
+    from peft.utils import PeftType
+
+    peft_type = adapter_config.get("peft_type")
+    known = [t.value for t in PeftType]
+    if peft_type not in known:
+        raise ConfigError([f"{where}: peft_type {peft_type!r} is not a PEFT method;{suggest(str(peft_type), known)}"],
+                          "PEFT config")
+    try:
+        return PeftConfig.from_pretrained(str(exp_dir))
+    except TypeError as exc:  # an unknown or misspelt option
+        raise ConfigError([f"{where}: {exc}"], "PEFT config") from None
+    except ValueError as exc:  # a value PEFT's __post_init__ rejects
+        raise ConfigError([f"{where}: {exc}"], "PEFT config") from None

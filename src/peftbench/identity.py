@@ -1,0 +1,66 @@
+"""Identities of inputs: sha256 of local files and folders, revision shas of hub repositories.
+
+Shared by the data loaders, the model loader and the run key, so that a run and a later
+`run-all` plan compute the same identity for the same input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+
+def files_sha256(paths: list[Path]) -> dict[str, Any]:
+    """sha256 over the names and contents of files (order-independent)."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return {"source": "local", "files": [str(p) for p in sorted(paths)], "sha256": h.hexdigest()}
+
+
+def folder_sha256(folder: str | os.PathLike) -> str:
+    """sha256 over the relative paths and contents of every file below a folder."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def hub_revision(repo_id: str, kind: str, revision: str | None = None) -> dict[str, Any]:
+    """Revision sha of a hub repository (kind "model" or "dataset"): a full sha given as the
+    revision is used as is; otherwise the hub is asked, and offline the local cache's ref is read.
+    sha is None when neither knows it."""
+    info: dict[str, Any] = {"source": "hub", "id": repo_id, "revision": revision, "sha": None}
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        info["sha"] = revision
+        return info
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True", "YES", "yes"):
+        try:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            meta = (api.dataset_info if kind == "dataset" else api.model_info)(repo_id, revision=revision, timeout=20)
+            info["sha"] = meta.sha
+            return info
+        except Exception:  # no network or no access: fall back to the cache
+            pass
+    info["sha"] = cached_revision(repo_id, kind, revision or "main")
+    return info
+
+
+def cached_revision(repo_id: str, kind: str, revision: str = "main") -> str | None:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    ref = Path(constants.HF_HUB_CACHE) / f"{kind}s--{repo_id.replace('/', '--')}" / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None

@@ -1,0 +1,141 @@
+"""Provenance: git state of the repository holding a suite, package versions, hardware.
+
+All of it is read when a run starts and recorded in the result, so that every result says which
+code, libraries and machine made it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
+PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "bitsandbytes", "safetensors", "math-verify")
+
+
+@dataclass
+class GitState:
+    root: str | None  # None: the suite is not inside a git repository
+    branch: str | None
+    commit: str | None
+    dirty: bool
+    diff_sha256: str | None  # hash of `git diff HEAD` plus untracked file names, when dirty
+
+    @property
+    def is_main_and_clean(self) -> bool:
+        return self.root is not None and self.branch == "main" and not self.dirty
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_state(suite_dir: str | os.PathLike) -> GitState:
+    """Branch, commit and dirty flag of the repository holding `suite_dir`.
+
+    The suite's own results folders do not count as changes: writing a result must not make the
+    next run of the same suite "dirty"."""
+    suite_dir = Path(suite_dir).resolve()
+    root = _git(["rev-parse", "--show-toplevel"], suite_dir)
+    if root is None:
+        return GitState(None, None, None, False, None)
+    root_path = Path(root.strip())
+    branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], root_path) or "").strip() or None
+    commit = (_git(["rev-parse", "HEAD"], root_path) or "").strip() or None
+    excludes = []
+    for name in RESULT_DIRS:
+        rel = os.path.relpath(suite_dir / name, root_path)
+        excludes.append(f":(exclude){rel}")
+    status = _git(["status", "--porcelain", "--untracked-files=all", "--", ".", *excludes], root_path) or ""
+    dirty = bool(status.strip())
+    diff_sha = None
+    if dirty:
+        diff = _git(["diff", "HEAD", "--", ".", *excludes], root_path) or ""
+        h = hashlib.sha256(diff.encode())
+        h.update(status.encode())
+        diff_sha = h.hexdigest()
+    return GitState(str(root_path), branch, commit, dirty, diff_sha)
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[f"{name}-version"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[f"{name}-version"] = None
+        out[f"{name}-commit-hash"] = _editable_commit(name)
+    return out
+
+
+def _editable_commit(name: str) -> str | None:
+    """Commit (and dirty flag) of a package installed from a git checkout, e.g. peft from source."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    import json
+
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    url = direct.get("url", "")
+    if not direct.get("dir_info", {}).get("editable") or not url.startswith("file://"):
+        return None
+    path = Path(url[len("file://"):])
+    commit = (_git(["rev-parse", "HEAD"], path) or "").strip()
+    if not commit:
+        return None
+    dirty = bool((_git(["status", "--porcelain"], path) or "").strip())
+    return commit + ("-dirty" if dirty else "")
+
+
+def system_info(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "system": platform.system(), "release": platform.release(), "version": platform.version(),
+        "machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+        "accelerator": None, "driver": None,
+    }
+    if device.startswith("cuda"):
+        info["accelerator"] = torch.cuda.get_device_name(torch.device(device))
+        info["driver"] = f"cuda {torch.version.cuda}"
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            info["driver"] += f", nvidia driver {out.stdout.strip().splitlines()[0]}" if out.returncode == 0 else ""
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            pass
+    elif device.startswith("xpu"):
+        info["accelerator"] = torch.xpu.get_device_name(torch.device(device))
+    elif device == "mps":
+        info["accelerator"] = "Apple MPS"
+    return info
+
+
+def pytorch_info() -> str:
+    import torch
+
+    return torch.__config__.show()
+
+
+def command_line() -> list[str]:
+    return [sys.executable, *sys.argv]
+
+
+def hostname() -> str:
+    return socket.gethostname()

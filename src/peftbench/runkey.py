@@ -1,0 +1,137 @@
+"""The run key: a sha256 over everything that decides the outcome of a run.
+
+What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
+- `train_config`: the resolved TrainConfig, every field (the seed included), with `device`
+  replaced by the resolved device kind (cpu/cuda/xpu/mps): "auto" on two machines is not the
+  same input;
+- `peft_config`: the PEFT config as PEFT resolves it (`to_dict()`, defaults filled in), without
+  `peft_version` and `base_model_name_or_path`, which PEFT writes and do not change training
+  (the model is in `model`); None for full fine-tuning;
+- `datasets`: identities of the train, eval and forgetting data (hub revision sha, sha256 of
+  local files, or the built-in generator's version and hash);
+- `model`: hub revision sha, sha256 of a local model folder, or the packaged GGUF's sha256;
+- `code`: peftbench's version and a sha256 of the source files that train and evaluate
+  (TRAINING_SOURCES below);
+- `libraries`: versions of torch, transformers, peft and datasets.
+Left out, because they do not change the numbers: verbosity, --output-dir, --clean, the
+results folder, the time, the git commit of the repository (a commit that does not touch the
+training code does not invalidate results; `code` covers the code that matters) and the grader
+(scoring.py: a grader change is applied to saved predictions by `peftbench rescore`, no rerun).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any
+
+import peftbench
+
+# The modules whose change can change a run's numbers.
+TRAINING_SOURCES = ("config.py", "data.py", "modeling.py", "train.py", "evaluate.py", "runner.py",
+                    "methods.py", "demo_data.py", "smollm.py", "checkpoint.py")
+LIBRARIES = ("torch", "transformers", "peft", "datasets")
+_PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
+
+
+def code_identity() -> dict[str, str]:
+    src = Path(peftbench.__file__).parent
+    h = hashlib.sha256()
+    for name in TRAINING_SOURCES:
+        path = src / name
+        h.update(name.encode() + b"\0")
+        h.update(path.read_bytes() if path.exists() else b"<missing>")
+    return {"peftbench_version": peftbench.__version__, "sources_sha256": h.hexdigest()}
+
+
+def library_versions() -> dict[str, str | None]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def peft_config_identity(peft_config) -> dict[str, Any] | None:
+    if peft_config is None:
+        return None
+    data = peft_config.to_dict() if hasattr(peft_config, "to_dict") else dict(peft_config)
+    return {k: v for k, v in data.items() if k not in _PEFT_WRITTEN_FIELDS}
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def _default(value):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return str(value)
+
+
+def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, datasets: dict[str, Any],
+                   model: dict[str, Any]) -> dict[str, Any]:
+    cfg = dict(train_config)
+    cfg["device"] = device_kind
+    return {
+        "train_config": cfg,
+        "peft_config": peft_config_identity(peft_config),
+        "datasets": {k: _stable_identity(v) for k, v in datasets.items()},
+        "model": _stable_identity(model),
+        "code": code_identity(),
+        "libraries": library_versions(),
+    }
+
+
+def _stable_identity(identity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Drop fields of an identity that describe the lookup rather than the data (an error text
+    from an offline lookup, file paths that differ between checkouts)."""
+    if identity is None:
+        return None
+    return {k: v for k, v in identity.items() if k not in ("error", "files", "created_at")}
+
+
+def run_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(inputs).encode()).hexdigest()
+
+
+def explain_difference(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """Why a recorded run is out of date, in words: the first differing part of the inputs."""
+    if not old:
+        return "recorded result has no run key inputs"
+    labels = (("train_config", "config changed"), ("peft_config", "config changed"),
+              ("datasets", "data changed"), ("model", "model changed"),
+              ("code", "code changed"), ("libraries", "library changed"))
+    reasons = []
+    for key, label in labels:
+        if canonical(old.get(key)) != canonical(new.get(key)):
+            detail = _first_diff(old.get(key), new.get(key))
+            reasons.append(f"{label} ({detail})" if detail else label)
+    return "; ".join(dict.fromkeys(reasons)) or "run key differs"
+
+
+def _first_diff(old, new) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        changed = [k for k in keys if canonical(old.get(k)) != canonical(new.get(k))]
+        return ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+    return ""
+
+
+def compute(exp, device_kind: str) -> tuple[str, dict[str, Any]]:
+    """(run key, inputs) of an experiment without loading its model or data: the same function
+    serves a run and a `run-all` plan, so both agree on what is up to date."""
+    from peftbench import data, modeling
+
+    cfg = exp.train_config
+    datasets = {"train": data.dataset_identity(cfg.train_dataset, "train"),
+                "eval": data.dataset_identity(cfg.eval_dataset, "eval"),
+                "forgetting": data.dataset_identity(cfg.forgetting_dataset, "forgetting")}
+    inputs = run_key_inputs(cfg.to_dict(), exp.peft_config, device_kind, datasets, modeling.model_identity(cfg))
+    return run_key(inputs), inputs

@@ -1,0 +1,437 @@
+"""One experiment, end to end: set up, train, test, record.
+
+`run_experiment` reads as a table of contents. Status is decided where it happens:
+- success: every phase finished;
+- cancelled: Ctrl+C (KeyboardInterrupt) or SIGTERM (turned into RunCancelled);
+- failed: any other exception, out-of-memory included, with message and traceback.
+Bad input found before training starts (a UserError) writes nothing and propagates, so the CLI
+exits with status 2. Every other outcome writes exactly one result file (and its predictions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from peftbench import results as R
+from peftbench.config import Experiment
+from peftbench.errors import RunCancelled, UserError
+from peftbench.results import Status
+
+
+@dataclass
+class RunOptions:
+    verbose: bool = False
+    output_dir: str | None = None  # where the trained adapter goes; a temporary folder if None
+    clean: bool = False  # delete the adapter folder after the run
+    resume: bool = True  # continue from a checkpoint of the same run key
+    keep_checkpoint: bool = False
+    if_stale: bool = False  # skip (after taking the lock) when an up-to-date result exists
+    progress: bool = True
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+@dataclass
+class RunOutcome:
+    status: Status | None  # None: skipped
+    result_path: Path | None
+    message: str = ""
+    exit_code: int = 0
+
+
+EXIT_CODES = {Status.SUCCESS: 0, Status.FAILED: 1, Status.CANCELLED: 130}
+
+
+class _NoBar:
+    """Stand-in for a tqdm bar when progress bars are off."""
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, file=sys.stderr, leave=False)
+
+
+@contextlib.contextmanager
+def _sigterm_cancels():
+    """SIGTERM raises RunCancelled in the main thread, so a `kill` is recorded as a cancel."""
+    def handler(signum, frame):
+        raise RunCancelled(f"received signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Run:
+    """The state of one run shared by its phases."""
+
+    exp: Experiment
+    opts: RunOptions
+    result: dict[str, Any]
+    started: float
+    stem: str
+    default_seed: int
+    device: str = "cpu"
+    loaded: Any = None  # modeling.LoadedModel
+    splits: Any = None  # data.EvalSplits
+    train_samples: list = field(default_factory=list)
+    forgetting_texts: list = field(default_factory=list)
+    state: Any = None  # train.TrainState
+    test_rows: list = field(default_factory=list)
+    run_key: str | None = None
+    run_key_inputs: dict | None = None
+    elapsed_base: float = 0.0
+    training_started: bool = False
+    git: Any = None  # provenance.GitState
+    forgetting_before: float | None = None
+    checkpoint_path: Path | None = None
+
+    def clock(self) -> float:
+        return self.elapsed_base + time.perf_counter() - self.started
+
+
+def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
+    """Train, evaluate and record `exp`. Returns the outcome; raises UserError for bad input
+    found before training starts (nothing written then)."""
+    from peftbench import lock as L
+    from peftbench import suite as S
+
+    cfg = exp.train_config
+    stem = S.result_stem(exp.method, exp.name, cfg.seed, default_seed)
+    run = _Run(exp, opts, R.empty_result(), time.perf_counter(), stem, default_seed)
+    lock = L.ExperimentLock(S.state_dir(exp.suite_dir) / "locks" / f"{stem}.lock", log=opts.log)
+    try:
+        lock.acquire()
+    except L.LockHeld as held:
+        return RunOutcome(None, None, f"skipped: {held}", exit_code=0)
+    try:
+        return _run_locked(run)
+    finally:
+        lock.release()
+
+
+def _run_locked(run: _Run) -> RunOutcome:
+    from peftbench import status as ST
+
+    _record_static_info(run)
+    _preflight(run)  # bad input -> UserError, nothing written
+    status, error = Status.SUCCESS, None
+    with _sigterm_cancels():
+        try:
+            _setup(run)
+            if run.opts.if_stale:
+                up_to_date = ST.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key)
+                if up_to_date is not None:
+                    return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})")
+            _train(run)
+            _test(run)
+            _finish(run)
+        except UserError:
+            if run.training_started:
+                status, error = Status.FAILED, sys.exc_info()[1]
+            else:
+                raise
+        except (KeyboardInterrupt, RunCancelled) as exc:
+            status, error = Status.CANCELLED, exc
+        except Exception as exc:  # noqa: BLE001 - every other exception is a failed run, recorded
+            status, error = Status.FAILED, exc
+        path = _write_result(run, status, error)
+    return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status])
+
+
+# ----------------------------------------------------------------------------------------------
+# phases
+
+
+def _record_static_info(run: _Run) -> None:
+    from peftbench import provenance
+
+    exp, info = run.exp, run.result["run_info"]
+    git = provenance.git_state(exp.suite_dir)
+    run.git = git
+    info.update(
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        experiment_name=exp.experiment_name,
+        suite=_suite_label(exp.suite_dir, git.root),
+        seed=exp.train_config.seed,
+        peft_branch=git.branch,
+        git=git.to_dict(),
+        command=provenance.command_line(),
+        hostname=provenance.hostname(),
+        train_config=exp.train_config.to_dict(),
+        peft_config=_peft_config_dict(exp.peft_config),
+    )
+
+
+def _suite_label(suite_dir: Path, git_root: str | None) -> str:
+    if git_root:
+        rel = os.path.relpath(suite_dir, git_root)
+        return "." if rel == "." else rel
+    return str(suite_dir)
+
+
+def _peft_config_dict(peft_config) -> dict | None:
+    if peft_config is None:
+        return None
+    data = peft_config.to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
+
+
+def _preflight(run: _Run) -> None:
+    """Checks that need no model: device, quantization, method support, data sources."""
+    from peftbench import methods, modeling
+
+    cfg = run.exp.train_config
+    run.device = modeling.resolve_device(cfg.device)
+    modeling.quantization_config(cfg, run.device)
+    if run.exp.peft_config is not None:
+        methods.check_supported(run.exp.peft_config)
+
+
+def _setup(run: _Run) -> None:
+    import torch
+
+    from peftbench import data, modeling, provenance, runkey
+    from peftbench import scoring
+
+    exp, cfg, log = run.exp, run.exp.train_config, run.opts.log
+    # Seeding the global RNGs here, once per run, is the runner's job; no helper seeds anything.
+    torch.manual_seed(cfg.seed)
+    import random
+
+    import numpy as np
+
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    run.run_key, run.run_key_inputs = runkey.compute(exp, run.device.split(":")[0])
+    run.result["run_info"].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
+    train_rows, train_identity = data.load_train_rows(cfg.train_dataset, cfg.char_limit)
+    run.splits = data.load_eval_splits(cfg.eval_dataset, cfg.valid_size, cfg.test_size)
+    run.forgetting_texts, forgetting_identity = data.load_forgetting_texts(cfg.forgetting_dataset)
+    run.forgetting_texts = run.forgetting_texts[: cfg.forgetting_size]
+    log(f"data: {len(train_rows)} train rows, {len(run.splits.valid)} valid, {len(run.splits.test)} test, "
+        f"{len(run.forgetting_texts)} forgetting texts")
+    run.loaded = modeling.load_model(cfg, exp.peft_config, run.device)
+    model, tokenizer = run.loaded.model, run.loaded.tokenizer
+    run.train_samples = data.tokenize_train_rows(train_rows, tokenizer, cfg.query_template, cfg.max_seq_length)
+    model_info = dict(run.run_key_inputs["model"])
+    model_info.setdefault("loaded_commit", getattr(modeling.unwrap_base(model).config, "_commit_hash", None))
+    run.result["meta_info"].update(
+        model_info=model_info,
+        dataset_info={"train": train_identity, "eval": run.splits.identity, "forgetting": forgetting_identity},
+        package_info=provenance.package_versions(), system_info=provenance.system_info(run.device),
+        pytorch_info=provenance.pytorch_info(), grader_version=scoring.GRADER_VERSION,
+        peftbench_version=run.run_key_inputs["code"]["peftbench_version"],
+        code_sha256=run.run_key_inputs["code"]["sources_sha256"])
+    trainable, total = modeling.count_parameters(model)
+    run.result["train_info"].update(num_trainable_params=trainable, num_total_params=total)
+    log(f"model: {cfg.model_id} on {run.device}, {trainable:,} trainable of {total:,} parameters")
+    if cfg.init_kv_cache_prefix and exp.peft_config is not None and exp.peft_config.peft_type.value == "PREFIX_TUNING":
+        from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
+
+        initialize_kv_prefix_from_text(model, tokenizer, text=cfg.init_kv_cache_prefix, use_chat_template=False)
+
+
+def _forgetting_loss(run: _Run) -> float | None:
+    from peftbench.evaluate import text_cross_entropy
+
+    cfg = run.exp.train_config
+    return text_cross_entropy(run.loaded.model, run.loaded.tokenizer, run.forgetting_texts,
+                              cfg.max_seq_length, cfg.batch_size_eval)
+
+
+def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
+    from peftbench import methods, scoring
+    from peftbench.evaluate import evaluate_rows
+
+    cfg = run.exp.train_config
+
+    def validate():
+        bar = _bar(run.opts.progress, len(rows), f"{split} eval")
+        try:
+            return evaluate_rows(
+                run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
+                batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
+                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n), progress=bar)
+        finally:
+            bar.close()
+
+    return validate
+
+
+def _train(run: _Run) -> None:
+    from peftbench import checkpoint as C
+    from peftbench import methods, suite as S, train as T
+
+    cfg, model, log = run.exp.train_config, run.loaded.model, run.opts.log
+    run.forgetting_before = _forgetting_with_adapter_disabled(run)
+    state = T.TrainState()
+    optimizer, scheduler, scaler = None, None, T.NoScaler()
+    ckpt_path = run.checkpoint_path = S.state_dir(run.exp.suite_dir) / "checkpoints" / f"{run.stem}.pt"
+    if cfg.max_steps > 0:
+        optimizer = T.build_optimizer(model, cfg, run.exp.peft_config)
+        scheduler = T.build_scheduler(optimizer, cfg)
+        scaler = T.build_scaler(cfg, run.device)
+        if not run.opts.resume and ckpt_path.exists():
+            ckpt_path.unlink()
+        payload = C.load(ckpt_path, run.run_key) if run.opts.resume else None
+        if payload is not None:
+            state = C.restore(payload, model, optimizer, scheduler, scaler)
+            run.elapsed_base = state.elapsed_before
+            run.started = time.perf_counter()
+            run.result["run_info"]["resumed_from_step"] = state.step
+            log(f"resuming from the checkpoint at step {state.step} ({ckpt_path})")
+    run.state = state
+
+    def save_checkpoint(st, opt, sch, sc):
+        st.elapsed_before = run.clock()
+        C.save(ckpt_path, run.run_key, st, model, opt, sch, sc)
+
+    run.training_started = True
+    bar = _bar(run.opts.progress, cfg.max_steps, "train")
+    ctx = T.TrainContext(model=model, tokenizer=run.loaded.tokenizer, cfg=cfg, peft_config=run.exp.peft_config,
+                         device=run.device, samples=run.train_samples,
+                         validate=_validate_fn(run, "valid", run.splits.valid), hooks=methods,
+                         checkpoint=save_checkpoint, log=log if run.opts.verbose else _quiet, progress=bar,
+                         clock=run.clock)
+    try:
+        if cfg.max_steps > 0:
+            T.train(ctx, state, optimizer, scheduler, scaler)
+    finally:
+        bar.close()
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _forgetting_with_adapter_disabled(run: _Run) -> float | None:
+    model = run.loaded.model
+    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with disable:
+        return _forgetting_loss(run)
+
+
+def _test(run: _Run) -> None:
+    outcome = _validate_fn(run, "test", run.splits.test)()
+    run.test_rows = outcome.rows
+    run.result["train_info"]["test_time"] = outcome.seconds
+    forgetting_after = _forgetting_loss(run)
+    state = run.state
+    forgetting = None
+    if forgetting_after is not None and run.forgetting_before is not None:
+        forgetting = forgetting_after - run.forgetting_before
+    run.result["train_info"]["metrics"] = state.metrics + [{
+        R.M_STEP: state.step,
+        R.M_TEST_ACC: outcome.accuracy,
+        R.M_TEST_ACC_FLEX: outcome.accuracy_flexible,
+        R.M_TRAIN_LOSS: _mean_train_loss(state),
+        R.M_TRAIN_SAMPLES: state.train_samples,
+        R.M_TRAIN_TOTAL_TOKENS: state.total_tokens,
+        R.M_FORGETTING: forgetting,
+    }]
+    run.opts.log(f"test accuracy {_pct(outcome.accuracy)} (flexible {_pct(outcome.accuracy_flexible)}) on "
+                 f"{len(outcome.rows)} items; forgetting {forgetting if forgetting is None else round(forgetting, 4)}")
+
+
+def _mean_train_loss(state) -> float | None:
+    from peftbench.results import M_TRAIN_LOSS
+
+    losses = [m[M_TRAIN_LOSS] for m in state.metrics if m.get(M_TRAIN_LOSS) is not None]
+    return losses[-1] if losses else None
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _finish(run: _Run) -> None:
+    """Save the adapter and record sizes."""
+    from peftbench.results import sha256_file
+
+    model, cfg, info = run.loaded.model, run.exp.train_config, run.result["train_info"]
+    if run.exp.peft_config is None:
+        # Full fine-tuning: the "adapter" is the whole model; its size is parameters x bytes.
+        info["file_size"] = sum(p.numel() * p.element_size() for p in model.parameters())
+        if run.opts.output_dir:
+            model.save_pretrained(run.opts.output_dir)
+            run.result["run_info"]["adapter_dir"] = str(Path(run.opts.output_dir).resolve())
+        return
+    out = Path(run.opts.output_dir) if run.opts.output_dir else Path(tempfile.mkdtemp(prefix=f"peftbench-{run.stem}-"))
+    model.save_pretrained(str(out))
+    weights = out / "adapter_model.safetensors"
+    if weights.exists():
+        info["file_size"] = weights.stat().st_size
+        run.result["run_info"]["adapter_sha256"] = sha256_file(weights)
+    else:
+        info["file_size"] = 0
+    if run.opts.clean:
+        shutil.rmtree(out, ignore_errors=True)
+        run.opts.log(f"adapter saved to {out} and deleted (--clean)")
+    else:
+        run.result["run_info"]["adapter_dir"] = str(out.resolve())
+        run.opts.log(f"adapter saved to {out}")
+
+
+def _write_result(run: _Run, status: Status, error: BaseException | None) -> Path:
+    """Write predictions then the result, both atomically; decide the folder by status and git."""
+    from peftbench import suite as S
+    from peftbench import train as T
+
+    info, train_info = run.result["run_info"], run.result["train_info"]
+    train_info["status"] = status.value
+    state = run.state
+    if state is not None:
+        train_info["train_time"] = state.train_time
+        train_info["eval_time"] = state.eval_time
+        if status is not Status.SUCCESS and not train_info["metrics"]:
+            train_info["metrics"] = state.metrics
+        train_info.update(T.memory_summary(state, run.device))
+    if error is not None:
+        info["error_msg"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        info["traceback"] = "".join(traceback.format_exception(error))
+    info["total_time"] = run.clock()
+    path = S.result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp())
+    rows = (state.last_valid_rows if state is not None else []) + run.test_rows
+    if rows or status is Status.SUCCESS:
+        pred_path = R.predictions_path_for(path)
+        digest = R.write_predictions(pred_path, rows)
+        info["predictions"] = {"file": pred_path.name, "sha256": digest}
+    R.atomic_write_json(path, run.result)
+    if status is Status.SUCCESS and not run.opts.keep_checkpoint:
+        if run.checkpoint_path is not None and run.checkpoint_path.exists():
+            run.checkpoint_path.unlink()
+    run.opts.log(f"{status.value}: result written to {path}")
+    return path
