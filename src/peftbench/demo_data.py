@@ -1,0 +1,374 @@
+"""Built-in math word problems for the CPU demo: MetaMathQA-shaped training rows and GSM8K-shaped
+evaluation rows, generated deterministically without any download.
+
+A suite selects this data with `train_dataset = eval_dataset = DATASET_ID` ("demo:word-problems");
+the data loader then calls `train_rows()` and `eval_rows("train" | "test")` in place of reading
+meta-math/MetaMathQA and openai/gsm8k, and records `identity()` as the dataset identity.
+
+The problems take one or two arithmetic steps (shopping, sharing, rates, ages, savings, ...) with
+small numbers: multiplications are one digit times at most two digits, divisions are exact, and
+every answer is a positive integer below 1000. That is within what SmolLM2-135M can learn in a
+few minutes of LoRA on two CPU cores (an earlier probe on similar items: base model 0%, LoRA
+72-75% after 3-4 min, full fine-tuning 69%, IA3 54%, prompt tuning 23% of 100 test items).
+
+Splits never share a problem. A problem's canonical form is its family and its numbers
+("shop_change:4,12,100"); the sha256 of that string puts it in exactly one split, so the test
+set holds no problem that training saw, not even with other names or objects around the numbers.
+Training rows may repeat a canonical problem with different names or objects, the way MetaMathQA
+rephrases each GSM8K question several times; evaluation rows never repeat one.
+
+Row forms:
+    train:  {"type", "query", "original_question", "response"}, the response reasoning in
+            sentences ("... so Tom spends 4 * 12 = $48.") and ending "The answer is: N";
+    eval:   {"question", "answer"}, the answer in GSM8K's lines without calculator annotations
+            ("The pens cost 4*12 = $48.") and ending "#### N".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from peftbench.errors import UserError
+
+DATASET_ID = "demo:word-problems"
+# Bump when any change here can change a generated row: the version and the rows' sha256 are the
+# dataset identity recorded in results.
+GENERATOR_VERSION = "1"
+
+TRAIN_SIZE = 20_000
+EVAL_SIZES = {"train": 1_000, "test": 500}  # "train" is the pool the validation set is drawn from
+
+# Share of canonical problems in each split, in hundredths of the sha256 bucket space. Training
+# gets 80%; the two evaluation pools 10% each, several times the rows they need (see the test
+# that counts the problem space), so drawing them without repeats ends quickly.
+_BUCKETS = {"train": range(0, 80), "eval-train": range(80, 90), "eval-test": range(90, 100)}
+_SEEDS = {"train": 1, "eval-train": 2, "eval-test": 3}
+# Draws per requested row before giving up: a split that cannot be filled is a bug in the
+# families below, not something to loop on forever.
+_MAX_DRAWS_PER_ROW = 200
+
+
+@dataclass(frozen=True)
+class Problem:
+    family: str
+    params: tuple[int, ...]  # the numbers that define the problem; names and objects do not
+    question: str
+    reasoning: tuple[str, ...]  # MetaMathQA-style sentences, "4 * 12 = 48"
+    gsm_lines: tuple[str, ...]  # GSM8K-style lines, "4*12 = 48"
+    answer: int
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.family}:{','.join(map(str, self.params))}"
+
+    def split(self) -> str:
+        bucket = int.from_bytes(hashlib.sha256(self.canonical.encode()).digest()[:8], "big") % 100
+        return next(name for name, share in _BUCKETS.items() if bucket in share)
+
+    def metamath_row(self) -> dict[str, str]:
+        response = "\n".join(self.reasoning) + f"\nThe answer is: {self.answer}"
+        return {"type": f"demo_{self.family}", "query": self.question,
+                "original_question": self.question, "response": response}
+
+    def gsm8k_row(self) -> dict[str, str]:
+        return {"question": self.question, "answer": "\n".join(self.gsm_lines) + f"\n#### {self.answer}"}
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def train_rows(n: int = TRAIN_SIZE) -> list[dict[str, str]]:
+    """`n` MetaMathQA-form training rows (type, query, original_question, response)."""
+    return [p.metamath_row() for p in problems("train", n)]
+
+
+def eval_rows(split: str) -> list[dict[str, str]]:
+    """GSM8K-form rows (question, answer): split "train" is the pool validation rows are drawn
+    from (1000 rows), "test" the test set (500 rows). Neither shares a problem with training."""
+    if split not in EVAL_SIZES:
+        raise UserError(f"{DATASET_ID}: unknown evaluation split {split!r}; available: {sorted(EVAL_SIZES)}")
+    return [p.gsm8k_row() for p in problems(f"eval-{split}", EVAL_SIZES[split])]
+
+
+def identity() -> dict[str, object]:
+    """The dataset identity recorded in results: generator version and the sha256 of every row
+    the loader can ask for (the default training rows and both evaluation splits)."""
+    h = hashlib.sha256()
+    sizes = {"train": TRAIN_SIZE, **{f"eval-{k}": v for k, v in EVAL_SIZES.items()}}
+    for rows in (train_rows(TRAIN_SIZE), eval_rows("train"), eval_rows("test")):
+        for row in rows:
+            h.update(json.dumps(row, sort_keys=True).encode())
+            h.update(b"\n")
+    return {"generator": __name__, "generator_version": GENERATOR_VERSION,
+            "split_sizes": sizes, "sha256": h.hexdigest()}
+
+
+def problems(split: str, n: int) -> list[Problem]:
+    """`n` problems of a split ("train", "eval-train" or "eval-test"), in generation order.
+
+    Training problems are distinct by question text; evaluation problems by canonical form.
+    """
+    if split not in _BUCKETS:
+        raise UserError(f"{DATASET_ID}: unknown split {split!r}; available: {sorted(_BUCKETS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"{DATASET_ID}: number of rows must be a non-negative integer, got {n!r}")
+    rng = random.Random(_SEEDS[split])  # local: the global RNG is never touched
+    seen: set[str] = set()
+    out: list[Problem] = []
+    for _ in range(n * _MAX_DRAWS_PER_ROW):
+        if len(out) == n:
+            return out
+        problem = rng.choice(_FAMILIES)(rng)
+        key = problem.question if split == "train" else problem.canonical
+        if key in seen or problem.split() != split:
+            continue
+        seen.add(key)
+        out.append(problem)
+    if len(out) == n:
+        return out
+    raise RuntimeError(f"{DATASET_ID}: split {split!r} ran out of distinct problems after {len(out)} of {n}")
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+_PEOPLE = [("Tom", "he"), ("Anna", "she"), ("Liam", "he"), ("Maya", "she"), ("Omar", "he"),
+           ("Sofia", "she"), ("Ben", "he"), ("Chloe", "she"), ("Ravi", "he"), ("Emma", "she"),
+           ("Jack", "he"), ("Lena", "she"), ("Noah", "he"), ("Ivy", "she"), ("Sam", "he"),
+           ("Nora", "she"), ("Carlos", "he"), ("Mei", "she"), ("Felix", "he"), ("Zara", "she")]
+_GOODS = ["pencil", "notebook", "apple", "ticket", "candle", "sticker", "marble", "cupcake",
+          "book", "toy car", "flower", "orange", "poster", "mug", "puzzle", "kite"]
+_SWEETS = ["cookie", "muffin", "brownie", "cracker", "pretzel", "lemon bar"]
+_RELATIVES = ["brother", "sister", "cousin", "uncle", "aunt"]
+_PARENTS = ["mother", "father", "grandmother", "grandfather"]
+_VEHICLES = ["train", "bus", "truck", "boat", "car"]
+_PLANTS = ["tomato plants", "sunflowers", "rose bushes", "pepper plants", "tulips"]
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"]
+
+
+def _plural(noun: str) -> str:
+    return noun + "s"  # every noun above takes a plain -s
+
+
+def _person(rng: random.Random) -> tuple[str, str]:
+    return rng.choice(_PEOPLE)
+
+
+def _two_people(rng: random.Random) -> tuple[str, str]:
+    first, second = rng.sample(_PEOPLE, 2)
+    return first[0], second[0]
+
+
+# ---------------------------------------------------------------------------- families
+# Each family draws its numbers (the canonical parameters) and its wording from `rng` and
+# returns the worked problem. Reasoning sentences write "a * b = c"; GSM8K lines "a*b = c",
+# as GSM8K does once its "<<a*b=c>>" calculator annotations are removed.
+
+
+def _shop_total(rng):
+    n, price = rng.randint(2, 9), rng.randint(2, 99)
+    name, _ = _person(rng)
+    item = rng.choice(_GOODS)
+    total = n * price
+    q = f"{name} buys {n} {_plural(item)} that cost ${price} each. How many dollars does {name} spend?"
+    return Problem("shop_total", (n, price), q,
+                   (f"Each {item} costs ${price}, so {n} {_plural(item)} cost {n} * {price} = ${total}.",),
+                   (f"{name} spends {n}*{price} = ${total}.",), total)
+
+
+def _shop_change(rng):
+    n, price = rng.randint(2, 9), rng.randint(2, 49)
+    bill = rng.choice([b for b in (20, 50, 100, 200, 500) if b > n * price])
+    name, pron = _person(rng)
+    item = rng.choice(_GOODS)
+    cost, change = n * price, bill - n * price
+    q = (f"{name} buys {n} {_plural(item)} for ${price} each and pays with a ${bill} bill. "
+         f"How many dollars of change does {name} get back?")
+    return Problem("shop_change", (n, price, bill), q,
+                   (f"{name} spends {n} * {price} = ${cost} on {_plural(item)}.",
+                    f"{pron.capitalize()} pays with ${bill}, so the change is {bill} - {cost} = ${change}."),
+                   (f"The {_plural(item)} cost {n}*{price} = ${cost}.",
+                    f"The change is {bill}-{cost} = ${change}."), change)
+
+
+def _share_equal(rng):
+    friends, each = rng.randint(2, 9), rng.randint(2, 99)
+    total = friends * each
+    name, _ = _person(rng)
+    item = _plural(rng.choice(_GOODS + _SWEETS))
+    q = f"{name} has {total} {item} and shares them equally among {friends} friends. How many {item} does each friend get?"
+    return Problem("share_equal", (total, friends), q,
+                   (f"{name} divides {total} {item} among {friends} friends, so each friend gets {total} / {friends} = {each} {item}.",),
+                   (f"Each friend gets {total}/{friends} = {each} {item}.",), each)
+
+
+def _trays_share(rng):
+    people = rng.randint(2, 9)
+    trays = rng.randint(2, 9)
+    # per-tray counts that make the total divisible by the number of people
+    per_tray = rng.choice([b for b in range(4, 31) if trays * b % people == 0])
+    total = trays * per_tray
+    each = total // people
+    name, pron = _person(rng)
+    sweet = _plural(rng.choice(_SWEETS))
+    q = (f"{name} bakes {trays} trays of {sweet} with {per_tray} {sweet} on each tray. "
+         f"{pron.capitalize()} shares them equally among {people} neighbors. How many {sweet} does each neighbor get?")
+    return Problem("trays_share", (trays, per_tray, people), q,
+                   (f"{name} bakes {trays} * {per_tray} = {total} {sweet}.",
+                    f"Shared among {people} neighbors, each neighbor gets {total} / {people} = {each} {sweet}."),
+                   (f"{name} bakes {trays}*{per_tray} = {total} {sweet}.",
+                    f"Each neighbor gets {total}/{people} = {each} {sweet}."), each)
+
+
+def _rate_total(rng):
+    per_day, days = rng.randint(5, 99), rng.randint(2, 9)
+    total = per_day * days
+    name, _ = _person(rng)
+    q = f"{name} reads {per_day} pages every day. How many pages does {name} read in {days} days?"
+    return Problem("rate_total", (per_day, days), q,
+                   (f"{name} reads {per_day} pages a day for {days} days, which is {per_day} * {days} = {total} pages.",),
+                   (f"{name} reads {per_day}*{days} = {total} pages.",), total)
+
+
+def _rate_left(rng):
+    per_day, days, left = rng.randint(5, 30), rng.randint(2, 9), rng.randint(5, 99)
+    read = per_day * days
+    book = read + left
+    name, _ = _person(rng)
+    q = (f"A book has {book} pages. {name} reads {per_day} pages a day for {days} days. "
+         f"How many pages does {name} still have to read?")
+    return Problem("rate_left", (book, per_day, days), q,
+                   (f"In {days} days {name} reads {per_day} * {days} = {read} pages.",
+                    f"The pages left are {book} - {read} = {left}."),
+                   (f"{name} reads {per_day}*{days} = {read} pages.",
+                    f"{name} has {book}-{read} = {left} pages left."), left)
+
+
+def _age_future(rng):
+    age, gap, years = rng.randint(4, 40), rng.randint(2, 30), rng.randint(2, 20)
+    name, _ = _person(rng)
+    relative = rng.choice(_RELATIVES)
+    now = age + gap
+    later = now + years
+    q = (f"{name} is {age} years old. {name}'s {relative} is {gap} years older than {name}. "
+         f"How old will the {relative} be in {years} years?")
+    return Problem("age_future", (age, gap, years), q,
+                   (f"The {relative} is {age} + {gap} = {now} years old now.",
+                    f"In {years} years the {relative} will be {now} + {years} = {later} years old."),
+                   (f"The {relative} is {age}+{gap} = {now} years old.",
+                    f"In {years} years the {relative} will be {now}+{years} = {later} years old."), later)
+
+
+def _age_times(rng):
+    age, times, years = rng.randint(3, 25), rng.randint(2, 4), rng.randint(2, 20)
+    if age * times > 90:  # keep the parent's age believable
+        age = 90 // times
+    name, _ = _person(rng)
+    parent = rng.choice(_PARENTS)
+    older = age * times
+    later = older + years
+    q = (f"{name} is {age} years old, and {name}'s {parent} is {times} times as old as {name}. "
+         f"How old will the {parent} be in {years} years?")
+    return Problem("age_times", (age, times, years), q,
+                   (f"The {parent} is {age} * {times} = {older} years old now.",
+                    f"In {years} years the {parent} will be {older} + {years} = {later} years old."),
+                   (f"The {parent} is {age}*{times} = {older} years old.",
+                    f"In {years} years the {parent} will be {older}+{years} = {later}."), later)
+
+
+def _savings(rng):
+    saved, weekly, weeks = rng.randint(5, 99), rng.randint(3, 25), rng.randint(2, 9)
+    earned = weekly * weeks
+    total = saved + earned
+    name, pron = _person(rng)
+    q = (f"{name} has ${saved} saved and earns ${weekly} every week. "
+         f"How many dollars will {name} have after {weeks} weeks?")
+    return Problem("savings", (saved, weekly, weeks), q,
+                   (f"In {weeks} weeks {name} earns {weekly} * {weeks} = ${earned}.",
+                    f"{pron.capitalize()} will have {saved} + {earned} = ${total}."),
+                   (f"{name} earns {weekly}*{weeks} = ${earned}.",
+                    f"{name} will have {saved}+{earned} = ${total}."), total)
+
+
+def _give_and_buy(rng):
+    start = rng.randint(20, 99)
+    given, bought = rng.randint(2, start - 1), rng.randint(2, 50)
+    after_gift = start - given
+    total = after_gift + bought
+    name, pron = _person(rng)
+    item = _plural(rng.choice(_GOODS))
+    q = (f"{name} has {start} {item}. {pron.capitalize()} gives {given} of them to a friend and then buys {bought} more. "
+         f"How many {item} does {name} have now?")
+    return Problem("give_and_buy", (start, given, bought), q,
+                   (f"After giving some away, {name} has {start} - {given} = {after_gift} {item}.",
+                    f"After buying more, {pron} has {after_gift} + {bought} = {total} {item}."),
+                   (f"{name} has {start}-{given} = {after_gift} {item} left.",
+                    f"Then {name} has {after_gift}+{bought} = {total} {item}."), total)
+
+
+def _speed_distance(rng):
+    speed, hours = rng.randint(10, 99), rng.randint(2, 9)
+    distance = speed * hours
+    vehicle = rng.choice(_VEHICLES)
+    q = f"A {vehicle} travels at {speed} miles per hour. How many miles does it travel in {hours} hours?"
+    return Problem("speed_distance", (speed, hours), q,
+                   (f"The {vehicle} covers {speed} miles each hour, so in {hours} hours it travels {speed} * {hours} = {distance} miles.",),
+                   (f"The {vehicle} travels {speed}*{hours} = {distance} miles.",), distance)
+
+
+def _garden_rows(rng):
+    rows, per_row = rng.randint(2, 9), rng.randint(3, 20)
+    planted = rows * per_row
+    failed = rng.randint(1, planted - 1)
+    grew = planted - failed
+    name, _ = _person(rng)
+    plants = rng.choice(_PLANTS)
+    q = (f"{name} plants {rows} rows of {plants} with {per_row} in each row. {failed} of them do not grow. "
+         f"How many {plants} grow?")
+    return Problem("garden_rows", (rows, per_row, failed), q,
+                   (f"{name} plants {rows} * {per_row} = {planted} {plants}.",
+                    f"Of those, {planted} - {failed} = {grew} grow."),
+                   (f"{name} plants {rows}*{per_row} = {planted} {plants}.",
+                    f"{planted}-{failed} = {grew} {plants} grow."), grew)
+
+
+def _compare(rng):
+    more = rng.randint(12, 99)
+    fewer = rng.randint(2, more - 1)
+    diff = more - fewer
+    first, second = _two_people(rng)
+    item = _plural(rng.choice(_GOODS))
+    q = f"{first} has {more} {item} and {second} has {fewer} {item}. How many more {item} does {first} have than {second}?"
+    return Problem("compare", (more, fewer), q,
+                   (f"{first} has {more} - {fewer} = {diff} more {item} than {second}.",),
+                   (f"{first} has {more}-{fewer} = {diff} more {item}.",), diff)
+
+
+_FRACTIONS = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
+
+
+def _fraction_more(rng):
+    divisor, part = rng.choice(sorted(_FRACTIONS)), rng.randint(3, 99)
+    first_month = divisor * part
+    total = first_month + part
+    name, pron = _person(rng)
+    item = _plural(rng.choice(_GOODS))
+    month = rng.randrange(len(_MONTHS) - 1)
+    m1, m2 = _MONTHS[month], _MONTHS[month + 1]
+    q = (f"{name} sold {first_month} {item} in {m1}, and then {pron} sold {_FRACTIONS[divisor]} as many {item} in {m2}. "
+         f"How many {item} did {name} sell in {m1} and {m2} together?")
+    return Problem("fraction_more", (first_month, divisor), q,
+                   (f"In {m2} {name} sold {first_month} / {divisor} = {part} {item}.",
+                    f"Together {pron} sold {first_month} + {part} = {total} {item}."),
+                   (f"{name} sold {first_month}/{divisor} = {part} {item} in {m2}.",
+                    f"{name} sold {first_month}+{part} = {total} {item} altogether."), total)
+
+
+_FAMILIES: tuple[Callable[[random.Random], Problem], ...] = (
+    _shop_total, _shop_change, _share_equal, _trays_share, _rate_total, _rate_left, _age_future,
+    _age_times, _savings, _give_and_buy, _speed_distance, _garden_rows, _compare, _fraction_more,
+)
