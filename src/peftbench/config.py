@@ -297,6 +297,13 @@ def locate_experiment(path: str | os.PathLike) -> tuple[Path, Path, str, str]:
     return p, suite, p.parent.name, p.name
 
 
+def suite_default_seed(suite: Path) -> int:
+    """The seed a suite runs with unless told otherwise; result names carry other seeds."""
+    defaults = read_json_file(Path(suite) / DEFAULTS_FILE)
+    seed = defaults.get("seed", TrainConfig.seed) if isinstance(defaults, dict) else TrainConfig.seed
+    return seed if isinstance(seed, int) else TrainConfig.seed
+
+
 def read_json_file(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:

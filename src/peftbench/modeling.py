@@ -136,7 +136,7 @@ def load_model(cfg: TrainConfig, peft_config, device: str) -> LoadedModel:
             from peft import prepare_model_for_kbit_training
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.use_gc)
-        peft_config = methods.prepare_peft_config(peft_config, cfg.max_steps)
+        peft_config = methods.prepare_peft_config(peft_config, cfg.max_steps, tokenizer=tokenizer)
         model = get_peft_model(model, peft_config, autocast_adapter_dtype=cfg.autocast_adapter_dtype)
     else:
         for param in model.parameters():

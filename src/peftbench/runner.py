@@ -140,18 +140,19 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
 
 
 def _run_locked(run: _Run) -> RunOutcome:
-    from peftbench import status as ST
+    from peftbench import planning
 
     _record_static_info(run)
     _preflight(run)  # bad input -> UserError, nothing written
+    if run.opts.if_stale:
+        # Checked after taking the lock: another process may have finished this run meanwhile.
+        up_to_date = planning.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key, run.git.is_main_and_clean)
+        if up_to_date is not None:
+            return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})")
     status, error = Status.SUCCESS, None
     with _sigterm_cancels():
         try:
             _setup(run)
-            if run.opts.if_stale:
-                up_to_date = ST.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key)
-                if up_to_date is not None:
-                    return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})")
             _train(run)
             _test(run)
             _finish(run)
@@ -208,19 +209,21 @@ def _peft_config_dict(peft_config) -> dict | None:
 
 def _preflight(run: _Run) -> None:
     """Checks that need no model: device, quantization, method support, data sources."""
-    from peftbench import methods, modeling
+    from peftbench import methods, modeling, runkey
 
     cfg = run.exp.train_config
     run.device = modeling.resolve_device(cfg.device)
     modeling.quantization_config(cfg, run.device)
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
+    run.run_key, run.run_key_inputs = runkey.compute(run.exp, run.device.split(":")[0])
+    run.result["run_info"].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
 
 
 def _setup(run: _Run) -> None:
     import torch
 
-    from peftbench import data, modeling, provenance, runkey
+    from peftbench import data, modeling, provenance
     from peftbench import scoring
 
     exp, cfg, log = run.exp, run.exp.train_config, run.opts.log
@@ -235,8 +238,6 @@ def _setup(run: _Run) -> None:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    run.run_key, run.run_key_inputs = runkey.compute(exp, run.device.split(":")[0])
-    run.result["run_info"].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
     train_rows, train_identity = data.load_train_rows(cfg.train_dataset, cfg.char_limit)
     run.splits = data.load_eval_splits(cfg.eval_dataset, cfg.valid_size, cfg.test_size)
     run.forgetting_texts, forgetting_identity = data.load_forgetting_texts(cfg.forgetting_dataset)
@@ -284,7 +285,7 @@ def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
             return evaluate_rows(
                 run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
                 batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
-                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n), progress=bar)
+                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n, run.device), progress=bar)
         finally:
             bar.close()
 

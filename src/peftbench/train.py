@@ -230,6 +230,7 @@ def _train_step(ctx: TrainContext, samples, optimizer, scheduler, scaler, step: 
     batch = {k: v.to(ctx.device) for k, v in batch.items()}
     with autocast(cfg, ctx.device):
         loss = ctx.model(**batch, **extra).loss
+        loss = loss + ctx.hooks.extra_loss(ctx.model, ctx.peft_config)
     scaler.scale(loss).backward()
     if cfg.grad_norm_clip is not None:
         scaler.unscale_(optimizer)

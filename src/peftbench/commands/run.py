@@ -1,0 +1,94 @@
+"""`peftbench run EXPERIMENT_DIR...`: train, evaluate and record experiments in this process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "train, evaluate and record one experiment (or several, one after another)"
+DESCRIPTION = """\
+Train the experiment's PEFT adapter (or the full model when the folder has no
+adapter_config.json) on the suite's training data, evaluate it on the test split, and write one
+JSON result (plus <result>.predictions.jsonl.gz) into the suite's results folders:
+
+  results/<method>--<name>.json                      success, git branch main, clean tree
+  temporary_results/<method>--<name>--<time>.json    success otherwise
+  cancelled_results/<method>--<name>--<time>.json    cancelled (Ctrl+C, SIGTERM) or failed
+
+Exit status: 0 success, 1 failed run, 2 bad input (nothing written), 130 cancelled.
+
+examples:
+  peftbench run -v experiments/lora/llama-3.2-3B-rank32/
+  peftbench run demo/experiments/lora/smollm2-rank16/ --set max_steps=20 --set optimizer_kwargs.lr=1e-3
+  peftbench run experiments/ia3/llama-3.2-3B-default/ --seeds 0,1,2
+"""
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seed given")
+    return seeds
+
+
+def add_common_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `run-all`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a training parameter, typed by its field (repeatable); "
+                             "KEY.SUB=VALUE changes one key of a mapping, e.g. optimizer_kwargs.lr=1e-3")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="run with this seed (default: the suite's)")
+    seeds.add_argument("--seeds", type=parse_seeds, help="run once per seed, e.g. 0,1,2")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start from step 0 even when a checkpoint of the same run exists")
+    parser.add_argument("--keep-checkpoint", action="store_true", help="keep the last checkpoint after success")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
+                        help="experiment folder(s): <suite>/experiments/<peft-method>/<name>/")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print validation lines and progress details")
+    parser.add_argument("--output-dir", help="save the trained adapter here (default: a temporary folder, printed)")
+    parser.add_argument("--clean", action="store_true", help="delete the saved adapter after the run")
+    parser.add_argument("--if-stale", action="store_true",
+                        help="skip an experiment whose up-to-date result already exists (used by run-all)")
+    add_common_run_options(parser)
+
+
+def seed_list(args) -> list[int | None]:
+    if args.seeds:
+        return list(args.seeds)
+    return [args.seed] if args.seed is not None else [None]
+
+
+def run(args) -> int:
+    from peftbench.config import load_experiment, parse_overrides, suite_default_seed
+    from peftbench.runner import RunOptions, run_experiment
+
+    overrides = parse_overrides(args.overrides)
+    # Validate everything before running anything: a typo in the third experiment must not
+    # surface after two hours of training.
+    jobs = []
+    for path in args.experiments:
+        for seed in seed_list(args):
+            exp_overrides = dict(overrides, **({"seed": seed} if seed is not None else {}))
+            exp = load_experiment(path, exp_overrides)
+            jobs.append((exp, suite_default_seed(exp.suite_dir)))
+    if args.output_dir and len(jobs) > 1:
+        from peftbench.errors import UserError
+
+        raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
+    opts = RunOptions(verbose=args.verbose, output_dir=args.output_dir, clean=args.clean, resume=args.resume,
+                      keep_checkpoint=args.keep_checkpoint, if_stale=args.if_stale, progress=args.progress)
+    worst = 0
+    for exp, default_seed in jobs:
+        outcome = run_experiment(exp, opts, default_seed)
+        print(f"{exp.experiment_name} (seed {exp.train_config.seed}): {outcome.message}", file=sys.stderr)
+        if outcome.exit_code == 130:
+            return 130
+        worst = max(worst, outcome.exit_code)
+    return worst
