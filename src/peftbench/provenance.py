@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-RESULT_DIRS = ("results", "temporary_results", "cancelled_results")
+# Folders a run writes into; changes under them never make the tree "dirty".
+RUN_OUTPUT_DIRS = ("results", "temporary_results", "cancelled_results", ".peftbench")
 PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "bitsandbytes", "safetensors", "math-verify")
 
 
@@ -57,7 +58,7 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
     branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], root_path) or "").strip() or None
     commit = (_git(["rev-parse", "HEAD"], root_path) or "").strip() or None
     excludes = []
-    for name in RESULT_DIRS:
+    for name in RUN_OUTPUT_DIRS:
         rel = os.path.relpath(suite_dir / name, root_path)
         excludes.append(f":(exclude){rel}")
     status = _git(["status", "--porcelain", "--untracked-files=all", "--", ".", *excludes], root_path) or ""
