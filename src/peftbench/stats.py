@@ -1,0 +1,169 @@
+"""Statistics for comparing accuracies on a test set: pure functions of counts and arrays.
+
+- `wilson_interval`: the 95% interval of one accuracy when only the accuracy and the number of
+  items are known. Unlike the normal approximation it stays inside [0, 1] and keeps its coverage
+  near 0% and 100% accuracy (Wilson 1927; Brown, Cai & DasGupta 2001).
+- `paired_bootstrap`: the interval of the difference of two accuracies measured on the same items.
+- `mcnemar_exact`: the exact two-sided p-value of "A and B are equally good" on paired items; only
+  the items exactly one of the two got right carry information.
+- `two_proportion_z`: the unpaired test used when no per-item predictions exist.
+- `indistinguishable_from_best`: which runs a leaderboard cannot tell apart from the best one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+ALPHA = 0.05
+
+
+def wilson_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a proportion `accuracy` observed on `n` items."""
+    if n is None or n <= 0:
+        raise ValueError(f"n must be a positive number of items, got {n!r}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must lie in [0, 1], got {accuracy!r}")
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (accuracy + z2 / (2 * n)) / denom
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exact in integers until the final division."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts.
+
+    Under "equally good", each of the only_a + only_b discordant items is a fair coin; the p-value
+    doubles the smaller tail (capped at 1). No discordant items at all gives 1."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError("discordant counts must be >= 0")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    return min(1.0, 2.0 * binomial_cdf_half(min(only_a, only_b), n))
+
+
+def two_proportion_z(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test (independent samples)."""
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    var = pooled * (1 - pooled) * (1 / n1 + 1 / n2)
+    if var == 0:
+        return 1.0 if p1 == p2 else 0.0
+    z = abs(p1 - p2) / math.sqrt(var)
+    return math.erfc(z / math.sqrt(2))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    n: int
+    acc_a: float
+    acc_b: float
+    diff: float  # acc_a - acc_b
+    diff_lo: float
+    diff_hi: float
+    only_a: int  # items A got right and B got wrong
+    only_b: int
+    both: int
+    neither: int
+    p_mcnemar: float
+    n_bootstrap: int
+    seed: int
+
+
+def paired_bootstrap(diffs: np.ndarray, n_bootstrap: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(diffs) when the items are resampled with replacement.
+
+    `diffs` holds one of -1, 0, +1 per item (A right and B wrong = +1). Resampling n items and
+    averaging only depends on how many of each value were drawn, so drawing those three counts
+    from a multinomial gives exactly the same distribution as resampling indices, in
+    O(n_bootstrap) memory instead of O(n_bootstrap * n). The generator is local and seeded:
+    the same inputs give the same interval."""
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("no items to compare")
+    values = np.array([-1.0, 0.0, 1.0])
+    probs = np.array([(diffs == v).mean() for v in values])
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, probs, size=n_bootstrap)
+    means = counts @ values / n
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def compare_paired(correct_a: Sequence[bool], correct_b: Sequence[bool], n_bootstrap: int = 10_000,
+                   seed: int = 0) -> PairedComparison:
+    """Everything `peftbench diff` reports, from two aligned per-item correctness vectors."""
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"the two runs must be aligned on the same items, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("no items to compare")
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    lo, hi = paired_bootstrap(a.astype(float) - b.astype(float), n_bootstrap, seed)
+    return PairedComparison(
+        n=int(a.size), acc_a=float(a.mean()), acc_b=float(b.mean()), diff=float(a.mean() - b.mean()),
+        diff_lo=lo, diff_hi=hi, only_a=only_a, only_b=only_b, both=int((a & b).sum()),
+        neither=int((~a & ~b).sum()), p_mcnemar=mcnemar_exact(only_a, only_b),
+        n_bootstrap=n_bootstrap, seed=seed,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One leaderboard entry for the best-tier test: its accuracy, its number of test items, and
+    its per-item correctness keyed by item id when predictions exist."""
+    accuracy: float
+    n: int
+    per_item: dict[str, bool] | None = None
+
+
+def p_value_against(best: Candidate, other: Candidate) -> tuple[float, str]:
+    """p-value of "other is as good as best", and the name of the test used.
+
+    Paired McNemar when both have per-item results on the same items (far more powerful: most
+    items are answered alike by both), otherwise the unpaired two-proportion z-test."""
+    if best.per_item is not None and other.per_item is not None and best.per_item.keys() == other.per_item.keys():
+        only_best = sum(1 for k, v in best.per_item.items() if v and not other.per_item[k])
+        only_other = sum(1 for k, v in best.per_item.items() if not v and other.per_item[k])
+        return mcnemar_exact(only_best, only_other), "mcnemar"
+    return two_proportion_z(best.accuracy, best.n, other.accuracy, other.n), "z-test"
+
+
+def indistinguishable_from_best(candidates: Sequence[Candidate | None], alpha: float = ALPHA
+                                ) -> list[tuple[bool, float | None, str | None]]:
+    """For each candidate: (not significantly worse than the best, p-value, test name).
+
+    The best is the highest accuracy; it is marked with p = 1. None entries (runs without an
+    accuracy) get (False, None, None). Each comparison is a separate test at level `alpha`
+    without a multiple-comparison correction: the mark is a screening aid that errs toward
+    keeping runs in the top tier, not a ranking proof."""
+    scored = [i for i, c in enumerate(candidates) if c is not None]
+    out: list[tuple[bool, float | None, str | None]] = [(False, None, None)] * len(candidates)
+    if not scored:
+        return out
+    best_i = max(scored, key=lambda i: candidates[i].accuracy)
+    best = candidates[best_i]
+    for i in scored:
+        if i == best_i:
+            out[i] = (True, 1.0, "best")
+            continue
+        p, test = p_value_against(best, candidates[i])
+        out[i] = (p >= alpha, p, test)
+    return out

@@ -1,0 +1,137 @@
+import builtins
+import re
+
+import pytest
+
+from peftbench.errors import UserError
+from peftbench.filterexpr import BOOL, NUMBER, TEXT, compile_filter, tokenize
+
+COLUMNS = {"family": TEXT, "experiment": TEXT, "test_acc": NUMBER, "mem_max": NUMBER,
+           "near_best": BOOL, "error": TEXT, "status": TEXT}
+ROWS = [
+    {"family": "LoRA", "experiment": "lora/llama-rank32", "test_acc": 0.48, "mem_max": 2.1e10,
+     "near_best": True, "error": None, "status": "success"},
+    {"family": "IA3", "experiment": "ia3/default", "test_acc": 0.31, "mem_max": 1.9e10,
+     "near_best": False, "error": None, "status": "success"},
+    {"family": "LoRA", "experiment": "lora/oom", "test_acc": None, "mem_max": float("nan"),
+     "near_best": False, "error": "CUDA out of memory", "status": "failed"},
+]
+
+
+def matching(expression):
+    f = compile_filter(expression, COLUMNS)
+    return [row["experiment"] for row in ROWS if f.matches(row)]
+
+
+@pytest.mark.parametrize("expression, expected", [
+    ('family == "LoRA" and test_acc > 0.4', ["lora/llama-rank32"]),
+    ('experiment contains "rank32"', ["lora/llama-rank32"]),
+    ('family in ("LoRA", "IA3")', ["lora/llama-rank32", "ia3/default", "lora/oom"]),
+    ("family in ('IA3',)", ["ia3/default"]),
+    ('family not in ("IA3")', ["lora/llama-rank32", "lora/oom"]),
+    ('experiment not contains "lora"', ["ia3/default"]),
+    ("near_best", ["lora/llama-rank32"]),
+    ("not near_best", ["ia3/default", "lora/oom"]),
+    ("test_acc >= 0.31 and test_acc <= 0.31", ["ia3/default"]),
+    ("test_acc < 0.4 or mem_max > 2e10", ["lora/llama-rank32", "ia3/default"]),
+    ('NOT (family == "LoRA") OR status != "success"', ["ia3/default", "lora/oom"]),
+    ("error != null", ["lora/oom"]),
+    ("error == null and test_acc > 0", ["lora/llama-rank32", "ia3/default"]),
+    ("near_best == true", ["lora/llama-rank32"]),
+    ('family == "LoRA" and (test_acc > 0.4 or error contains "memory")', ["lora/llama-rank32", "lora/oom"]),
+    (r'experiment == "lora/llama-rank32" or family == "it\'s"', ["lora/llama-rank32"]),
+])
+def test_filters_select_the_expected_rows(expression, expected):
+    assert matching(expression) == expected
+
+
+def test_missing_values_fail_ordering_comparisons_but_equal_null():
+    assert matching("test_acc < 1") == ["lora/llama-rank32", "ia3/default"]
+    assert matching("test_acc == null") == ["lora/oom"]
+    assert matching("test_acc != 0.48") == ["ia3/default", "lora/oom"]
+
+
+def test_and_binds_tighter_than_or():
+    # a or (b and c), not (a or b) and c
+    assert matching('family == "IA3" or family == "LoRA" and test_acc > 0.4') == ["lora/llama-rank32", "ia3/default"]
+
+
+@pytest.mark.parametrize("attack", [
+    "__import__('os').system('touch /tmp/pwned')",
+    "__import__",
+    "open('/etc/passwd')",
+    "exec('print(1)')",
+    "eval('1')",
+    "family.__class__",
+    "family.upper() == 'LORA'",
+    "experiment[0] == 'l'",
+    "lambda: 1",
+    "(lambda x: x)(1) == 1",
+    "[c for c in ()]",
+    "{'a': 1}",
+    "test_acc > 0.4; import os",
+    "import os",
+    "globals()",
+    "family == 'x' if True else 1",
+    "test_acc + 1 > 0",
+    "test_acc ** 2 > 0",
+    "`ls`",
+    "family == \"LoRA\" and os.system('x')",
+])
+def test_code_is_rejected_with_a_user_error(attack):
+    with pytest.raises(UserError, match="bad filter expression"):
+        compile_filter(attack, COLUMNS)
+
+
+def test_filters_are_never_handed_to_python_eval_or_exec(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the filter language must not call eval/exec/compile")
+
+    for name in ("eval", "exec", "compile"):
+        monkeypatch.setattr(builtins, name, forbidden)
+    assert matching('family == "LoRA" and test_acc > 0.4') == ["lora/llama-rank32"]
+    with pytest.raises(UserError):
+        compile_filter("__import__('os')", COLUMNS)
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("famly == 'LoRA'", "did you mean family"),
+    ("test_ac > 0.4", "did you mean test_acc"),
+    ("speed > 3", "available: family, experiment"),
+    ("open('x')", "function calls are not allowed"),
+    ("family.upper", "attribute access is not allowed"),
+    ("experiment[0]", "subscripts are not allowed"),
+    ("lambda x: x", "lambda"),
+    ("family = 'LoRA'", "use '=='"),
+    ("family == 'LoRA' && test_acc > 0", "use 'and'"),
+    ("test_acc > 'high'", "cannot compare"),
+    ("family > 3", "cannot compare"),
+    ("family < 'M'", "needs numbers"),
+    ("test_acc contains '4'", "'contains' works on text"),
+    ("test_acc", "not a condition"),
+    ("test_acc > 40%", "fractions"),
+    ("family == 'LoRA' and", "found the end"),
+    ("(family == 'LoRA'", "expected ')'"),
+    ("family == 'LoRA", "unterminated string"),
+    ("", "empty expression"),
+    ("family in 'LoRA'", "'(' to start the list"),
+    ("family in (experiment)", "expected a number, a string"),
+    ("import os", "Python, not part of the filter language"),
+])
+def test_bad_filters_explain_what_is_wrong(expression, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        compile_filter(expression, COLUMNS)
+
+
+def test_error_message_points_at_the_offending_position():
+    with pytest.raises(UserError) as info:
+        compile_filter("family == 'x' and famly == 'y'", COLUMNS)
+    lines = str(info.value).splitlines()
+    assert lines[-1].index("^") == lines[-2].index("famly")
+
+
+def test_keywords_are_case_insensitive_and_numbers_accept_exponents():
+    tokens = tokenize("A AND b Or NOT c In 1.5e-3 TRUE Null")
+    assert [t.kind for t in tokens[:-1]] == ["name", "keyword", "name", "keyword", "keyword", "name",
+                                             "keyword", "number", "keyword", "keyword"]
+    assert tokens[7].value == pytest.approx(0.0015)
