@@ -1,0 +1,222 @@
+"""What individual PEFT methods need from the training loop, in one place.
+
+Most PEFT methods are a config handed to `peft.get_peft_model` and nothing else. A few need the
+loop to do something for them; the runner calls these hooks for every method and they do nothing
+where nothing is needed:
+
+    check_supported(peft_config)                  before anything is loaded: unsupported -> UserError
+    prepare_peft_config(peft_config, max_steps, tokenizer=)
+                                                  a filled-in copy (AdaLoRA's total_step, CPT's context)
+    forward_kwargs(peft_config, batch)            extra kwargs for model(**batch) (task ids, CPT masks)
+    extra_loss(model, peft_config)                added to the loss before backward (KaSA, MonteCLoRA)
+    after_optimizer_step(model, peft_config, step)
+                                                  AdaLoRA / AdaMSS rank allocation; call it after
+                                                  optimizer.step() and BEFORE optimizer.zero_grad(),
+                                                  because it reads the gradients
+    generate_kwargs(peft_config, batch)           extra kwargs for model.generate (task ids); `batch`
+                                                  is the generation batch or its size
+
+A training step therefore reads:
+
+    out = model(**batch, **forward_kwargs(cfg, batch))
+    loss = out.loss + extra_loss(model, cfg)
+    loss.backward(); optimizer.step()
+    after_optimizer_step(model, cfg, step)        # step counts from 0, as in peftbench.train
+    optimizer.zero_grad()
+
+The optimizers that belong to a method (LoRA+, LoRA-FA, Riemannian) are built by
+`peftbench.train.build_optimizer` from the experiment's `optimizer_type`.
+
+`peft_config` is a `peft.PeftConfig`, or None for full fine-tuning. Nothing here imports torch or
+peft at module import time.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from typing import Any
+
+from peftbench.errors import UserError
+
+# Why a PEFT method cannot run in this benchmark, by peft_type. check_supported raises with it.
+UNSUPPORTED_METHODS: dict[str, str] = {
+    "XLORA": (
+        "X-LoRA learns a router over LoRA experts that were trained before; it trains and saves no "
+        "weights of its own, so fine-tuning it from scratch on MetaMathQA produces no result to compare"
+    ),
+}
+
+# LoRA initialisations that need an extra pass over data or a quantised model that this runner
+# does not perform; the message says what is missing.
+_UNSUPPORTED_LORA_INITS: dict[str, str] = {
+    "eva": "EVA initialises from activations of the training data (peft.initialize_lora_eva_weights), a step this runner does not run",
+    "corda": "CorDA initialises from covariance of the training data (peft.tuners.lora.corda.preprocess_corda), a step this runner does not run",
+    "lora_ga": "LoRA-GA initialises from gradients estimated on the training data, a step this runner does not run",
+    "loftq": "LoftQ quantises the base model while initialising; this runner loads an unquantised base model",
+}
+
+# Multitask prompt tuning inits that start from a source-task checkpoint.
+_SOURCE_TASK_INITS = {"AVERAGE_SOURCE_TASKS", "EXACT_SOURCE_TASK", "ONLY_SOURCE_SHARED"}
+
+# CPT (context-aware prompt tuning) turns a labelled in-context demonstration into its prompt: the
+# demonstration's embeddings are the starting point and each token's type says how far it may move
+# (types 1 input template, 2 input, 3 output template, 4 output; see peft.tuners.cpt). An experiment
+# that leaves cpt_token_ids unset gets this GSM8K-style demonstration, written in the suite's query
+# template and tokenised with the run's tokenizer by prepare_peft_config.
+CPT_DEMONSTRATION: tuple[tuple[int, str], ...] = (
+    (1, "Question: "),
+    (2, "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?"),
+    (3, " Think step by step.\nAnswer:"),
+    (4, " There are 3 * 4 = 12 apples. After eating 2, 12 - 2 = 10 apples are left. The answer is: 10"),
+)
+# Types that forward_kwargs gives the training sequence, after the demonstration: the prompt is
+# input (2), the answer is output (4); padding is 0 and ignored.
+_CPT_INPUT, _CPT_OUTPUT = 2, 4
+
+
+def peft_type_of(peft_config: Any) -> str | None:
+    """The PEFT method's name as in peft.PeftType ("LORA", ...), or None for full fine-tuning."""
+    if peft_config is None:
+        return None
+    peft_type = peft_config.peft_type
+    return getattr(peft_type, "value", peft_type)
+
+
+def is_prompt_learning(peft_config: Any) -> bool:
+    """True for methods that prepend virtual tokens or a KV prefix (prompt, prefix, P-tuning, CPT, ...)."""
+    return bool(peft_config is not None and getattr(peft_config, "is_prompt_learning", False))
+
+
+def check_supported(peft_config: Any) -> None:
+    """Raise UserError when this benchmark cannot train `peft_config`, saying why and what to do."""
+    peft_type = peft_type_of(peft_config)
+    if peft_type is None:
+        return
+    if peft_type in UNSUPPORTED_METHODS:
+        raise UserError(f"{peft_type} is not supported by this benchmark: {UNSUPPORTED_METHODS[peft_type]}")
+    if peft_type == "ADAMSS" and importlib.util.find_spec("sklearn") is None:
+        raise UserError(
+            "AdaMSS clusters with scikit-learn, which is not installed: "
+            "pip install scikit-learn  (or pip install 'peftbench[adamss]')"
+        )
+    if peft_type == "LORA":
+        init = peft_config.init_lora_weights
+        if isinstance(init, str) and init in _UNSUPPORTED_LORA_INITS:
+            raise UserError(f"LoRA init_lora_weights={init!r} is not supported: {_UNSUPPORTED_LORA_INITS[init]}")
+        if getattr(peft_config, "alora_invocation_tokens", None):
+            raise UserError(
+                "aLoRA (alora_invocation_tokens) only adapts tokens after an invocation sequence that the "
+                "MetaMathQA prompts do not contain"
+            )
+        if getattr(peft_config, "arrow_config", None) is not None:
+            raise UserError("Arrow routes between several trained LoRA adapters; it trains none itself")
+    if peft_type == "MULTITASK_PROMPT_TUNING":
+        init = str(getattr(peft_config.prompt_tuning_init, "value", peft_config.prompt_tuning_init))
+        if init in _SOURCE_TASK_INITS and not peft_config.prompt_tuning_init_state_dict_path:
+            raise UserError(
+                f"multitask prompt tuning with prompt_tuning_init={init!r} starts from a source-task "
+                "checkpoint: set prompt_tuning_init_state_dict_path, or use RANDOM"
+            )
+
+
+def prepare_peft_config(peft_config: Any, max_steps: int, tokenizer: Any = None) -> Any:
+    """A copy of `peft_config` with what depends on the run filled in; the caller's object is untouched.
+
+    - AdaLoRA: total_step = max_steps (its rank budget schedule ends there); tinit + tfinal must
+      leave room for the budget to shrink.
+    - CPT: when the experiment leaves cpt_token_ids unset (PEFT's placeholder [0]), the context is
+      CPT_DEMONSTRATION tokenised with `tokenizer` (anything with `encode(text, add_special_tokens=False)`).
+    """
+    if peft_config is None:
+        return None
+    config = copy.deepcopy(peft_config)
+    peft_type = peft_type_of(config)
+    if peft_type == "ADALORA":
+        if config.tinit >= max_steps - config.tfinal:
+            raise UserError(
+                f"AdaLoRA: tinit ({config.tinit}) + tfinal ({config.tfinal}) must be below max_steps "
+                f"({max_steps}) so that ranks are pruned at all; lower them in adapter_config.json"
+            )
+        config.total_step = max_steps
+    elif peft_type == "CPT" and list(config.cpt_token_ids) == [0]:
+        if tokenizer is None:
+            raise UserError("CPT without cpt_token_ids needs the run's tokenizer to build its context")
+        ids, types = cpt_context(tokenizer)
+        config.cpt_token_ids = ids
+        config.cpt_mask = [1] * len(ids)
+        config.cpt_tokens_type_mask = types
+        config.num_virtual_tokens = len(ids)
+    return config
+
+
+def cpt_context(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Token ids and CPT token types of CPT_DEMONSTRATION under `tokenizer`."""
+    ids: list[int] = []
+    types: list[int] = []
+    for token_type, text in CPT_DEMONSTRATION:
+        piece = list(tokenizer.encode(text, add_special_tokens=False))
+        ids += piece
+        types += [token_type] * len(piece)
+    return ids, types
+
+
+def forward_kwargs(peft_config: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """Extra keyword arguments for `model(**batch)` during training.
+
+    `batch` holds input_ids, attention_mask and labels (-100 on prompt and padding)."""
+    peft_type = peft_type_of(peft_config)
+    if peft_type in ("POLY", "MULTITASK_PROMPT_TUNING"):
+        return {"task_ids": _single_task_ids(batch)}
+    if peft_type == "CPT":
+        import torch
+
+        labels = batch["labels"]
+        types = torch.where(labels != -100, _CPT_OUTPUT, _CPT_INPUT)
+        if batch.get("attention_mask") is not None:
+            types = types * batch["attention_mask"].to(types.dtype)
+        return {"input_type_mask": types}
+    return {}
+
+
+def generate_kwargs(peft_config: Any, batch: dict[str, Any] | int, device: Any = None) -> dict[str, Any]:
+    """Extra keyword arguments for `model.generate(**batch)`. `batch` holds input_ids and
+    attention_mask, or is just the number of prompts (then tensors go to `device`, default CPU)."""
+    if peft_type_of(peft_config) in ("POLY", "MULTITASK_PROMPT_TUNING"):
+        return {"task_ids": _single_task_ids(batch, device)}
+    return {}
+
+
+def _single_task_ids(batch: dict[str, Any] | int, device: Any = None):
+    # MetaMathQA is one task: every example is task 0 (the configs set n_tasks / num_tasks = 1).
+    import torch
+
+    if isinstance(batch, int):
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    input_ids = batch["input_ids"]
+    return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+
+
+def extra_loss(model: Any, peft_config: Any) -> Any:
+    """Regularisers that PEFT leaves to the training loop, to add to the task loss (0.0 when none).
+
+    KaSA's singular-value and orthogonality penalties (paper Eq. 9-12) and MonteCLoRA's variational
+    loss are exposed by LoraModel but not added by its forward. AdaLoRA's orthogonal regulariser and
+    Shadow's auxiliary loss are added by PEFT itself and are not repeated here."""
+    if peft_type_of(peft_config) != "LORA":
+        return 0.0
+    loss: Any = 0.0
+    if getattr(peft_config, "kasa_config", None) is not None:
+        loss = loss + model.base_model._get_kasa_loss()
+    if getattr(peft_config, "monteclora_config", None) is not None:
+        loss = loss + model.base_model._get_monteclora_loss()
+    return loss
+
+
+def after_optimizer_step(model: Any, peft_config: Any, step: int) -> None:
+    """AdaLoRA's and AdaMSS's importance update and rank allocation. Call after optimizer.step()
+    and before optimizer.zero_grad() (both read the gradients); `step` is the index of the step
+    just taken, counting from 0."""
+    peft_type = peft_type_of(peft_config)
+    if peft_type == "ADALORA" or (peft_type == "ADAMSS" and peft_config.use_asa):
+        model.base_model.update_and_allocate(step)
