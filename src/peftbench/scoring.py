@@ -158,19 +158,22 @@ def _answer_line(text: str, pos: int) -> str:
 # answer.
 # what may stand between a sentence's start and a phrase marker: markdown and an opening word
 _SENTENCE_OPENING_RE = re.compile(
-    r"[\s*_#>-]*(?:\b(?:so|thus|therefore|hence|and|finally|overall|in\s+conclusion|in\s+total)\b[\s,]*)?\Z",
+    r"[\s*_#>-]*(?P<word>\b(?:so|thus|therefore|hence|and|finally|overall|in\s+conclusion|in\s+total)\b[\s,]*)?\Z",
     re.IGNORECASE,
 )
 
 
 def _starts_sentence(text: str, pos: int) -> bool:
+    """Whether a phrase marker at pos opens a sentence or a concluding clause (", so the answer
+    is 72")."""
     window_start = max(0, pos - 80)  # reaches back past any opening words
     window = text[window_start:pos]
     opening = _SENTENCE_OPENING_RE.search(window)
-    before = window[: opening.start()]
+    before = window[: opening.start()].rstrip(" \t")
     if not before:
-        return window_start == 0
-    return before[-1] in ".!?:;" or "\n" in window[opening.start():]
+        return window_start == 0 or "\n" in window
+    ends = ".!?:;,)" if opening.group("word") else ".!?:;"
+    return before[-1] in ends or "\n" in window[len(before):]
 
 
 def _find_markers(text: str) -> list[_Marker]:
@@ -203,9 +206,20 @@ def _final_marker_answer(text: str) -> str | None:
         return None
     text = _cut_after_first_answer(text, markers)
     markers = [mk for mk in markers if mk.start < len(text)]
-    answer_like = [mk for mk in markers if _ANSWER_START_RE.match(mk.answer)]
-    chosen = (answer_like or markers)[-1]
+    candidates = [mk for mk in markers if _ANSWER_START_RE.match(mk.answer)] or markers
+    chosen = candidates[-1]
+    if len(candidates) > 1 and _cut_by_token_limit(text, chosen, candidates[-2]):
+        chosen = candidates[-2]
     return chosen.answer
+
+
+def _cut_by_token_limit(text: str, last: _Marker, previous: _Marker) -> bool:
+    """A model stuck repeating "The answer is: 72" stops at the token limit, possibly inside the
+    last repeat ("The answer is: 7"): a last answer that ends the text and is a strict prefix of
+    the answer before it is such a cut, not a new answer."""
+    ends_text = text.rstrip(" \t").endswith(last.answer)
+    return ends_text and len(previous.answer.strip()) > len(last.answer.strip()) > 0 \
+        and previous.answer.strip().startswith(last.answer.strip())
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +271,7 @@ _NUMBER_WORD_RE = re.compile(
 # After a number, these mean it is part of a larger expression ("2 + 3", "2\sqrt{3}", "2^5");
 # a hyphen before a word is not one ("72-year-old").
 _EXPRESSION_CONTINUES_RE = re.compile(
-    r"^\s*(?:[*/\u00d7\u00f7^_=<>\\\d]|[-+]\s*[\d\\(.]|\.\d)"
+    r"^\s*(?:[*/\u00d7\u00f7^_=<>\\\d]|[-+]\s*[\d\\(.]|\.\d|(?:x|times)\s*[$\d])"
 )
 # A list of numbers ("3, 4") is one answer made of several values, not the number 3.
 _LIST_CONTINUES_RE = re.compile(r"^\s*[,;]\s*[-+]?(?:\d|\\frac)")
@@ -279,12 +293,21 @@ def _strip_wrappers(answer: str) -> str:
     return s
 
 
+# words before a number that do not change it: "about 7", "a total of 72", "\approx 33.3"
+_FILLER_RE = re.compile(
+    r"^(?:(?:approximately|approx\.?|about|around|roughly|exactly|only|just|a\s+total\s+of|"
+    r"\\approx|~|\u2248)\s*)+",
+    re.IGNORECASE,
+)
+
+
 def _clean_for_number(answer: str) -> str:
     s = answer
     for pattern, repl in _LATEX_NOISE:
         s = pattern.sub(repl, s)
     s = s.strip()
     s = re.sub(r"^[:\s]+", "", s)
+    s = _FILLER_RE.sub("", s)
     return s
 
 
