@@ -1,0 +1,157 @@
+"""`peftbench compare`: the leaderboard of a suite or of result files, as a table, Markdown, CSV
+or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
+DESCRIPTION = """\
+Show one row per experiment: its newest successful main result, or with several seeds the mean,
+standard deviation and number of seeds. Failed and cancelled runs get a row each with their
+status and error (never dropped; `superseded` marks those with a newer successful result).
+
+What is read:
+  SUITE folder (has results/ or cancelled_results/): results/ and cancelled_results/
+               (temporary_results/ too with --include-temporary)
+  other folder: every *.json in it            file: that result
+  Default: the current folder. Result files of the original PEFT method comparison load too.
+
+Statistics:
+  test acc [lo, hi]  95% Wilson score interval on n test items; n comes from the saved
+                     predictions when present, else train_config test_size, else GSM8K test's
+                     1,319 (column n_test_source). With seeds: pooled items; see acc std too.
+  ~best              not significantly worse than the best (5% level): exact McNemar on the
+                     shared test items when both have predictions, else two-proportion z-test.
+                     No multiple-comparison correction: a screening mark.
+
+Filter language (--filter), never evaluated as Python:
+  family == "LoRA" and test_acc > 0.4      experiment contains "rank32"
+  family in ("LoRA", "IA3")                not near_best      error != null
+  Operators: == != < <= > >= and or not in contains ( ). Missing values equal only null.
+  Accuracies are fractions (0.4), memory in bytes, times in seconds.
+
+Columns: `peftbench compare --list-columns` lists names, directions and meanings.
+Examples:
+  peftbench compare ../shared/data/peft-results --pareto mem_max,test_acc --filter pareto
+  peftbench compare . --sort train_time:asc --columns experiment,test_acc,train_time
+"""
+
+# Columns of the human-readable formats when --columns is not given; empty ones are left out.
+DEFAULT_COLUMNS = (
+    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
+    "file_size", "trainable_params", "trainable_pct", "pareto", "status", "error",
+)
+FORMATS = ("table", "markdown", "csv", "json")
+ERROR_WIDTH = 60  # characters of an error message shown in a table; csv/json keep all of it
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", default=["."], metavar="SUITE_OR_RESULT",
+                        help="suite folders, folders of result files, or result files (default: .)")
+    parser.add_argument("--sort", default="test_acc",
+                        help="COL[:asc|:desc][,COL...]; a bare column sorts best first (default: test_acc)")
+    parser.add_argument("--columns", help="comma-separated columns to show, or 'all'")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("--filter", metavar="EXPR", help='keep rows matching EXPR, e.g. \'family == "LoRA" and test_acc > 0.4\'')
+    parser.add_argument("--pareto", metavar="X,Y",
+                        help="mark the rows on the Pareto front of two columns (column `pareto`), e.g. mem_max,test_acc")
+    parser.add_argument("--include-temporary", action="store_true",
+                        help="also read temporary_results/ of suite folders")
+    parser.add_argument("--list-columns", action="store_true", help="list the columns and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from peftbench import compare
+
+    if args.list_columns:
+        print(list_columns())
+        return 0
+    frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary))
+    if args.pareto:
+        frame = compare.mark_pareto(frame, *compare.parse_pareto_axes(args.pareto))
+    frame = compare.filter_rows(frame, args.filter)
+    frame = compare.sort_rows(frame, args.sort)
+    machine = args.format in ("csv", "json")
+    shown = compare.select_columns(frame, args.columns, default=[c.name for c in compare.COLUMNS] if machine else DEFAULT_COLUMNS)
+    sys.stdout.write(render(shown, frame, args.format))
+    return 0
+
+
+def list_columns() -> str:
+    from peftbench.compare import COLUMNS
+
+    width = max(len(c.name) for c in COLUMNS)
+    lines = [f"{'column':<{width}}  better   meaning"]
+    for c in COLUMNS:
+        lines.append(f"{c.name:<{width}}  {c.direction or '':<7}  {c.help}")
+    return "\n".join(lines)
+
+
+def render(shown, full, fmt: str) -> str:
+    """The selected columns in `fmt`. `full` holds every column of the same rows: the human
+    formats read the interval and seed spread from it to show them beside the accuracy."""
+    from peftbench import compare
+
+    if fmt == "csv":
+        return shown.to_csv(index=False)
+    if fmt == "json":
+        return json.dumps(compare.records(shown), indent=2, ensure_ascii=False) + "\n"
+    columns = [compare.column(n) for n in shown.columns]
+    header = [_header(c) for c in columns]
+    body = [[_cell(c, row) for c in columns] for row in compare.records(full)]
+    if fmt == "markdown":
+        return _markdown(header, body)
+    return _table(header, body, [c.kind == "number" for c in columns]) + _legend(full)
+
+
+def _header(col) -> str:
+    return "test acc % [95% CI]" if col.name == "test_acc" else col.label
+
+
+def _cell(col, row: dict[str, Any]) -> str:
+    from peftbench.compare import format_value
+
+    text = " ".join(format_value(col, row[col.name], row).split())  # one line: errors hold newlines
+    if col.name == "error" and len(text) > ERROR_WIDTH:
+        text = text[: ERROR_WIDTH - 1] + "…"
+    return text
+
+
+def _table(header: list[str], body: list[list[str]], right: list[bool]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(r) for r in body]) + "\n"
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _legend(full) -> str:
+    """What the table alone does not say: where n came from, what ~best means, the failures."""
+    notes = []
+    if len(full):
+        sources = full["n_test_source"].value_counts().to_dict()
+        notes.append("95% CI: Wilson interval; n test items from " +
+                     ", ".join(f"{k} ({v})" for k, v in sorted(sources.items())) + ".")
+        notes.append("~best: not significantly worse than the best at the 5% level (McNemar if paired predictions, else z-test).")
+        failures = int((~full["ranked"].astype(bool)).sum())
+        if failures:
+            notes.append(f"{failures} failed/cancelled run(s) listed with their status and error.")
+    else:
+        notes.append("no rows.")
+    return "\n" + "\n".join(notes) + "\n"

@@ -1,0 +1,472 @@
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftbench import compare
+from peftbench.cli import main
+from peftbench.errors import UserError
+from peftbench.results import (
+    ACCEL_MEM_MAX,
+    CPU_PEAK_RSS,
+    M_FORGETTING,
+    M_STEP,
+    M_TEST_ACC,
+    M_TEST_ACC_FLEX,
+    M_TOKENS_PER_SEC,
+    M_TRAIN_LOSS,
+    M_TRAIN_TOTAL_TOKENS,
+    M_VALID_ACC,
+    atomic_write_json,
+    empty_result,
+    item_id,
+    write_predictions,
+)
+
+PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peft-results"
+needs_published = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"published PEFT results not found at {PUBLISHED}")
+
+
+def make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", created_at="2026-01-01T00:00:00+00:00",
+                peft_type="LORA", error="", train_config=None, **train_info):
+    """A result in the current schema with a test accuracy and two validation points."""
+    result = empty_result()
+    info = result["run_info"]
+    info.update(experiment_name=experiment, seed=seed, created_at=created_at, total_time=120.0, error_msg=error,
+                train_config={"seed": seed, "optimizer_type": "AdamW", **(train_config or {})},
+                peft_config={"peft_type": peft_type, "r": 8} if peft_type else None)
+    metrics = [
+        {M_STEP: 10, M_VALID_ACC: 0.2, M_TRAIN_LOSS: 1.5, M_TOKENS_PER_SEC: 900.0},
+        {M_STEP: 20, M_VALID_ACC: 0.3, M_TRAIN_LOSS: 1.1, M_TOKENS_PER_SEC: 1100.0},
+    ]
+    if acc is not None:
+        metrics.append({M_STEP: 20, M_TEST_ACC: acc, M_TEST_ACC_FLEX: min(1.0, acc + 0.05), M_FORGETTING: 0.1,
+                        M_TRAIN_TOTAL_TOKENS: 40_000})
+    result["train_info"].update(status=status, train_time=100.0, file_size=1000, num_trainable_params=10,
+                                num_total_params=1000, metrics=metrics, **{ACCEL_MEM_MAX: 2e9})
+    result["train_info"].update(train_info)
+    return result
+
+
+def questions(n):
+    return [f"question number {i}" for i in range(n)]
+
+
+def prediction_rows(correct, items=None):
+    items = items or questions(len(correct))
+    return [{"split": "test", "index": i, "item_id": item_id(q), "question": q, "correct_strict": bool(c),
+             "correct_flexible": bool(c)} for i, (q, c) in enumerate(zip(items, correct))] + [
+        {"split": "valid", "index": 0, "item_id": item_id("a valid question"), "correct_strict": True,
+         "correct_flexible": True}]
+
+
+def write_run(path, result, predictions=None):
+    atomic_write_json(path, result)
+    if predictions is not None:
+        write_predictions(compare.predictions_path_for(path), predictions)
+    return path
+
+
+@pytest.fixture
+def suite(tmp_path):
+    """A suite folder: two experiments (one with two seeds and an older re-run), a failure and a
+    cancellation in cancelled_results/, and a temporary result."""
+    for sub in ("results", "cancelled_results", "temporary_results"):
+        (tmp_path / sub).mkdir()
+    r = tmp_path / "results"
+    write_run(r / "lora--a.json", make_result("lora/a", 0.50, seed=0, created_at="2026-01-02T00:00:00+00:00"))
+    write_run(r / "lora--a--seed1.json", make_result("lora/a", 0.40, seed=1, created_at="2026-01-03T00:00:00+00:00"))
+    write_run(r / "ia3--b.json", make_result("ia3/b", 0.30, peft_type="IA3", created_at="2026-01-02T00:00:00+00:00"))
+    c = tmp_path / "cancelled_results"
+    write_run(c / "lora--a--2026-01-01T00-00.json",
+              make_result("lora/a", None, status="failed", error="CUDA out of memory", created_at="2026-01-01T00:00:00+00:00"))
+    write_run(c / "vera--c--2026-01-05T00-00.json",
+              make_result("vera/c", None, status="cancelled", peft_type="VERA", error="cancelled by user",
+                          created_at="2026-01-05T00:00:00+00:00"))
+    write_run(tmp_path / "temporary_results" / "ia3--b--2026-02-01.json",
+              make_result("ia3/b", 0.90, peft_type="IA3", created_at="2026-02-01T00:00:00+00:00"))
+    return tmp_path
+
+
+def by_experiment(frame, ranked=True):
+    rows = compare.records(frame[frame["ranked"] == ranked])
+    return {r["experiment"]: r for r in rows}
+
+
+# --- loading and rows ---------------------------------------------------------------------------
+
+
+def test_suite_gives_one_row_per_experiment_and_a_row_per_failure(suite):
+    frame = compare.leaderboard(compare.load_runs([suite]))
+    ranked = by_experiment(frame)
+    assert sorted(ranked) == ["ia3/b", "lora/a"]
+    failures = compare.records(frame[~frame["ranked"]])
+    assert sorted((f["experiment"], f["status"], f["error"]) for f in failures) == [
+        ("lora/a", "failed", "CUDA out of memory"), ("vera/c", "cancelled", "cancelled by user")]
+
+
+def test_failures_are_marked_superseded_only_by_a_newer_success(suite):
+    failures = by_experiment(compare.leaderboard(compare.load_runs([suite])), ranked=False)
+    assert failures["lora/a"]["superseded"] is True  # successes on 01-02 and 01-03 are newer
+    assert failures["vera/c"]["superseded"] is False  # nothing else for vera/c
+
+
+def test_seeds_are_averaged_with_spread_and_count(suite):
+    row = by_experiment(compare.leaderboard(compare.load_runs([suite])))["lora/a"]
+    assert row["test_acc"] == pytest.approx(0.45)
+    assert row["test_acc_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1))
+    assert row["n_seeds"] == 2
+    assert row["seeds"] == "0,1"
+    assert row["n_test"] == 2 * compare.GSM8K_TEST_SIZE  # pooled items of both seeds
+    assert row["test_acc_lo"] < 0.45 < row["test_acc_hi"]
+    assert row["created_at"].startswith("2026-01-03")  # texts come from the newest seed
+
+
+def test_temporary_results_are_read_only_when_asked(suite):
+    assert by_experiment(compare.leaderboard(compare.load_runs([suite])))["ia3/b"]["test_acc"] == 0.30
+    with_temp = by_experiment(compare.leaderboard(compare.load_runs([suite], include_temporary=True)))
+    assert with_temp["ia3/b"]["test_acc"] == 0.90  # newer than the main result
+
+
+def test_the_newest_result_of_an_experiment_and_seed_wins(tmp_path):
+    old = write_run(tmp_path / "old.json", make_result("lora/x", 0.2, created_at="2026-01-01T00:00:00+00:00"))
+    new = write_run(tmp_path / "new.json", make_result("lora/x", 0.6, created_at="2026-03-01T00:00:00+00:00"))
+    frame = compare.leaderboard(compare.load_runs([old, new]))
+    assert len(frame) == 1
+    assert frame.loc[0, "test_acc"] == 0.6
+    assert frame.loc[0, "path"] == str(new)
+
+
+def test_row_fields_come_from_the_result(tmp_path):
+    path = write_run(tmp_path / "r.json", make_result("lora/x", 0.5, train_config={"optimizer_type": "lora+"}))
+    row = compare.records(compare.leaderboard(compare.load_runs([path])))[0]
+    assert row["family"] == "LoRA" and row["variant"] == "LoRA+"
+    assert row["tokens_per_s"] == pytest.approx(1000.0)  # mean of the logged 900 and 1100
+    assert row["trainable_pct"] == pytest.approx(0.01)
+    assert row["test_acc_flex"] == pytest.approx(0.55)
+    assert row["valid_acc"] == pytest.approx(0.3)
+    assert row["forgetting"] == pytest.approx(0.1)
+    assert row["mem_max"] == 2e9 and row["cpu_rss"] is None
+    assert row["n_test_source"] == "gsm8k"
+
+
+def test_tokens_per_second_falls_back_to_total_tokens_over_train_time(tmp_path):
+    result = make_result()
+    for entry in result["train_info"]["metrics"]:
+        entry.pop(M_TOKENS_PER_SEC, None)
+    path = write_run(tmp_path / "r.json", result)
+    assert compare.records(compare.leaderboard(compare.load_runs([path])))[0]["tokens_per_s"] == pytest.approx(400.0)
+
+
+def test_number_of_test_items_comes_from_predictions_then_test_size_then_gsm8k(tmp_path):
+    with_preds = write_run(tmp_path / "a.json", make_result("m/a", 0.5, train_config={"test_size": 50}),
+                           prediction_rows([True, False] * 10))
+    with_size = write_run(tmp_path / "b.json", make_result("m/b", 0.5, train_config={"test_size": 50}))
+    plain = write_run(tmp_path / "c.json", make_result("m/c", 0.5))
+    rows = by_experiment(compare.leaderboard(compare.load_runs([with_preds, with_size, plain])))
+    assert (rows["m/a"]["n_test"], rows["m/a"]["n_test_source"]) == (20, "predictions")
+    assert (rows["m/b"]["n_test"], rows["m/b"]["n_test_source"]) == (50, "test_size")
+    assert (rows["m/c"]["n_test"], rows["m/c"]["n_test_source"]) == (1319, "gsm8k")
+    assert rows["m/b"]["test_acc_hi"] - rows["m/b"]["test_acc_lo"] > rows["m/c"]["test_acc_hi"] - rows["m/c"]["test_acc_lo"]
+
+
+def test_best_tier_is_paired_when_predictions_exist(tmp_path):
+    best = [True] * 60 + [False] * 40
+    close = [True] * 57 + [False] * 43  # 3 discordant items: McNemar p = 0.25
+    far = [False] * 60 + [True] * 20 + [False] * 20
+    paths = [write_run(tmp_path / f"{name}.json", make_result(f"m/{name}", sum(c) / 100), prediction_rows(c))
+             for name, c in (("best", best), ("close", close), ("far", far))]
+    rows = by_experiment(compare.leaderboard(compare.load_runs(paths)))
+    assert rows["m/best"]["best_test"] == "best" and rows["m/best"]["near_best"] is True
+    assert rows["m/close"]["best_test"] == "mcnemar" and rows["m/close"]["near_best"] is True
+    assert rows["m/far"]["near_best"] is False and rows["m/far"]["p_vs_best"] < 0.001
+
+
+def test_legacy_seed_schema_files_load(tmp_path):
+    """An old file: cuda_memory_* names, 'canceled' spelling, no flexible accuracy, no forgetting,
+    no tokens/s, no created_at, no schema_version, and no experiment_name."""
+    legacy = {
+        "run_info": {"total_time": 10.0, "train_config": {"model_id": "m"}, "peft_config": {"peft_type": "LORA"},
+                     "error_msg": ""},
+        "train_info": {"cuda_memory_max": 123, "cuda_memory_reserved_avg": 100, "cuda_memory_reserved_99th": 120,
+                       "train_time": 5.0, "file_size": None, "status": "success",
+                       "metrics": [{"step": 1, "valid accuracy": 0.1}, {"test accuracy": 0.25, "train loss": 1.0}]},
+        "meta_info": {},
+    }
+    cancelled = json.loads(json.dumps(legacy))
+    cancelled["train_info"].update(status="canceled", metrics=[])
+    cancelled["run_info"]["error_msg"] = "manually cancelled"
+    (tmp_path / "lora--old.json").write_text(json.dumps(legacy))
+    (tmp_path / "lora--old2--2025.json").write_text(json.dumps(cancelled))
+    frame = compare.leaderboard(compare.load_runs([tmp_path]))
+    ranked, failed = by_experiment(frame), by_experiment(frame, ranked=False)
+    row = ranked["lora/old"]  # the name comes from the file name
+    assert row["mem_max"] == 123 and row["mem_avg"] == 100 and row["mem_99"] == 120
+    assert row["test_acc"] == 0.25 and row["test_acc_flex"] is None and row["forgetting"] is None
+    assert row["tokens_per_s"] is None and row["file_size"] is None and row["trainable_pct"] is None
+    assert failed["lora/old2"]["status"] == "cancelled"
+
+
+def test_values_of_the_wrong_type_are_treated_as_missing(tmp_path):
+    result = make_result()
+    result["train_info"].update(train_time="fast", file_size=True, num_total_params=0)
+    result["train_info"]["metrics"].append("not an entry")
+    result["run_info"]["peft_config"] = "LORA"
+    row = compare.records(compare.leaderboard(compare.load_runs([write_run(tmp_path / "r.json", result)])))[0]
+    assert row["train_time"] is None and row["file_size"] is None and row["trainable_pct"] is None
+    assert row["test_acc"] == 0.5
+
+
+@pytest.mark.parametrize("content", ["not json at all", "[1, 2]", '{"run_info": {}}', '{"schema_version": 99, "run_info": {}, "train_info": {}}'])
+def test_a_file_that_is_not_a_result_is_named_in_the_error(tmp_path, content):
+    bad = tmp_path / "notes.json"
+    bad.write_text(content)
+    with pytest.raises(UserError, match="notes.json"):
+        compare.load_runs([bad])
+
+
+def test_missing_paths_and_empty_folders_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        compare.load_runs([tmp_path / "nope"])
+    with pytest.raises(UserError, match="no result files"):
+        compare.load_runs([tmp_path])
+
+
+# --- the published results ------------------------------------------------------------------------
+
+
+@needs_published
+def test_all_published_results_load_and_rank():
+    frame = compare.leaderboard(compare.load_runs([PUBLISHED]))
+    assert len(frame) == len(list(PUBLISHED.glob("*.json"))) == 63
+    assert frame["ranked"].all()
+    assert frame["test_acc"].notna().all()
+    assert (frame["test_acc_lo"] <= frame["test_acc"]).all() and (frame["test_acc"] <= frame["test_acc_hi"]).all()
+    assert frame["test_acc"].is_monotonic_decreasing
+    assert frame.loc[0, "best_test"] == "best" and frame["near_best"].sum() >= 1
+    assert frame["mem_max"].notna().all() and frame["tokens_per_s"].notna().all()
+    assert set(frame["family"]) >= {"LoRA", "IA3", "Full fine-tuning", "Prompt tuning"}
+
+
+@needs_published
+def test_published_results_in_the_old_memory_names_give_the_same_table(tmp_path):
+    for source in PUBLISHED.glob("*.json"):
+        data = json.loads(source.read_text())
+        for new, old in (("accelerator_memory_max", "cuda_memory_max"),
+                         ("accelerator_memory_reserved_avg", "cuda_memory_reserved_avg"),
+                         ("accelerator_memory_reserved_99th", "cuda_memory_reserved_99th")):
+            data["train_info"][old] = data["train_info"].pop(new)
+        for entry in data["train_info"]["metrics"]:
+            entry.pop("forgetting", None)
+        (tmp_path / source.name).write_text(json.dumps(data))
+    old = compare.leaderboard(compare.load_runs([tmp_path]))
+    new = compare.leaderboard(compare.load_runs([PUBLISHED]))
+    assert list(old["experiment"]) == list(new["experiment"])
+    assert np.allclose(old["mem_max"], new["mem_max"])
+    assert old["forgetting"].isna().all()
+
+
+# --- Pareto, filter, sort, columns ------------------------------------------------------------------
+
+
+def test_pareto_front_respects_each_metric_direction():
+    memory = [10, 20, 30, 25, np.nan]
+    accuracy = [0.3, 0.5, 0.6, 0.4, 0.9]
+    # lower memory and higher accuracy are better: point 3 (25, 0.4) is dominated by point 1
+    assert compare.pareto_front(memory, accuracy, x_higher=False, y_higher=True).tolist() == [True, True, True, False, False]
+    # both higher: only (30, 0.6) survives
+    assert compare.pareto_front(memory, accuracy, x_higher=True, y_higher=True).tolist() == [False, False, True, False, False]
+
+
+def test_pareto_front_keeps_exact_ties():
+    assert compare.pareto_front([1, 1], [2, 2], False, True).tolist() == [True, True]
+
+
+def test_mark_pareto_leaves_failures_off_the_front(suite):
+    frame = compare.leaderboard(compare.load_runs([suite]))
+    marked = compare.mark_pareto(frame, *compare.parse_pareto_axes("train_time,test_acc"))
+    assert not marked.loc[~marked["ranked"], "pareto"].any()
+    assert marked.loc[marked["ranked"], "pareto"].any()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("test_acc", "two columns"),
+    ("test_acc,famly", "did you mean family"),
+    ("test_acc,family", "no better direction"),
+])
+def test_bad_pareto_axes_are_user_errors(spec, message):
+    with pytest.raises(UserError, match=message):
+        compare.parse_pareto_axes(spec)
+
+
+def test_sort_bare_column_is_best_first_and_missing_last(suite):
+    frame = compare.leaderboard(compare.load_runs([suite]))
+    assert compare.sort_rows(frame, "test_acc")["experiment"].tolist()[:2] == ["lora/a", "ia3/b"]
+    times = compare.sort_rows(frame, "test_acc:asc")["test_acc"].tolist()
+    assert times[:2] == [0.30, 0.45] and all(np.isnan(times[2:]))
+    with pytest.raises(UserError, match="did you mean test_acc"):
+        compare.sort_rows(frame, "test_accc")
+    with pytest.raises(UserError, match="asc or desc"):
+        compare.sort_rows(frame, "test_acc:up")
+
+
+def test_filter_rows_uses_the_column_registry(suite):
+    frame = compare.leaderboard(compare.load_runs([suite]))
+    assert compare.filter_rows(frame, 'family == "LoRA" and test_acc > 0.4')["experiment"].tolist() == ["lora/a"]
+    assert sorted(compare.filter_rows(frame, "not ranked")["status"]) == ["cancelled", "failed"]
+    with pytest.raises(UserError, match="did you mean"):
+        compare.filter_rows(frame, "familly == 'LoRA'")
+
+
+def test_default_columns_leave_out_the_ones_empty_everywhere(suite):
+    frame = compare.leaderboard(compare.load_runs([suite]))
+    shown = compare.select_columns(frame, None, default=["experiment", "mem_max", "cpu_rss"])
+    assert list(shown.columns) == ["experiment", "mem_max"]
+    assert list(compare.select_columns(frame, "cpu_rss,experiment", default=[]).columns) == ["cpu_rss", "experiment"]
+
+
+@pytest.mark.parametrize("column, value, text", [
+    ("trainable_pct", 0.002847, "0.285%"),
+    ("trainable_pct", 1.99e-8, "0.00000199%"),
+    ("trainable_pct", 1.0, "100.0%"),
+    ("mem_max", 22292725760, "20.8 GiB"),
+    ("train_time", 941.96, "15.7 min"),
+    ("trainable_params", 9175040, "9.18M"),
+    ("p_vs_best", 0.0001, "<0.001"),
+    ("near_best", True, "yes"),
+    ("error", None, ""),
+])
+def test_values_are_formatted_for_people(column, value, text):
+    assert compare.format_value(compare.column(column), value) == text
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_compare_cli_table_shows_intervals_and_failures(suite, capsys):
+    assert main(["compare", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert "test acc % [95% CI]" in out
+    assert "45.0 ±7.1 (n=2) [" in out
+    assert "CUDA out of memory" in out and "cancelled by user" in out
+    assert "2 failed/cancelled run(s)" in out
+
+
+def test_compare_cli_csv_and_json_hold_raw_numbers(suite, capsys):
+    assert main(["compare", str(suite), "--format", "csv", "--columns", "experiment,test_acc,status"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["experiment"] for r in rows][:2] == ["lora/a", "ia3/b"]
+    assert float(rows[0]["test_acc"]) == pytest.approx(0.45)
+    assert main(["compare", str(suite), "--format", "json", "--pareto", "train_time,test_acc"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"pareto", "test_acc_lo", "near_best", "error"} <= set(data[0])
+    assert len(data) == 4
+
+
+def test_compare_cli_markdown_escapes_pipes(tmp_path, capsys):
+    write_run(tmp_path / "r.json", make_result("lora/a|b", 0.5))
+    assert main(["compare", str(tmp_path), "--format", "markdown", "--columns", "experiment,test_acc"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "| experiment | test acc % [95% CI] |"
+    assert "lora/a\\|b" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--filter", "__import__('os').system('echo pwned')"], "bad filter expression"),
+    (["--columns", "experiment,tets_acc"], "did you mean test_acc"),
+    (["--sort", "nope"], "unknown column 'nope'"),
+])
+def test_compare_cli_bad_input_exits_2_with_the_message(suite, capsys, args, message):
+    assert main(["compare", str(suite), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_cli_names_a_file_that_is_not_a_result(tmp_path, capsys):
+    (tmp_path / "default_training_params.json").write_text('{"lr": 1}')
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "default_training_params.json" in capsys.readouterr().err
+
+
+def test_compare_cli_lists_columns(capsys):
+    assert main(["compare", "--list-columns"]) == 0
+    out = capsys.readouterr().out
+    assert "test_acc" in out and "higher" in out and "mem_max" in out
+
+
+@needs_published
+def test_compare_cli_on_the_published_results(capsys):
+    assert main(["compare", str(PUBLISHED), "--filter", 'family in ("LoRA", "IA3") and test_acc > 0.4',
+                 "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["family"] in ("LoRA", "IA3") and r["test_acc"] > 0.4 for r in rows)
+
+
+# --- diff -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    a_correct = [True] * 12 + [False] * 8  # 60%
+    b_correct = [True] * 6 + [False] * 6 + [True] * 2 + [False] * 6  # 40%: 6 only-A, 2 only-B
+    a = write_run(tmp_path / "lora--a.json", make_result("lora/a", 0.6), prediction_rows(a_correct))
+    b = write_run(tmp_path / "lora--b.json", make_result("lora/b", 0.4), prediction_rows(list(reversed(b_correct)), list(reversed(questions(20)))))
+    return a, b
+
+
+def test_diff_pairs_items_by_id_and_reports_the_counts(two_runs, capsys):
+    a, b = two_runs
+    assert main(["diff", str(a), str(b), "--format", "json", "--bootstrap", "2000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["n"], out["only_a"], out["only_b"], out["both"], out["neither"]) == (20, 6, 2, 6, 6)
+    assert out["acc_a"] == pytest.approx(0.6) and out["acc_b"] == pytest.approx(0.4)
+    assert out["diff"] == pytest.approx(0.2)
+    assert out["diff_lo"] < 0.2 < out["diff_hi"]
+    assert out["p_mcnemar"] == pytest.approx(2 * (1 + 8 + 28) / 256)  # 2 * P(X <= 2), X ~ Bin(8, 1/2)
+    assert out["a"]["experiment"] == "lora/a"
+
+
+def test_diff_is_deterministic(two_runs, capsys):
+    a, b = two_runs
+    main(["diff", str(a), str(b)])
+    first = capsys.readouterr().out
+    main(["diff", str(a), str(b)])
+    assert capsys.readouterr().out == first
+    assert "McNemar exact p" in first and "only A right  6" in first
+
+
+def test_diff_refuses_runs_tested_on_different_items(tmp_path, capsys):
+    a = write_run(tmp_path / "a.json", make_result("m/a"), prediction_rows([True] * 10))
+    b = write_run(tmp_path / "b.json", make_result("m/b"), prediction_rows([True] * 10, [f"other {i}" for i in range(10)]))
+    assert main(["diff", str(a), str(b)]) == 2
+    assert "different items" in capsys.readouterr().err
+
+
+def test_diff_refuses_a_result_without_predictions(tmp_path, capsys):
+    a = write_run(tmp_path / "a.json", make_result("m/a"), prediction_rows([True] * 10))
+    b = write_run(tmp_path / "b.json", make_result("m/b"))
+    assert main(["diff", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "b.json" in err and "no predictions" in err
+
+
+def test_diff_can_grade_flexibly(tmp_path, capsys):
+    rows_a = prediction_rows([False] * 4)
+    for row in rows_a[:4]:
+        row["correct_flexible"] = True
+    a = write_run(tmp_path / "a.json", make_result("m/a"), rows_a)
+    b = write_run(tmp_path / "b.json", make_result("m/b"), prediction_rows([False] * 4))
+    main(["diff", str(a), str(b), "--flexible", "--format", "json"])
+    assert json.loads(capsys.readouterr().out)["only_a"] == 4
+
+
+def test_paired_correctness_copes_with_a_copied_file(two_runs, tmp_path):
+    a, _ = two_runs
+    copy = tmp_path / "copy.json"
+    shutil.copy(a, copy)
+    shutil.copy(compare.predictions_path_for(a), compare.predictions_path_for(copy))
+    ids, x, y = compare.paired_correctness(compare.read_run(a), compare.read_run(copy))
+    assert len(ids) == 20 and x == y
