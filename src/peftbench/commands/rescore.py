@@ -1,0 +1,228 @@
+"""`peftbench rescore`: recompute the accuracies of finished runs from their saved predictions
+with the current grader, without a model (and without importing torch)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftbench import results
+from peftbench.errors import UserError
+from peftbench.results import (
+    M_TEST_ACC,
+    M_TEST_ACC_FLEX,
+    M_VALID_ACC,
+    M_VALID_ACC_FLEX,
+)
+from peftbench.scoring import GRADER_VERSION, Grade, accuracy, grade
+
+HELP = "recompute accuracies from saved predictions with the current grader"
+DESCRIPTION = """\
+Recompute every accuracy of a result from the predictions saved beside it
+(<base>.predictions.jsonl.gz) with the current grader, and print old -> new per metric:
+test accuracy (strict and flexible) of the final metrics entry, valid accuracy (strict and
+flexible) of the last validation entry. No model is loaded.
+
+Without --write nothing changes on disk. With --write the predictions rows (extracted answers
+and correct flags) and the result (accuracies, predictions sha256, meta_info.grader_version)
+are rewritten atomically; everything else in the result stays as it was."""
+
+# (split of the predictions rows, key marking its metrics entry, [(metric, grading mode)])
+_SPLIT_METRICS = (
+    ("test", M_TEST_ACC, ((M_TEST_ACC, "strict"), (M_TEST_ACC_FLEX, "flexible"))),
+    ("valid", M_VALID_ACC, ((M_VALID_ACC, "strict"), (M_VALID_ACC_FLEX, "flexible"))),
+)
+_GRADE_FIELDS = ("extracted", "extracted_flexible", "correct_strict", "correct_flexible")
+
+
+def configure(parser) -> None:
+    parser.add_argument("results", nargs="+", type=Path, metavar="RESULT_JSON",
+                        help="result files written by `peftbench run`")
+    parser.add_argument("--write", action="store_true",
+                        help="update the result and predictions files in place (default: only print)")
+
+
+@dataclass
+class MetricChange:
+    metric: str
+    entry_index: int | None  # position in train_info["metrics"]; None: the result has no entry
+    old: float | None
+    new: float | None  # None: the predictions hold no row of this split
+
+
+@dataclass
+class Rescore:
+    result_path: Path
+    raw: dict[str, Any]  # the result as read with json, to be written back with few changes
+    predictions_path: Path
+    rows: list[dict[str, Any]]  # regraded rows
+    rows_changed: int
+    split_counts: dict[str, int]
+    changes: list[MetricChange] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    record_stale: bool = False  # run_info.predictions is absent or names another sha256
+
+    @property
+    def old_grader_version(self) -> str | None:
+        return (self.raw.get("meta_info") or {}).get("grader_version")
+
+    @property
+    def needs_write(self) -> bool:
+        return (self.rows_changed > 0 or self.record_stale or self.old_grader_version != GRADER_VERSION
+                or any(c.new is not None and c.entry_index is not None and c.old != c.new
+                       for c in self.changes))
+
+
+def run(args) -> int:
+    plans, problems = [], []
+    for path in args.results:
+        try:
+            plans.append(rescore_file(path))
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:  # nothing is written unless every file can be rescored
+        raise UserError("cannot rescore:\n" + "\n".join(f"  - {p}" for p in problems))
+    for plan in plans:
+        for warning in plan.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(format_report(plan))
+        if args.write:
+            if plan.needs_write:
+                write(plan)
+                print("  written")
+            else:
+                print("  unchanged, nothing written")
+    if not args.write:
+        print("(dry run: pass --write to update the files)")
+    return 0
+
+
+def _load_raw(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such result file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        results.normalize_result(raw)  # only validates; the raw object is what gets written back
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable result file ({exc})") from exc
+    return raw
+
+
+def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> tuple[Path, bool]:
+    """The predictions file of a result and whether the result's record of it is stale."""
+    info = raw["run_info"].get("predictions")
+    if isinstance(info, dict) and info.get("file"):
+        pred_path = path.parent / info["file"]
+        if not pred_path.is_file():
+            raise UserError(f"{path}: its predictions file {pred_path} is missing; "
+                            "without it the run cannot be rescored (rerun it)")
+        expected = info.get("sha256")
+        if expected and results.sha256_file(pred_path) != expected:
+            warnings.append(f"{pred_path}: sha256 differs from the one recorded in {path.name}; "
+                            "the file changed after the run, rescoring it as it is now")
+            return pred_path, True
+        return pred_path, not expected
+    conventional = results.predictions_path_for(path)
+    if conventional.is_file():
+        warnings.append(f"{path}: names no predictions file; using {conventional.name} beside it")
+        return conventional, True
+    raise UserError(f"{path}: the run saved no predictions (no run_info.predictions and no "
+                    f"{conventional.name}), so there is nothing to rescore; rerun it")
+
+
+def _read_rows(pred_path: Path) -> list[dict[str, Any]]:
+    try:
+        rows = results.read_predictions(pred_path)
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{pred_path}: not a readable predictions file ({exc})") from exc
+    for i, row in enumerate(rows):
+        missing = [k for k in ("split", "generated", "reference") if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise UserError(f"{pred_path}: row {i} lacks {', '.join(missing)}")
+    return rows
+
+
+def _last_entry_with(metrics: list[dict[str, Any]], key: str) -> int | None:
+    for i in range(len(metrics) - 1, -1, -1):
+        if isinstance(metrics[i], dict) and key in metrics[i]:
+            return i
+    return None
+
+
+def rescore_file(path: Path) -> Rescore:
+    """Regrade the predictions of one result; changes nothing on disk."""
+    path = Path(path)
+    raw = _load_raw(path)
+    warnings: list[str] = []
+    pred_path, record_stale = _predictions_file(path, raw, warnings)
+    old_rows = _read_rows(pred_path)
+
+    grades_by_split: dict[str, list[Grade]] = {}
+    rows, rows_changed = [], 0
+    for row in old_rows:
+        g = grade(row["generated"], row["reference"])
+        grades_by_split.setdefault(row["split"], []).append(g)
+        new_row = dict(row)
+        new_row.update({name: getattr(g, name) for name in _GRADE_FIELDS})
+        rows_changed += any(row.get(name) != new_row[name] for name in _GRADE_FIELDS)
+        rows.append(new_row)
+
+    metrics = raw["train_info"].get("metrics") or []
+    changes = []
+    for split, entry_key, metric_modes in _SPLIT_METRICS:
+        index = _last_entry_with(metrics, entry_key)
+        grades = grades_by_split.get(split, [])
+        for metric, mode in metric_modes:
+            old = metrics[index].get(metric) if index is not None else None
+            new = accuracy(grades, mode) if grades else None
+            if old is None and new is None:
+                continue  # a split the run never evaluated
+            changes.append(MetricChange(metric, index, old, new))
+    return Rescore(path, raw, pred_path, rows, rows_changed,
+                   {split: len(g) for split, g in grades_by_split.items()}, changes, warnings,
+                   record_stale)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def format_report(plan: Rescore) -> str:
+    counts = ", ".join(f"{n} {split}" for split, n in sorted(plan.split_counts.items())) or "no"
+    lines = [f"{plan.result_path}: {counts} rows, {plan.rows_changed} regraded "
+             f"(grader {plan.old_grader_version or 'unknown'} -> {GRADER_VERSION})"]
+    width = max((len(c.metric) for c in plan.changes), default=0)
+    for c in plan.changes:
+        line = f"  {c.metric:<{width}}  {_fmt(c.old)} -> {_fmt(c.new)}"
+        if c.new is None:
+            line += "  (no rows of this split in the predictions; kept)"
+        elif c.entry_index is None:
+            line += "  (the result has no metrics entry for it; not written)"
+        elif c.old is not None and c.old != c.new:
+            line += f"  ({c.new - c.old:+.4f})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write(plan: Rescore) -> None:
+    """Rewrite the predictions rows, then the result that names their new sha256 (both atomic)."""
+    sha256 = results.write_predictions(plan.predictions_path, plan.rows)
+    raw = plan.raw
+    metrics = raw["train_info"].get("metrics") or []
+    for c in plan.changes:
+        if c.new is not None and c.entry_index is not None:
+            metrics[c.entry_index][c.metric] = c.new
+    info = raw["run_info"].get("predictions")
+    if not isinstance(info, dict):
+        info = raw["run_info"]["predictions"] = {}
+    info["file"] = plan.predictions_path.name
+    info["sha256"] = sha256
+    meta = raw.get("meta_info")
+    if not isinstance(meta, dict):
+        meta = raw["meta_info"] = {}
+    meta["grader_version"] = GRADER_VERSION
+    results.atomic_write_json(plan.result_path, raw)
