@@ -1,0 +1,204 @@
+"""The runner end to end on a tiny suite: result fields, statuses, placement, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from peftbench import results as R
+from peftbench.cli import main
+
+from conftest import REPO
+
+
+def _only_result(folder: Path) -> dict:
+    files = [p for p in folder.glob("*.json")]
+    assert len(files) == 1, files
+    with open(files[0]) as f:
+        return json.load(f), files[0]
+
+
+def test_lora_run_writes_a_result_with_every_field(tiny_suite, capsys):
+    code = main(["run", "-v", "--no-progress", "--clean", str(tiny_suite / "experiments/lora/tiny-r4")])
+    assert code == 0
+    result, path = _only_result(tiny_suite / "temporary_results")  # not a git repo: never "main"
+    assert path.name.startswith("lora--tiny-r4--")
+    assert result["schema_version"] == R.SCHEMA_VERSION
+    info, train, meta = result["run_info"], result["train_info"], result["meta_info"]
+    assert info["experiment_name"] == "lora/tiny-r4"
+    assert info["train_config"]["max_steps"] == 4 and info["train_config"]["optimizer_kwargs"] == {"lr": 1e-3}
+    assert info["peft_config"]["peft_type"] == "LORA" and info["peft_config"]["r"] == 4
+    assert info["error_msg"] == "" and info["git"]["root"] is None and info["peft_branch"] is None
+    assert len(info["run_key"]) == 64 and set(info["run_key_inputs"]) == {
+        "train_config", "peft_config", "datasets", "model", "code", "libraries"}
+    assert info["hostname"] and info["command"]
+    assert train["status"] == "success"
+    assert train[R.CPU_PEAK_RSS] > 10_000_000 and train[R.ACCEL_MEM_MAX] is None
+    for key in ("train_time", "eval_time", "test_time"):
+        assert train[key] > 0
+    assert info["total_time"] >= train["train_time"] + train["eval_time"]
+    assert train["num_trainable_params"] == 2 * 2 * (32 * 4 + 4 * 32) - 2 * (4 * 32 - 4 * 16)  # q: 32->32, v: 32->16
+    assert train["num_total_params"] > train["num_trainable_params"]
+    assert train["file_size"] > 0
+    metrics = train["metrics"]
+    assert [m[R.M_STEP] for m in metrics] == [2, 4, 4]
+    for m in metrics[:2]:
+        for key in (R.M_VALID_ACC, R.M_VALID_ACC_FLEX, R.M_TRAIN_LOSS, R.M_TRAIN_SAMPLES, R.M_TRAIN_TIME,
+                    R.M_EVAL_TIME, R.M_TOKENS_PER_SEC, R.M_ELAPSED):
+            assert m[key] is not None, key
+    final = metrics[-1]
+    assert 0 <= final[R.M_TEST_ACC] <= 1 and 0 <= final[R.M_TEST_ACC_FLEX] <= 1
+    assert final[R.M_TRAIN_SAMPLES] == 8 and final[R.M_TRAIN_TOTAL_TOKENS] > 0
+    assert isinstance(final[R.M_FORGETTING], float)
+    assert meta["model_info"]["source"] == "local" and len(meta["model_info"]["local_sha256"]) == 64
+    assert set(meta["dataset_info"]) == {"train", "eval", "forgetting"}
+    assert meta["dataset_info"]["eval"]["test_rows"] == 6
+    assert meta["package_info"]["torch-version"] and meta["package_info"]["peft-version"]
+    assert meta["system_info"]["device"] == "cpu" and meta["grader_version"]
+    # predictions: the last validation pass and the test set
+    preds = R.read_predictions(R.predictions_path_for(path))
+    assert info["predictions"]["sha256"] == R.sha256_file(R.predictions_path_for(path))
+    assert [r["split"] for r in preds] == ["valid"] * 4 + ["test"] * 6
+    assert set(preds[0]) == set(R.PREDICTION_FIELDS)
+    assert sum(r["correct_strict"] for r in preds if r["split"] == "test") / 6 == final[R.M_TEST_ACC]
+    assert info["adapter_dir"] is None  # --clean removed it
+    assert "success: result written to" in capsys.readouterr().err
+
+
+def test_full_finetuning_trains_every_parameter_and_sizes_it(tiny_suite):
+    assert main(["run", "--no-progress", str(tiny_suite / "experiments/full-finetuning/tiny")]) == 0
+    result, _ = _only_result(tiny_suite / "temporary_results")
+    train = result["train_info"]
+    assert result["run_info"]["peft_config"] is None
+    assert train["num_trainable_params"] == train["num_total_params"]
+    assert train["file_size"] == 4 * train["num_total_params"]  # float32
+
+
+def test_max_steps_zero_evaluates_the_untrained_model(tiny_suite):
+    code = main(["run", "--no-progress", "--set", "max_steps=0", str(tiny_suite / "experiments/lora/tiny-r4")])
+    assert code == 0
+    result, _ = _only_result(tiny_suite / "temporary_results")
+    assert result["train_info"]["metrics"][-1][R.M_STEP] == 0
+    assert result["train_info"]["metrics"][-1][R.M_TEST_ACC] is not None
+    assert result["train_info"]["metrics"][-1][R.M_FORGETTING] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatch):
+    from peftbench import train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(train, "_train_step", boom)
+    code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
+    assert code == 1
+    result, path = _only_result(tiny_suite / "cancelled_results")
+    assert result["train_info"]["status"] == "failed"
+    assert "CUDA out of memory (simulated)" in result["run_info"]["error_msg"]
+    assert "Traceback" in result["run_info"]["traceback"] and "boom" in result["run_info"]["traceback"]
+    assert not (tiny_suite / "temporary_results").exists() or not list((tiny_suite / "temporary_results").glob("*.json"))
+
+
+def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, monkeypatch):
+    from peftbench import train
+
+    real_step, calls = train._train_step, []
+
+    def interrupt_at_third_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_step", interrupt_at_third_step)
+    code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
+    assert code == 130
+    result, _ = _only_result(tiny_suite / "cancelled_results")
+    assert result["train_info"]["status"] == "cancelled"
+    assert [m[R.M_STEP] for m in result["train_info"]["metrics"]] == [2]  # the validation before the cancel
+    assert result["run_info"]["predictions"] is not None  # what it had: the validation rows
+
+
+def _start_run(suite: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "peftbench.cli", "run", "-v", "--no-progress",
+                             str(suite / "experiments/lora/tiny-r4"), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_training(proc: subprocess.Popen, suite: Path, timeout: float = 120) -> None:
+    """Wait until the run has written its first checkpoint: it is then training for sure."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list((suite / ".peftbench" / "checkpoints").glob("*.pt")) if (suite / ".peftbench" / "checkpoints").exists() else []:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("run did not reach its first checkpoint")
+
+
+@pytest.mark.parametrize("sig,status,code", [(signal.SIGINT, "cancelled", 130), (signal.SIGTERM, "cancelled", 130)])
+def test_a_signal_mid_run_writes_a_cancelled_result(tmp_path, tiny_model_dir, sig, status, code):
+    from conftest import make_suite
+
+    suite = make_suite(tmp_path / "s", tiny_model_dir, max_steps=100000, eval_steps=20, valid_size=2)
+    proc = _start_run(suite)
+    _wait_for_training(proc, suite)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    result, _ = _only_result(suite / "cancelled_results")
+    assert result["train_info"]["status"] == status
+    assert result["train_info"]["metrics"], "the validation entries before the signal are kept"
+
+
+def test_results_on_main_with_a_clean_tree_go_to_results(tmp_path, tiny_model_dir):
+    from conftest import make_suite
+
+    repo = tmp_path / "repo"
+    suite = make_suite(repo, tiny_model_dir)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "suite"], check=True)
+    assert main(["run", "--no-progress", str(suite / "experiments/lora/tiny-r4")]) == 0
+    result, path = _only_result(suite / "results")
+    assert path.name == "lora--tiny-r4.json"
+    assert result["run_info"]["git"]["branch"] == "main" and result["run_info"]["git"]["dirty"] is False
+    # a new result must not make the next run dirty
+    assert main(["run", "--no-progress", "--seed", "1", str(suite / "experiments/lora/tiny-r4")]) == 0
+    assert (suite / "results" / "lora--tiny-r4--seed1.json").exists()
+    # an edit elsewhere does
+    (suite / "experiments/lora/tiny-r4/training_params.json").write_text('{"batch_size": 1}')
+    assert main(["run", "--no-progress", str(suite / "experiments/lora/tiny-r4")]) == 0
+    dirty, _ = _only_result(suite / "temporary_results")
+    assert dirty["run_info"]["git"]["dirty"] is True and len(dirty["run_info"]["git"]["diff_sha256"]) == 64
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "r.json"
+    R.atomic_write_json(target, {"a": 1})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        R.atomic_write_json(target, {"a": Unserialisable()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_run_py_at_the_repo_root_is_the_seed_entry_point(tiny_suite):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-v", "--no-progress", "--clean",
+                           str(tiny_suite / "experiments/lora/tiny-r4")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "test accuracy" in proc.stderr
+    assert list((tiny_suite / "temporary_results").glob("lora--tiny-r4--*.json"))
