@@ -146,6 +146,7 @@ GRADE_CASES: list[GradeCase] = [
     GradeCase("hours_period", "It takes 5 hours.\nThe answer is 5 hours.", "#### 5", True, True),
     GradeCase("exclamation", "The answer is 5!", "#### 5", True, True),
     GradeCase("degree", "The answer is 90^\\circ", "#### 90", True, True),
+    GradeCase("per_unit_slash", "The answer is $18/day", JANET_REF, True, True),
     GradeCase("hyphenated_unit", "The answer is 40-year-old", "#### 40", True, True),
     GradeCase("number_word", "The answer is five.", "#### 5", True, True),
     GradeCase("number_word_compound", "The answer is twenty-five", "#### 25", True, True),

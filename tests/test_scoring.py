@@ -180,11 +180,13 @@ def test_pathological_input_is_graded_wrong_within_the_bound_and_the_checker_rec
     checker = SymbolicChecker(timeout_s=2.0)
     try:
         assert checker.equal("(1, 2)", "(1,2)")  # starts the worker outside the measured bound
+        stuck_worker = checker._process
         start = time.monotonic()
         # sympy evaluates 9^(9^(9^9)) eagerly: minutes of big-integer arithmetic
         assert checker.equal("9^{9^{9^{9}}}", "1") is False
         elapsed = time.monotonic() - start
         assert elapsed < 2.0 + 30, f"took {elapsed:.1f}s for a 2s bound"
+        assert stuck_worker.poll() is not None, "the stuck worker must be killed, not left running"
         # the stuck worker was replaced: the next item is graded normally
         assert checker.equal("[2,5)", "[2, 5)")
     finally:

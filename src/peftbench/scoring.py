@@ -99,12 +99,14 @@ _CALCULATOR_RE = re.compile(r"<<[^<>\n]*>>")
 
 def cut_continuation(text: str) -> str:
     """The part of a generated text before a hallucinated next question or a special token,
-    without GSM8K calculator annotations."""
+    without GSM8K calculator annotations. A header before any other text is the model restating
+    the question, not a continuation, and stays."""
     end = len(text)
     for pattern in (_CONTINUATION_LINE_RE, _CONTINUATION_INLINE_RE, _SPECIAL_TOKEN_RE):
-        m = pattern.search(text)
-        if m and m.start() < end:
-            end = m.start()
+        for m in pattern.finditer(text, 0, end):
+            if text[: m.start()].strip():
+                end = m.start()
+                break
     return _CALCULATOR_RE.sub("", text[:end])
 
 
@@ -155,8 +157,7 @@ def _answer_line(text: str, pos: int) -> str:
 # A phrase marker counts where a sentence starts ("The answer is: 72", "So the answer is 72",
 # "Therefore, the final answer is 7"), not inside one: "We are given that the answer is 2, so
 # ..." (common in MetaMathQA's backward questions) or "I think the answer is correct" state no
-# answer.
-# what may stand between a sentence's start and a phrase marker: markdown and an opening word
+# answer. Between the sentence's start and the marker may stand markdown and an opening word.
 _SENTENCE_OPENING_RE = re.compile(
     r"[\s*_#>-]*(?P<word>\b(?:so|thus|therefore|hence|and|finally|overall|in\s+conclusion|in\s+total)\b[\s,]*)?\Z",
     re.IGNORECASE,
@@ -195,8 +196,8 @@ def _cut_after_first_answer(text: str, markers: list[_Marker]) -> str:
     """Cut at the first blank line after the first marker's answer: what follows is a new
     paragraph, written after the reasoning ended."""
     first = markers[0]
-    answer_at = text.find(first.answer, first.start) if first.answer else first.start
-    m = _PARAGRAPH_BREAK_RE.search(text, max(answer_at, first.start) + len(first.answer))
+    answer_end = text.find(first.answer, first.start) + len(first.answer)  # the answer is in text
+    m = _PARAGRAPH_BREAK_RE.search(text, answer_end)
     return text[: m.start()] if m else text
 
 
@@ -232,7 +233,7 @@ _NUMBER_WORDS = {
     "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
     "seventy": 70, "eighty": 80, "ninety": 90,
 }
-_SCALE_WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+_SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9}
 
 # LaTeX and typography that carries no value: removed before reading a number
 _LATEX_NOISE = [
@@ -262,16 +263,16 @@ _LEADING_NUMBER_RE = re.compile(
     re.VERBOSE,
 )
 _PERCENT_RE = re.compile(r"^\s*(?:%|percent\b|per\s+cent\b)")
-_SCALE_RE = re.compile(r"^\s+(thousand|million|billion)\b", re.IGNORECASE)
+_SCALE_RE = re.compile(r"^\s+(" + "|".join(_SCALE_WORDS) + r")\b", re.IGNORECASE)
 _NUMBER_WORD_RE = re.compile(
     r"^(?P<tens>twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(?P<unit>one|two|three|four|five|six|seven|eight|nine)\b"
     r"|^(?P<word>" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
 )
-# After a number, these mean it is part of a larger expression ("2 + 3", "2\sqrt{3}", "2^5");
-# a hyphen before a word is not one ("72-year-old").
+# After a number, these mean it is part of a larger expression ("2 + 3", "2\sqrt{3}", "2^5",
+# "9 x 2"); a hyphen or a slash before a word is not one ("72-year-old", "$18/day").
 _EXPRESSION_CONTINUES_RE = re.compile(
-    r"^\s*(?:[*/\u00d7\u00f7^_=<>\\\d]|[-+]\s*[\d\\(.]|\.\d|(?:x|times)\s*[$\d])"
+    r"^\s*(?:[*\u00d7\u00f7^_=<>\\\d]|[-+/]\s*[\d\\(.]|\.\d|(?:x|times)\s*[$\d])"
 )
 # A list of numbers ("3, 4") is one answer made of several values, not the number 3.
 _LIST_CONTINUES_RE = re.compile(r"^\s*[,;]\s*[-+]?(?:\d|\\frac)")
@@ -550,46 +551,38 @@ def accuracy(grades: Iterable[Grade], mode: str = "strict") -> float:
 # --------------------------------------------------------------------------------------------
 # The symbolic check, in a worker process that can be killed
 
+# The worker is a separate Python program (run with `python -c`), not a multiprocessing target:
+# a spawned multiprocessing child re-imports the parent's __main__ (e.g. run.py), and a forked
+# one inherits CUDA state and threads. It imports only Math-Verify and talks JSON lines:
+# ["gold", "predicted"] in, true/false out, "ready" once imported.
+_WORKER_SOURCE = r"""
+import json, logging, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
+# Math-Verify warns that its timeouts are off; the parent bounds the time instead.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+from math_verify import parse, verify
 
-def _symbolic_worker(conn) -> None:
-    """Entry point of the worker process: answers (gold, predicted) pairs with a bool."""
-    import logging
-    import signal
+def check(gold, predicted):
+    try:
+        g = parse("$" + gold + "$", parsing_timeout=None)
+        p = parse("$" + predicted + "$", parsing_timeout=None)
+        return bool(g) and bool(p) and bool(verify(g, p, timeout_seconds=None))
+    except Exception:  # an error while parsing or comparing: not shown equal
+        return False
 
-    # Ctrl+C is for the parent: it decides whether the run is cancelled.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Math-Verify warns that its timeouts are off; the parent bounds the time instead.
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from math_verify import parse, verify
-
-    def check(gold: str, predicted: str) -> bool:
-        try:
-            gold_parsed = parse(f"${gold}$", parsing_timeout=None)
-            pred_parsed = parse(f"${predicted}$", parsing_timeout=None)
-            if not gold_parsed or not pred_parsed:
-                return False
-            return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-        except Exception:  # a parse or comparison error means "not shown equal"
-            return False
-
-    check("1", "1")  # builds the LaTeX parser now, not within the first item's time bound
-    conn.send("ready")
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        if request is None:
-            return
-        conn.send(check(*request))
+check("1", "1")  # builds the LaTeX parser now, not within the first item's time bound
+print("ready", flush=True)
+for line in sys.stdin:
+    gold, predicted = json.loads(line)
+    print(json.dumps(check(gold, predicted)), flush=True)
+"""
 
 
 class SymbolicChecker:
     """Runs Math-Verify in a worker process and waits at most `timeout_s` per comparison.
 
-    The process starts with the first comparison (spawned, so it is safe in a parent that holds
-    CUDA or threads) and is killed and replaced when an item runs past its bound. Thread-safe:
-    one comparison at a time."""
+    The worker starts with the first comparison and is killed and replaced when an item runs
+    past its bound (the item is then graded wrong). Thread-safe: one comparison at a time."""
 
     def __init__(self, timeout_s: float = SYMBOLIC_TIMEOUT_S,
                  startup_timeout_s: float = SYMBOLIC_STARTUP_TIMEOUT_S):
@@ -597,55 +590,81 @@ class SymbolicChecker:
         self.startup_timeout_s = startup_timeout_s
         self._lock = threading.Lock()
         self._process = None
-        self._conn = None
+        self._lines = None  # queue of the worker's output lines, None once it closed stdout
 
     def _start(self) -> None:
-        import multiprocessing
+        import queue
+        import subprocess
+        import sys
 
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe()
-        process = ctx.Process(target=_symbolic_worker, args=(child_conn,), daemon=True,
-                              name="peftbench-symbolic-check")
-        process.start()
-        child_conn.close()
-        try:
-            ready = parent_conn.poll(self.startup_timeout_s) and parent_conn.recv() == "ready"
-        except EOFError:
-            ready = False
-        if not ready:
-            process.kill()
-            process.join()
+        process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_SOURCE],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,
+        )
+        lines: queue.Queue = queue.Queue()
+
+        def pump() -> None:  # a blocking read with a timeout, on every platform
+            for line in process.stdout:
+                lines.put(line.strip())
+            lines.put(None)
+
+        threading.Thread(target=pump, name="peftbench-symbolic-reader", daemon=True).start()
+        self._process, self._lines = process, lines
+        if self._read(self.startup_timeout_s) != "ready":
+            self.close()
             raise RuntimeError(
                 "the Math-Verify worker process did not start (is math-verify installed? "
-                f"`python -c 'import math_verify'` should work); waited {self.startup_timeout_s:.0f}s"
+                f"`{sys.executable} -c 'import math_verify'` should work); "
+                f"waited up to {self.startup_timeout_s:.0f}s"
             )
-        self._process, self._conn = process, parent_conn
+
+    def _read(self, timeout_s: float) -> str | None:
+        import queue
+
+        try:
+            return self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
 
     def close(self) -> None:
         """Stop the worker (a later comparison starts a new one)."""
         if self._process is None:
             return
-        if self._process.is_alive():
+        if self._process.poll() is None:
             self._process.kill()
-        self._process.join()
-        self._conn.close()
-        self._process = self._conn = None
+        self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._process = self._lines = None
 
     def equal(self, gold: str, predicted: str) -> bool:
         if len(gold) > MAX_SYMBOLIC_CHARS or len(predicted) > MAX_SYMBOLIC_CHARS:
             return False
+        import json
+
         with self._lock:
-            if self._process is None or not self._process.is_alive():
+            if self._process is None or self._process.poll() is not None:
                 self.close()
                 self._start()
             try:
-                self._conn.send((gold, predicted))
-                if self._conn.poll(self.timeout_s):
-                    return bool(self._conn.recv())
-            except (EOFError, BrokenPipeError, ConnectionResetError):
-                pass  # the worker died (e.g. out of memory on this item): wrong, restart next time
-            self.close()
+                self._process.stdin.write(json.dumps([gold, predicted]) + "\n")
+                self._process.stdin.flush()
+                answer = self._read(self.timeout_s)
+            except (BrokenPipeError, OSError):
+                answer = None  # the worker died (e.g. out of memory on this item)
+            if answer in ("true", "false"):
+                return answer == "true"
+            self.close()  # stuck past the bound or dead: the item is wrong, the next gets a new worker
             return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the OS reaps the worker
+            pass
 
 
 _CHECKER: SymbolicChecker | None = None
