@@ -11,23 +11,30 @@ How an answer is found (`extract_answer`), in this order:
    such as "<|eot_id|>") after answering; only the text before it counts. GSM8K calculator
    annotations "<<48/2=24>>" are removed (they repeat the number that follows them).
 2. Markers: "The answer is: ", "The answer is ", "The final answer is", "#### N" and
-   `\\boxed{...}` (case-insensitive phrases). A blank line after the first marker's answer starts a
-   new paragraph that is not part of this answer (a continuation without a "Question:" header), so
-   the text is cut there too.
+   `\\boxed{...}`. The phrases match in any case but only where a sentence or a concluding
+   clause starts ("The answer is: 72", "So the answer is 72", "..., so the answer is 72"), not
+   inside one ("We are given that the answer is 2, so ..."); "####" only before something that can
+   start an answer (a markdown heading "#### Step 2" is no marker). A blank line after the first
+   marker's answer starts a new paragraph that is not part of this answer (a continuation
+   without a "Question:" header), so the text is cut there too.
 3. Of the markers left, the one that ends the reasoning wins: the LAST occurrence, whatever its
-   kind ("#### 15\\nThe answer is: 15" gives the second; "The final answer is $\\boxed{7}$" the box).
-   A marker whose answer starts with a word ("... I think the answer is correct") is passed over
-   for an earlier one that starts like a number or a formula; when every marker starts with a
-   word, the last one still wins (MATH answers can be words: "\\text{Monday}").
+   kind ("#### 15\\nThe answer is: 16" gives 16; "The final answer is $\\boxed{7}$" the box).
+   Two exceptions, both about text that is not an answer: a marker whose answer starts with a
+   word ("... I checked: the answer is correct") is passed over for an earlier one that starts
+   like a number or a formula (when every marker starts with a word the last still wins: MATH
+   answers can be words, "\\text{Monday}"); and a last answer that ends the text and is a strict
+   prefix of the one before ("The answer is: 72\\nThe answer is: 7") is a repeat cut by the token
+   limit, so the one before wins.
 4. The answer text (up to the end of its line, or the box's closing brace) is normalised:
-   thousands separators, currency, LaTeX wrappers, trailing units or words and punctuation go;
-   "x = 5" and "48/2 = 24" give what follows the last "="; a number comes back in a canonical
-   form ("1,080" -> "1080", "$29.00" -> "29.00", "\\frac{3}{4}" -> "3/4", "25%" -> "25");
-   anything else (an interval, a surd) comes back as cleaned LaTeX.
+   thousands separators, currency, LaTeX wrappers, leading "about"/"approximately", trailing
+   units or words and punctuation go; "x = 5" and "48/2 = 24" give what follows the last "=";
+   "1.5 million" and "five" are numbers; a number comes back in a canonical form ("1,080" ->
+   "1080", "$29.00" -> "29.00", "\\frac{3}{4}" -> "3/4", "25%" -> "25"); anything else (an
+   interval, a surd, "2x") comes back as cleaned LaTeX.
 
-mode="strict" returns None when no marker is present. mode="flexible" returns the strict answer
-when there is one, else the last number of the cut text (lm-eval-harness' "flexible-extract").
-So a flexible grade is never below the strict grade of the same output.
+mode="strict" returns None when no marker (with an answer) is present. mode="flexible" returns
+the strict answer when there is one, else the last number of the cut text (lm-eval-harness'
+"flexible-extract"). So a flexible grade is never below the strict grade of the same output.
 
 How answers compare (`is_correct`):
 
@@ -159,7 +166,8 @@ def _answer_line(text: str, pos: int) -> str:
 # ..." (common in MetaMathQA's backward questions) or "I think the answer is correct" state no
 # answer. Between the sentence's start and the marker may stand markdown and an opening word.
 _SENTENCE_OPENING_RE = re.compile(
-    r"[\s*_#>-]*(?P<word>\b(?:so|thus|therefore|hence|and|finally|overall|in\s+conclusion|in\s+total)\b[\s,]*)?\Z",
+    r"[\s*_#>-]*"
+    r"(?P<word>\b(?:so|thus|therefore|hence|and|finally|overall|in\s+conclusion|in\s+total)\b[\s,]*)?\Z",
     re.IGNORECASE,
 )
 
@@ -265,7 +273,8 @@ _LEADING_NUMBER_RE = re.compile(
 _PERCENT_RE = re.compile(r"^\s*(?:%|percent\b|per\s+cent\b)")
 _SCALE_RE = re.compile(r"^\s+(" + "|".join(_SCALE_WORDS) + r")\b", re.IGNORECASE)
 _NUMBER_WORD_RE = re.compile(
-    r"^(?P<tens>twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)-(?P<unit>one|two|three|four|five|six|seven|eight|nine)\b"
+    r"^(?P<tens>twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+    r"-(?P<unit>one|two|three|four|five|six|seven|eight|nine)\b"
     r"|^(?P<word>" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
 )
