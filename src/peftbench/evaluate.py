@@ -91,6 +91,26 @@ def _generate_with_virtual_tokens(model, input_ids, attention, kwargs):
     return base.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
 
 
+def _needs_unpadded_batches(model) -> bool:
+    """Prefix tuning writes its prefix into the KV cache, and PEFT's generate then gives a
+    left-padded prompt other position ids than the same prompt alone: batched and one-by-one
+    outputs differ (tests/test_evaluate.py). Batching only prompts of equal token length avoids
+    padding altogether and keeps the outputs those of one-by-one generation."""
+    peft_config = getattr(model, "active_peft_config", None)
+    return peft_config is not None and peft_config.peft_type.value in ("PREFIX_TUNING", "CARTRIDGE")
+
+
+def _generation_batches(model, tokenizer, prompts: list[str], batch_size: int) -> list[list[int]]:
+    """Index batches in item order; for prefix tuning, batches of prompts of equal token length."""
+    if not _needs_unpadded_batches(model):
+        return [list(range(b, min(b + batch_size, len(prompts)))) for b in range(0, len(prompts), batch_size)]
+    by_length: dict[int, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(tokenizer(prompt)["input_ids"]), []).append(i)
+    groups = sorted(by_length.values(), key=lambda g: g[0])
+    return [g[b:b + batch_size] for g in groups for b in range(0, len(g), batch_size)]
+
+
 def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, template: str,
                   batch_size: int, generation_kwargs: dict[str, Any], grade: Callable,
                   extra_kwargs_fn: Callable | None = None, progress=None) -> EvalOutcome:
@@ -103,16 +123,17 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, t
     model.eval()
     out_rows: list[dict[str, Any]] = []
     total_tokens = 0
+    all_prompts = [format_prompt(template, r["question"]) for r in rows]
     try:
-        for begin in range(0, len(rows), batch_size):
-            chunk = rows[begin:begin + batch_size]
-            prompts = [format_prompt(template, r["question"]) for r in chunk]
+        for indices in _generation_batches(model, tokenizer, all_prompts, batch_size):
+            chunk = [rows[i] for i in indices]
+            prompts = [all_prompts[i] for i in indices]
             extra = extra_kwargs_fn(len(chunk)) if extra_kwargs_fn else None
             texts, counts = generate_batch(model, tokenizer, prompts, generation_kwargs, extra)
-            for offset, (row, prompt, text, count) in enumerate(zip(chunk, prompts, texts, counts)):
+            for index, row, prompt, text, count in zip(indices, chunk, prompts, texts, counts):
                 g = grade(text, row["answer"])
                 out_rows.append({
-                    "split": split, "index": begin + offset, "item_id": R.item_id(row["question"]),
+                    "split": split, "index": index, "item_id": R.item_id(row["question"]),
                     "question": row["question"], "prompt": prompt, "generated": text,
                     "reference": row["answer"], "extracted": g.extracted,
                     "extracted_flexible": g.extracted_flexible, "correct_strict": bool(g.correct_strict),
@@ -125,6 +146,7 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, t
                 progress.set_postfix(acc=f"{sum(r['correct_strict'] for r in out_rows) / done:.3f}")
     finally:
         model.train(was_training)
+    out_rows.sort(key=lambda r: r["index"])
     n = len(out_rows)
     acc = sum(r["correct_strict"] for r in out_rows) / n if n else None
     acc_flex = sum(r["correct_flexible"] for r in out_rows) / n if n else None
