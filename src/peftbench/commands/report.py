@@ -1,0 +1,55 @@
+"""`peftbench report`: the leaderboard, Pareto plot, learning curves and failures as one HTML file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "write a self-contained HTML report (leaderboard, Pareto plot, learning curves, failures)"
+DESCRIPTION = """\
+Write one HTML file that works offline: data, script and style are inlined, nothing is fetched
+(the page's Content-Security-Policy forbids any network access). It holds:
+
+  - the sortable leaderboard, test accuracy with its 95% Wilson interval and the runs not
+    significantly worse than the best (same rules as `peftbench compare --help`);
+  - a Pareto scatter with selectable axes (log scale optional), the front drawn, points
+    coloured by method family (click the legend to hide a family), hover for details;
+  - learning curves (validation accuracy and train loss against step) of chosen experiments;
+  - the failed and cancelled runs with their errors.
+
+Inputs are read as by `peftbench compare`: suite folders, folders of result files, or files.
+
+Screenshot for a quick look (Debian package chromium):
+  peftbench report ../shared/data/peft-results -o report.html
+  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1500,2600 \\
+      --screenshot=report.png "file://$PWD/report.html"
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", default=["."], metavar="SUITE_OR_RESULT",
+                        help="suite folders, folders of result files, or result files (default: .)")
+    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    parser.add_argument("--title", default=None, help="page title (default: peftbench report)")
+    parser.add_argument("--include-temporary", action="store_true",
+                        help="also read temporary_results/ of suite folders")
+
+
+def run(args: argparse.Namespace) -> int:
+    from peftbench import compare, report
+    from peftbench.errors import UserError
+    from peftbench.results import atomic_write_bytes
+
+    runs = compare.load_runs(args.paths, include_temporary=args.include_temporary)
+    page = report.build_report(runs, sources=args.paths, title=args.title)
+    output = Path(args.output)
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
+    atomic_write_bytes(output, page.encode("utf-8"))
+    # the atomic write's temporary file is private (0600); a report is meant to be shared
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(output, 0o666 & ~umask)
+    print(f"wrote {output} ({len(runs)} result files, {len(page) / 1024:.0f} KiB)")
+    return 0

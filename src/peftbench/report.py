@@ -1,0 +1,187 @@
+"""The HTML report: one self-contained file (data, script and style inlined; nothing fetched).
+
+Python computes everything that needs the result schema or statistics (the leaderboard, the
+formatted cells, the Pareto fronts of every pair of axes, the learning curves, the family
+colours) and embeds it as one JSON block; `report_assets/report.js` only draws it. That keeps a
+single implementation of each rule, and the script free of anything to get wrong twice.
+
+Escaping, because experiment names and error messages come from files anyone can write:
+- the JSON block escapes `<`, `>` and `&` as \\u003c \\u003e \\u0026 (and U+2028/2029), so no
+  `</script>` or `<!--` can end or bend the block: the browser never sees one;
+- the script inserts every such string with `textContent` / `setAttribute`, never `innerHTML`;
+- the page's Content-Security-Policy allows only the one inline script, by its sha256, and no
+  network access at all (`default-src 'none'`): an injected script would not run, and the page
+  provably works offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from itertools import permutations
+from typing import Any, Sequence
+
+from peftbench import compare
+
+# Leaderboard columns of the report, in order; those empty in every row are left out.
+TABLE_COLUMNS = (
+    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
+    "file_size", "trainable_params", "trainable_pct", "status",
+)
+FAILURE_COLUMNS = ("experiment", "family", "status", "created_at", "superseded", "error", "path")
+# Preferred default axes of the Pareto plot: the first one present wins.
+DEFAULT_X = ("mem_max", "cpu_rss", "train_time", "trainable_params")
+DEFAULT_Y = ("test_acc", "test_acc_flex", "valid_acc")
+DEFAULT_CURVES = 5  # experiments whose learning curves are drawn at first (the best ones)
+
+
+def family_colours(families: Sequence[str]) -> dict[str, str]:
+    """A distinct colour per family: hues 137.5 degrees apart (the golden angle) never repeat
+    and stay far apart for the first few dozen; two lightness levels separate neighbours more."""
+    return {name: f"hsl({(i * 137.508) % 360:.0f}, 62%, {44 if i % 2 == 0 else 58}%)"
+            for i, name in enumerate(sorted(set(families)))}
+
+
+def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything the page shows, as plain JSON-able values."""
+    frame = compare.leaderboard(runs)
+    rows = compare.records(frame)
+    table = [c for c in TABLE_COLUMNS if any(r[c] is not None for r in rows)]
+    axes = [c.name for c in compare.COLUMNS
+            if c.direction and sum(1 for r in rows if r["ranked"] and r[c.name] is not None) >= 1]
+    ranked_idx = [i for i, r in enumerate(rows) if r["ranked"]]
+    columns = {c.name: {"label": c.label, "fmt": c.fmt, "direction": c.direction, "help": c.help}
+               for c in compare.COLUMNS}
+    out_rows = []
+    for i, row in enumerate(rows):
+        display = {c.name: compare.format_value(c, row.get(c.name), row) for c in compare.COLUMNS}
+        out_rows.append({"id": i, "values": row, "display": display})
+    return {
+        "title": "peftbench report",
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sources": [str(s) for s in sources],
+        "columns": columns,
+        "table_columns": table,
+        "failure_columns": list(FAILURE_COLUMNS),
+        "axes": axes,
+        "default_x": next((a for a in DEFAULT_X if a in axes), axes[0] if axes else None),
+        "default_y": next((a for a in DEFAULT_Y if a in axes), axes[-1] if axes else None),
+        "rows": out_rows,
+        "fronts": _fronts(rows, ranked_idx, axes),
+        "families": family_colours([r["family"] for r in rows]),
+        "curves": _curves(runs),
+        "default_curves": [r["experiment"] for r in rows if r["ranked"] and r["test_acc"] is not None][:DEFAULT_CURVES],
+    }
+
+
+def _fronts(rows: list[dict[str, Any]], ranked_idx: list[int], axes: list[str]) -> dict[str, list[int]]:
+    """Row ids on the Pareto front of every ordered pair of axes, keyed "x|y"."""
+    fronts = {}
+    for x, y in permutations(axes, 2):
+        xs = [rows[i][x] if rows[i][x] is not None else float("nan") for i in ranked_idx]
+        ys = [rows[i][y] if rows[i][y] is not None else float("nan") for i in ranked_idx]
+        mask = compare.pareto_front(xs, ys, compare.column(x).direction == compare.HIGHER,
+                                    compare.column(y).direction == compare.HIGHER)
+        fronts[f"{x}|{y}"] = [ranked_idx[k] for k, on in enumerate(mask) if on]
+    return fronts
+
+
+def _curves(runs: Sequence[compare.Run]) -> dict[str, list[dict[str, Any]]]:
+    """Learning curves of the runs behind each leaderboard row, one per seed."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for experiment, group in compare.newest_per_seed(runs).items():
+        curves = []
+        for run in group:
+            curve = compare.learning_curve(run.result)
+            if curve["step"]:
+                curves.append({"seed": compare.run_seed(run), **curve})
+        if curves:
+            out[experiment] = curves
+    return out
+
+
+def embed_json(obj: Any) -> str:
+    """JSON that is safe inside <script type="application/json">: no `<`, `>` or `&` appears
+    literally (JSON allows them only inside strings, where \\uXXXX means the same), so neither
+    `</script>` nor `<!--` can occur. U+2028/2029 are escaped for old parsers."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def _asset(name: str) -> str:
+    return resources.files("peftbench").joinpath("report_assets", name).read_text(encoding="utf-8")
+
+
+def render_html(data: dict[str, Any], title: str | None = None) -> str:
+    """The page: static skeleton, inlined style, the data block and the drawing script."""
+    title = title or data["title"]
+    data = {**data, "title": title}
+    script, style = _asset("report.js"), _asset("report.css")
+    if "</script" in script.lower() or "<!--" in script:
+        raise ValueError("report.js must not contain '</script' or '<!--': it is inlined")  # a packaging bug
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
+    n_ranked = sum(1 for r in data["rows"] if r["values"]["ranked"])
+    n_failed = len(data["rows"]) - n_ranked
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{html.escape(csp)}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+{style}
+</style>
+</head>
+<body>
+<header>
+<h1>{html.escape(title)}</h1>
+<p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
+from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
+<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#failures">Failed runs</a></nav>
+</header>
+<main>
+<section id="leaderboard">
+<h2>Leaderboard</h2>
+<p class="note">Click a column header to sort. Test accuracy: GSM8K test, strict answer format, with its 95% Wilson
+interval (bar: the interval, dot: the accuracy). &#8776;best: not significantly worse than the best run at the 5%
+level (exact McNemar on paired predictions, else two-proportion z-test; no multiple-comparison correction).</p>
+<div class="table-wrap"><table id="leaderboard-table"></table></div>
+</section>
+<section id="pareto">
+<h2>Pareto front</h2>
+<div class="controls" id="pareto-controls"></div>
+<div class="plot" id="pareto-plot"></div>
+<div class="legend" id="pareto-legend"></div>
+</section>
+<section id="curves">
+<h2>Learning curves</h2>
+<div class="curves-layout">
+<div class="picker"><input type="search" id="curve-search" placeholder="filter experiments" aria-label="filter experiments"><div id="curve-list"></div></div>
+<div class="curve-plots"><div class="plot" id="curve-valid"></div><div class="plot" id="curve-loss"></div></div>
+</div>
+</section>
+<section id="failures">
+<h2>Failed and cancelled runs</h2>
+<div id="failures-body"></div>
+</section>
+</main>
+<div id="tooltip" role="tooltip" hidden></div>
+<script type="application/json" id="peftbench-data">{embed_json(data)}</script>
+<script>{script}</script>
+</body>
+</html>
+"""
+
+
+def build_report(runs: Sequence[compare.Run], sources: Sequence[str] = (), title: str | None = None) -> str:
+    return render_html(report_data(runs, sources), title)

@@ -1,0 +1,164 @@
+"""The report opened in a real headless Chromium (Debian packages chromium + chromium-driver,
+Python package selenium). Skipped with the reason when any of them is missing; CI installs them.
+
+Set PEFTBENCH_SCREENSHOT_DIR to keep screenshots of the pages for a human look."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from peftbench import compare, report
+from test_compare import PUBLISHED, make_result, needs_published, write_run
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    import selenium  # noqa: F401
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver import ActionChains, Chrome, ChromeOptions
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    SELENIUM = True
+except ImportError:
+    SELENIUM = False
+
+if not (CHROMIUM and CHROMEDRIVER and SELENIUM):
+    missing = [name for name, ok in (("chromium", CHROMIUM), ("chromedriver (chromium-driver)", CHROMEDRIVER),
+                                     ("selenium", SELENIUM)) if not ok]
+    pytest.skip(f"headless browser test needs {', '.join(missing)}", allow_module_level=True)
+
+XSS_NAME = "lora/<script>alert(1)</script>"
+IMG_NAME = "ia3/<img src=x onerror=\"document.title='pwned'\">"
+XSS_ERROR = "</script><script>alert('error')</script><!-- <b>bold?</b>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="peftbench-chromium-")
+    options = ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1500,1400"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_report(driver, path):
+    driver.get_log("browser")  # reading the log empties it: what follows is this page's
+    driver.get(path.resolve().as_uri())
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "the script did not finish"
+
+
+def console_errors(driver):
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def assert_no_alert(driver):
+    try:
+        alert = driver.switch_to.alert
+    except NoAlertPresentException:
+        return
+    text = alert.text
+    alert.dismiss()
+    pytest.fail(f"an alert fired: {text!r}")
+
+
+def screenshot(driver, name):
+    folder = os.environ.get("PEFTBENCH_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / name))
+
+
+@pytest.fixture
+def hostile_report(tmp_path):
+    for sub in ("results", "cancelled_results"):
+        (tmp_path / sub).mkdir()
+    write_run(tmp_path / "results" / "lora--xss.json", make_result(XSS_NAME, 0.5))
+    write_run(tmp_path / "results" / "ia3--img.json", make_result(IMG_NAME, 0.3, peft_type="IA3", train_time=50.0))
+    write_run(tmp_path / "results" / "vera--v.json", make_result("vera/v", 0.1, peft_type="VERA", **{"accelerator_memory_max": None}))
+    write_run(tmp_path / "cancelled_results" / "lora--c--2026.json",
+              make_result("lora/c", None, status="failed", error=XSS_ERROR))
+    out = tmp_path / "report.html"
+    out.write_text(report.build_report(compare.load_runs([tmp_path])), encoding="utf-8")
+    return out
+
+
+def test_hostile_names_show_as_text_and_run_nothing(browser, hostile_report):
+    open_report(browser, hostile_report)
+    assert_no_alert(browser)
+    assert browser.title == "peftbench report"  # the onerror handler never ran
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody td")]
+    assert XSS_NAME in cells and IMG_NAME in cells
+    assert browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table img") == []
+    error = browser.find_element(By.CSS_SELECTOR, "#failures-table td.error pre").text
+    assert error == XSS_ERROR
+    assert browser.find_elements(By.CSS_SELECTOR, "#failures b") == []
+    assert console_errors(browser) == []
+
+
+def test_table_rows_plot_points_and_failures_match_the_data(browser, hostile_report):
+    open_report(browser, hostile_report)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")) == 3
+    # vera/v has no memory figure: two points on the default memory/accuracy axes
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 2
+    Select(browser.find_element(By.ID, "pareto-x")).select_by_value("train_time")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 3
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#failures-table tbody tr")) == 1
+    assert console_errors(browser) == []
+
+
+def test_clicking_a_header_sorts_the_leaderboard(browser, hostile_report):
+    open_report(browser, hostile_report)
+
+    def experiments():
+        return [tr.get_attribute("data-experiment") for tr in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")]
+
+    assert experiments() == [XSS_NAME, IMG_NAME, "vera/v"]  # best accuracy first
+    browser.find_element(By.CSS_SELECTOR, 'th[data-col="test_acc"]').click()
+    assert experiments() == ["vera/v", IMG_NAME, XSS_NAME]
+    browser.find_element(By.CSS_SELECTOR, 'th[data-col="train_time"]').click()  # lower is better: ascending
+    assert experiments()[0] == IMG_NAME
+
+
+def test_hovering_a_point_shows_its_experiment(browser, hostile_report):
+    open_report(browser, hostile_report)
+    point = browser.find_element(By.CSS_SELECTOR, "#pareto-plot circle.point")
+    ActionChains(browser).move_to_element(point).perform()
+    tooltip = browser.find_element(By.ID, "tooltip")
+    assert tooltip.is_displayed()
+    assert point.get_attribute("data-experiment") in tooltip.text
+    assert_no_alert(browser)
+
+
+@needs_published
+def test_published_report_draws_every_experiment(browser, tmp_path):
+    out = tmp_path / "published.html"
+    out.write_text(report.build_report(compare.load_runs([PUBLISHED]), sources=[str(PUBLISHED)]), encoding="utf-8")
+    open_report(browser, out)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")) == 63
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 63
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot polyline.front")) == 1
+    # the five best experiments' learning curves are drawn at first, in both charts
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#curve-valid polyline.curve")) == 5
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#curve-loss polyline.curve")) == 5
+    browser.find_element(By.CSS_SELECTOR, '#curve-list input[data-experiment="ia3/llama-3.2-3B-default"]').click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#curve-valid polyline.curve")) == 6
+    browser.find_element(By.ID, "pareto-logx").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 63
+    screenshot(browser, "published-report.png")
+    assert console_errors(browser) == []
