@@ -220,8 +220,22 @@ def _preflight(run: _Run) -> None:
     run.result["run_info"].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
 
 
+def _quiet_libraries() -> None:
+    """Library chatter that says nothing about the run: per-file loading bars and a deprecation
+    warning transformers raises on PEFT's behalf."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def _setup(run: _Run) -> None:
     import torch
+
+    _quiet_libraries()
 
     from peftbench import data, modeling, provenance
     from peftbench import scoring
