@@ -202,3 +202,20 @@ def test_run_py_at_the_repo_root_is_the_seed_entry_point(tiny_suite):
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stderr
     assert list((tiny_suite / "temporary_results").glob("lora--tiny-r4--*.json"))
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k").is_dir(),
+                    reason="../shared/data/gsm8k not present")
+def test_run_on_the_real_gsm8k_files(tmp_path, tiny_model_dir):
+    from conftest import SHARED_DATA, make_suite
+
+    suite = make_suite(tmp_path / "s", tiny_model_dir, eval_dataset=str(SHARED_DATA / "gsm8k"), valid_size=3,
+                       test_size=4)
+    assert main(["run", "--no-progress", "--clean", str(suite / "experiments/lora/tiny-r4")]) == 0
+    result, path = _only_result(suite / "temporary_results")
+    eval_info = result["meta_info"]["dataset_info"]["eval"]
+    assert eval_info["source"] == "local" and eval_info["test_rows"] == 4
+    preds = R.read_predictions(R.predictions_path_for(path))
+    test = [r for r in preds if r["split"] == "test"]
+    assert test[0]["question"].startswith("Janet")  # the first GSM8K test question
+    assert test[0]["reference"].endswith("#### 18")
