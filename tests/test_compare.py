@@ -353,7 +353,7 @@ def test_compare_cli_table_shows_intervals_and_failures(suite, capsys):
     assert "test acc % [95% CI]" in out
     assert "45.0 ±7.1 (n=2) [" in out
     assert "CUDA out of memory" in out and "cancelled by user" in out
-    assert "2 failed/cancelled run(s)" in out
+    assert "2 run(s) without a successful result" in out
 
 
 def test_compare_cli_csv_and_json_hold_raw_numbers(suite, capsys):

@@ -480,9 +480,16 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
         out["n_test"] = float(sum(r["n_test"] for r in rows if r["test_acc"] is not None)) or newest["n_test"]
         sources = {r["n_test_source"] for r in rows}
         out["n_test_source"] = sources.pop() if len(sources) == 1 else "mixed"
-    lo_hi = stats.wilson_interval(out["test_acc"], int(out["n_test"])) if out["test_acc"] is not None else (None, None)
-    out["test_acc_lo"], out["test_acc_hi"] = lo_hi
+    out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"])
     return out
+
+
+def accuracy_interval(acc: float | None, n: float) -> tuple[float | None, float | None]:
+    """The 95% Wilson interval, or (None, None) when there is no accuracy in [0, 1] to bound
+    (a hand-edited file may hold anything; a wrong number gets no interval rather than a crash)."""
+    if acc is None or not 0.0 <= acc <= 1.0:
+        return None, None
+    return stats.wilson_interval(acc, int(n))
 
 
 def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
@@ -508,8 +515,7 @@ def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
             continue
         row = run_row(run)
         row.update(ranked=False, n_seeds=1.0, test_acc_std=None, near_best=False, p_vs_best=None, best_test=None)
-        row["test_acc_lo"], row["test_acc_hi"] = (
-            stats.wilson_interval(row["test_acc"], int(row["n_test"])) if row["test_acc"] is not None else (None, None))
+        row["test_acc_lo"], row["test_acc_hi"] = accuracy_interval(row["test_acc"], row["n_test"])
         newest = newest_success.get(row["experiment"])
         row["superseded"] = newest is not None and newest > _time_key(run)
         failure_rows.append(row)

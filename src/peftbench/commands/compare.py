@@ -101,6 +101,8 @@ def render(shown, full, fmt: str) -> str:
         return shown.to_csv(index=False)
     if fmt == "json":
         return json.dumps(compare.records(shown), indent=2, ensure_ascii=False) + "\n"
+    if not len(full):
+        return "no rows match.\n" if fmt == "table" else ""
     columns = [compare.column(n) for n in shown.columns]
     header = [_header(c) for c in columns]
     body = [[_cell(c, row) for c in columns] for row in compare.records(full)]
@@ -143,15 +145,17 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 
 def _legend(full) -> str:
     """What the table alone does not say: where n came from, what ~best means, the failures."""
-    notes = []
-    if len(full):
-        sources = full["n_test_source"].value_counts().to_dict()
-        notes.append("95% CI: Wilson interval; n test items from " +
-                     ", ".join(f"{k} ({v})" for k, v in sorted(sources.items())) + ".")
-        notes.append("~best: not significantly worse than the best at the 5% level (McNemar if paired predictions, else z-test).")
-        failures = int((~full["ranked"].astype(bool)).sum())
-        if failures:
-            notes.append(f"{failures} failed/cancelled run(s) listed with their status and error.")
-    else:
-        notes.append("no rows.")
+    sources = full["n_test_source"].value_counts().to_dict()
+    notes = [
+        "95% CI: Wilson interval on n test items, n from " +
+        ", ".join(f"{_N_SOURCES.get(k, k)} ({v} rows)" for k, v in sorted(sources.items())) + ".",
+        "~best: not significantly worse than the best at the 5% level (McNemar if paired predictions, else z-test).",
+    ]
+    failures = int((~full["ranked"].astype(bool)).sum())
+    if failures:
+        notes.append(f"{failures} run(s) without a successful result (failed, cancelled, no status) listed with their status and error.")
     return "\n" + "\n".join(notes) + "\n"
+
+
+_N_SOURCES = {"predictions": "saved predictions", "test_size": "train_config test_size",
+              "gsm8k": "GSM8K test size 1,319", "mixed": "mixed sources"}
