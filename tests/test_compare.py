@@ -470,3 +470,12 @@ def test_paired_correctness_copes_with_a_copied_file(two_runs, tmp_path):
     shutil.copy(compare.predictions_path_for(a), compare.predictions_path_for(copy))
     ids, x, y = compare.paired_correctness(compare.read_run(a), compare.read_run(copy))
     assert len(ids) == 20 and x == y
+
+
+def test_nonsense_accuracies_and_statusless_files_do_not_crash(tmp_path):
+    write_run(tmp_path / "pct.json", make_result("x/pct", 47.8))  # a percentage where a fraction belongs
+    (tmp_path / "bare.json").write_text(json.dumps({"run_info": None, "train_info": {"status": None, "metrics": None}}))
+    frame = compare.leaderboard(compare.load_runs([tmp_path]))
+    ranked, other = by_experiment(frame), by_experiment(frame, ranked=False)
+    assert ranked["x/pct"]["test_acc"] == 47.8 and ranked["x/pct"]["test_acc_lo"] is None
+    assert other["bare"]["status"] == "unknown"  # no status and no accuracy: listed, not ranked

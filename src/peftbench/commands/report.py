@@ -23,7 +23,8 @@ Inputs are read as by `peftbench compare`: suite folders, folders of result file
 Screenshot for a quick look (Debian package chromium):
   peftbench report ../shared/data/peft-results -o report.html
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1500,2600 \\
-      --screenshot=report.png "file://$PWD/report.html"
+      --user-data-dir="$(mktemp -d)" --screenshot=report.png "file://$PWD/report.html"
+More in docs/comparing.md.
 """
 
 
