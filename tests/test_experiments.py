@@ -90,10 +90,10 @@ def prompt_batch() -> dict:
 
 
 def _cap(limit: int):
-    return lambda value, cfg: min(value, limit) if isinstance(value, int) and not isinstance(value, bool) else value
+    return lambda value: min(value, limit) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _none(value, cfg):
+def _none(value):
     return None  # PEFT fills it from the model it wraps
 
 
@@ -123,9 +123,9 @@ _FIELD_SHRINKS = {
 }
 
 
-def _min_dims(module_name: str) -> int:
-    h, kv, ffn = TINY_LLAMA["hidden_size"], 32, TINY_LLAMA["intermediate_size"]
-    return {"k_proj": kv, "v_proj": kv}.get(module_name, h if module_name != "mlp" else ffn)
+def _min_dim(module_name: str) -> int:
+    """The smaller side of a projection of TINY_LLAMA: k/v map 64 -> 32 (2 KV heads of 16)."""
+    return 32 if module_name in ("k_proj", "v_proj") else TINY_LLAMA["hidden_size"]
 
 
 def shrink_for_tiny_llama(peft_config):
@@ -135,7 +135,7 @@ def shrink_for_tiny_llama(peft_config):
     cfg = copy.deepcopy(peft_config)
     for name, shrink in _FIELD_SHRINKS.items():
         if hasattr(cfg, name) and getattr(cfg, name) is not None:
-            setattr(cfg, name, shrink(getattr(cfg, name), cfg))
+            setattr(cfg, name, shrink(getattr(cfg, name)))
     peft_type = methods.peft_type_of(cfg)
     vocab = TINY_LLAMA["vocab_size"]
     if peft_type == "ADALORA":  # the pruning schedule must fit two steps
@@ -146,7 +146,7 @@ def shrink_for_tiny_llama(peft_config):
     elif peft_type == "MISS":
         cfg.mini_r = min(cfg.mini_r, cfg.r)
     elif peft_type == "OSF" and cfg.rank_pattern:  # keep all but the last 4 directions frozen
-        cfg.rank_pattern = {name: _min_dims(name) - 4 for name in cfg.rank_pattern}
+        cfg.rank_pattern = {name: _min_dim(name) - 4 for name in cfg.rank_pattern}
     elif peft_type == "TRAINABLE_TOKENS":
         cfg.token_indices = sorted({i % vocab for i in cfg.token_indices})
     elif peft_type == "CPT" and list(cfg.cpt_token_ids) != [0]:
