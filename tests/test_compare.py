@@ -295,7 +295,7 @@ def test_mark_pareto_leaves_failures_off_the_front(suite):
 
 @pytest.mark.parametrize("spec, message", [
     ("test_acc", "two columns"),
-    ("test_acc,famly", "did you mean family"),
+    ("test_acc,famly", "did you mean 'family'"),
     ("test_acc,family", "no better direction"),
 ])
 def test_bad_pareto_axes_are_user_errors(spec, message):
@@ -308,7 +308,7 @@ def test_sort_bare_column_is_best_first_and_missing_last(suite):
     assert compare.sort_rows(frame, "test_acc")["experiment"].tolist()[:2] == ["lora/a", "ia3/b"]
     times = compare.sort_rows(frame, "test_acc:asc")["test_acc"].tolist()
     assert times[:2] == [0.30, 0.45] and all(np.isnan(times[2:]))
-    with pytest.raises(UserError, match="did you mean test_acc"):
+    with pytest.raises(UserError, match="did you mean 'test_acc'"):
         compare.sort_rows(frame, "test_accc")
     with pytest.raises(UserError, match="asc or desc"):
         compare.sort_rows(frame, "test_acc:up")
@@ -377,7 +377,7 @@ def test_compare_cli_markdown_escapes_pipes(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--filter", "__import__('os').system('echo pwned')"], "bad filter expression"),
-    (["--columns", "experiment,tets_acc"], "did you mean test_acc"),
+    (["--columns", "experiment,tets_acc"], "did you mean 'test_acc'"),
     (["--sort", "nope"], "unknown column 'nope'"),
 ])
 def test_compare_cli_bad_input_exits_2_with_the_message(suite, capsys, args, message):

@@ -95,9 +95,9 @@ def test_filters_are_never_handed_to_python_eval_or_exec(monkeypatch):
 
 
 @pytest.mark.parametrize("expression, message", [
-    ("famly == 'LoRA'", "did you mean family"),
-    ("test_ac > 0.4", "did you mean test_acc"),
-    ("speed > 3", "available: family, experiment"),
+    ("famly == 'LoRA'", "did you mean 'family'"),
+    ("test_ac > 0.4", "did you mean 'test_acc'"),
+    ("speed > 3", "available: error, experiment, family"),
     ("open('x')", "function calls are not allowed"),
     ("family.upper", "attribute access is not allowed"),
     ("experiment[0]", "subscripts are not allowed"),

@@ -32,6 +32,7 @@ Statistics:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench import stats
+from peftbench.config import suggest
 from peftbench.errors import UserError
 from peftbench.families import family_name, variant_label
 from peftbench.filterexpr import BOOL, NUMBER, TEXT, compile_filter
@@ -65,12 +67,9 @@ from peftbench.results import (
     predictions_path_for,
     read_predictions,
 )
+from peftbench.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS
 
 GSM8K_TEST_SIZE = 1319  # items in GSM8K's test split (openai/grade-school-math)
-
-MAIN_DIR = "results"
-CANCELLED_DIR = "cancelled_results"
-TEMPORARY_DIR = "temporary_results"
 
 HIGHER = "higher"
 LOWER = "lower"
@@ -139,11 +138,7 @@ def column(name: str) -> Column:
     try:
         return COLUMN_BY_NAME[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(COLUMN_BY_NAME), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(f"unknown column {name!r}; {hint}available: {', '.join(COLUMN_BY_NAME)}") from None
+        raise UserError(f"unknown column {name!r};{suggest(name, COLUMN_BY_NAME)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,16 +166,16 @@ def find_result_files(paths: Sequence[str | os.PathLike], include_temporary: boo
             raise UserError(f"{path}: no such file or folder")
         if path.is_file():
             found.append((path, "file"))
-        elif (path / MAIN_DIR).is_dir() or (path / CANCELLED_DIR).is_dir():
-            folders = [(MAIN_DIR, "main"), (CANCELLED_DIR, "cancelled")]
+        elif (path / RESULTS).is_dir() or (path / CANCELLED_RESULTS).is_dir():
+            folders = [(RESULTS, "main"), (CANCELLED_RESULTS, "cancelled")]
             if include_temporary:
-                folders.append((TEMPORARY_DIR, "temporary"))
+                folders.append((TEMPORARY_RESULTS, "temporary"))
             for sub, origin in folders:
                 found += [(f, origin) for f in sorted((path / sub).glob("*.json"))]
         else:
             files = sorted(path.glob("*.json"))
             if not files:
-                raise UserError(f"{path}: no result files (*.json) and no {MAIN_DIR}/ or {CANCELLED_DIR}/ folder")
+                raise UserError(f"{path}: no result files (*.json) and no {RESULTS}/ or {CANCELLED_RESULTS}/ folder")
             found += [(f, "file") for f in files]
     seen: set[Path] = set()
     unique = []
@@ -194,8 +189,6 @@ def find_result_files(paths: Sequence[str | os.PathLike], include_temporary: boo
 
 def read_run(path: Path, origin: str = "file") -> Run:
     """Read one result file; a file that is not a result is a UserError naming it."""
-    import json
-
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -237,7 +230,7 @@ def _read_predictions_of(path: Path, result: dict[str, Any]) -> list[dict[str, A
     return None
 
 
-def test_predictions(run: Run) -> list[dict[str, Any]] | None:
+def test_split_rows(run: Run) -> list[dict[str, Any]] | None:
     """The run's prediction rows of the test split, or None without predictions."""
     if run.predictions is None:
         return None
@@ -251,7 +244,7 @@ def paired_correctness(run_a: Run, run_b: Run, field: str = "correct_strict") ->
     and two runs whose test items differ: a paired comparison needs the very same items."""
     by_id = []
     for run in (run_a, run_b):
-        rows = test_predictions(run)
+        rows = test_split_rows(run)
         if rows is None:
             raise UserError(f"{run.path}: no predictions file ({predictions_path_for(run.path).name}); "
                             "a paired comparison needs the per-item results of both runs")
@@ -357,9 +350,9 @@ def tokens_per_second(result: dict[str, Any]) -> float | None:
     return total / train_time if total is not None and train_time else None
 
 
-def test_size(run: Run) -> tuple[int, str]:
+def number_of_test_items(run: Run) -> tuple[int, str]:
     """Number of test items behind the accuracy, and where that number comes from."""
-    rows = test_predictions(run)
+    rows = test_split_rows(run)
     if rows:
         return len(rows), "predictions"
     configured = _dict(run.result["run_info"].get("train_config")).get("test_size")
@@ -397,7 +390,7 @@ def run_row(run: Run) -> dict[str, Any]:
     final = final_metrics(run.result)
     peft_config = info.get("peft_config") if isinstance(info.get("peft_config"), dict) else None
     train_config = _dict(info.get("train_config"))
-    n_test, n_source = test_size(run)
+    n_test, n_source = number_of_test_items(run)
     acc = _num(final.get(M_TEST_ACC))
     trainable, total = _num(train.get("num_trainable_params")), _num(train.get("num_total_params"))
     error = info.get("error_msg")
@@ -535,7 +528,7 @@ def _candidate(row: dict[str, Any], group: list[Run]) -> stats.Candidate | None:
         return None
     per_item = None
     if len(group) == 1:
-        rows = test_predictions(group[0])
+        rows = test_split_rows(group[0])
         if rows and all("item_id" in r for r in rows) and len({r["item_id"] for r in rows}) == len(rows):
             per_item = {r["item_id"]: bool(r.get("correct_strict")) for r in rows}
     return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=per_item)

@@ -28,13 +28,13 @@ subscripts, lambda, Python operators) is a `UserError` that says what is not all
 
 from __future__ import annotations
 
-import difflib
 import keyword
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from peftbench.config import suggest
 from peftbench.errors import UserError
 
 # Column kinds a caller declares; they decide which operators apply.
@@ -244,9 +244,7 @@ class _Parser:
             if name not in self.columns:
                 raise _error(self.text, tok.pos, f"{name!r} is Python, not part of the filter language")
         if name not in self.columns:
-            close = difflib.get_close_matches(name, list(self.columns), n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise _error(self.text, tok.pos, f"unknown column {name!r}; {hint}available: {', '.join(self.columns)}")
+            raise _error(self.text, tok.pos, f"unknown column {name!r};{suggest(name, self.columns)}")
 
 
 def _is_missing(value: Any) -> bool:
