@@ -273,7 +273,7 @@ def _setup(run: _Run) -> None:
     trainable, total = modeling.count_parameters(model)
     run.result["train_info"].update(num_trainable_params=trainable, num_total_params=total)
     log(f"model: {cfg.model_id} on {run.device}, {trainable:,} trainable of {total:,} parameters")
-    if cfg.init_kv_cache_prefix and exp.peft_config is not None and exp.peft_config.peft_type.value == "PREFIX_TUNING":
+    if cfg.init_kv_cache_prefix and exp.peft_config is not None and exp.peft_config.peft_type.value in ("PREFIX_TUNING", "CARTRIDGE"):
         from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
 
         initialize_kv_prefix_from_text(model, tokenizer, text=cfg.init_kv_cache_prefix, use_chat_template=False)
