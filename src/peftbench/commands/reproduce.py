@@ -1,0 +1,147 @@
+"""`peftbench reproduce RESULT_JSON`: re-run what a result records and compare the numbers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+HELP = "re-run the experiment a result file records and check that its numbers come out the same"
+DESCRIPTION = """\
+Rebuild the experiment from the result file alone (its recorded training config and PEFT config)
+in a scratch folder, run it there, and compare every number the run records: each numeric key of
+each metrics entry (losses, accuracies, sample and token counts), the final test accuracies and
+forgetting included. Timing and memory figures are not compared. Your results folders are not
+touched.
+
+The tolerance is absolute; the default 0 asks for identical numbers, which a CPU run gives.
+Runs on an accelerator vary in the last digits: give e.g. --tolerance 0.02 there.
+A warning says when the training code or library versions differ from the recorded ones.
+Local model or data paths recorded in the result must still exist.
+
+Exit status: 0 every number within the tolerance, 1 a number outside it (or the run failed),
+2 bad input (not a successful result, missing local files), 130 cancelled.
+
+examples:
+  peftbench reproduce results/lora--llama-3.2-3B-rank32.json
+  peftbench reproduce demo/temporary_results/lora--smollm2-rank16--2026-01-01T10-00-00.json --tolerance 1e-6
+"""
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("result", metavar="RESULT_JSON", help="a result file of a successful run")
+    parser.add_argument("--tolerance", type=_tolerance, default=0.0,
+                        help="largest absolute difference accepted per number (default: 0, identical)")
+    parser.add_argument("--device", help="run on this device instead of the recorded one (e.g. cpu)")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="rebuild and run in DIR and keep it (default: a temporary folder, removed afterwards)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print validation lines while training")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def run(args) -> int:
+    from peftbench import reproduce as P
+    from peftbench import results as R
+    from peftbench.errors import UserError
+
+    recorded = P.read_recorded(args.result)
+    missing = P.missing_local_paths(recorded["run_info"]["train_config"])
+    if missing:
+        lines = "\n".join(f"  - {m}" for m in missing)
+        raise UserError(f"{args.result} was made from local files that no longer exist:\n{lines}\n"
+                        "put them back (with the same content) to reproduce this run")
+    with _workdir(args.keep) as folder:
+        reproduced_path, code = _rerun(recorded, folder, args)
+        if reproduced_path is None:
+            return code
+        reproduced = R.read_result(reproduced_path)
+    rows = P.compare(recorded, reproduced, args.tolerance)
+    print(format_rows(rows))
+    _print_adapter_hashes(recorded, reproduced)
+    bad = [r for r in rows if not r.ok]
+    where = f"the reproduced run is kept in {folder}" if args.keep else "scratch folder removed"
+    if bad:
+        print(f"NOT REPRODUCED: {len(bad)} of {len(rows)} numbers outside tolerance {args.tolerance:g} ({where})")
+        return 1
+    print(f"reproduced: all {len(rows)} numbers within tolerance {args.tolerance:g} ({where})")
+    return 0
+
+
+def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
+    """Rebuild and run; (reproduced result path, 0), or (None, exit status) when the run did not succeed."""
+    from peftbench import reproduce as P
+    from peftbench import runkey
+    from peftbench.config import load_experiment
+    from peftbench.errors import UserError
+    from peftbench.modeling import resolve_device
+    from peftbench.results import Status
+    from peftbench.runner import RunOptions, run_experiment
+
+    try:
+        exp_dir = P.rebuild(recorded, folder, args.device)
+    except FileExistsError as exc:
+        raise UserError(f"{exc.filename} already exists; give --keep an empty or new folder") from None
+    exp = load_experiment(exp_dir)
+    key, inputs = runkey.compute(exp, resolve_device(exp.train_config.device).split(":")[0])
+    recorded_inputs = recorded["run_info"].get("run_key_inputs")
+    for warning in P.version_warnings(recorded_inputs, inputs):
+        print(f"warning: {warning}; numbers may differ for that reason", file=sys.stderr)
+    if key == recorded["run_info"].get("run_key"):
+        print("run key: same as recorded (configs, data, model, code and libraries all match)", file=sys.stderr)
+    elif recorded_inputs:
+        print(f"run key differs from the recorded one: {runkey.explain_difference(recorded_inputs, inputs)}",
+              file=sys.stderr)
+    print(f"reproducing {exp.experiment_name} (seed {exp.train_config.seed}) in {folder}", file=sys.stderr, flush=True)
+    opts = RunOptions(verbose=args.verbose, output_dir=str(Path(folder) / "adapter"), resume=False,
+                      progress=args.progress)
+    outcome = run_experiment(exp, opts, exp.train_config.seed)
+    if outcome.status is not Status.SUCCESS:
+        print(f"the reproduction did not succeed: {outcome.message}", file=sys.stderr)
+        return None, outcome.exit_code or 1
+    return outcome.result_path, 0
+
+
+@contextlib.contextmanager
+def _workdir(keep: str | None):
+    if keep:
+        folder = Path(keep).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="peftbench-reproduce-") as tmp:
+        yield Path(tmp)
+
+
+def format_rows(rows) -> str:
+    from peftbench.commands.status import format_table
+
+    def cell(value) -> str:
+        if value is None:
+            return "null"
+        return repr(value) if isinstance(value, float) else str(value)
+
+    table = [[r.label, cell(r.recorded), cell(r.reproduced),
+              "-" if r.difference is None else f"{r.difference:.3g}", "ok" if r.ok else "DIFFERS"] for r in rows]
+    return format_table(["METRIC", "RECORDED", "REPRODUCED", "|DIFF|", "CHECK"], table)
+
+
+def _print_adapter_hashes(recorded: dict, reproduced: dict) -> None:
+    """Not a pass/fail check (the tolerance is about numbers), but identical bytes are the
+    strongest sign of an exact reproduction."""
+    old, new = recorded["run_info"].get("adapter_sha256"), reproduced["run_info"].get("adapter_sha256")
+    if old is None or new is None:
+        return
+    print(f"adapter weights: {'identical' if old == new else 'differ'} (sha256 {old[:12]} recorded, {new[:12]} reproduced)")

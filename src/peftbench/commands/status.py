@@ -1,0 +1,113 @@
+"""`peftbench status [SUITE_OR_EXPERIMENT_DIR...]`: what `run-all` would do, and why, without running.
+
+The table printing here is shared with `run-all`, so that both commands show the same plan."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "show which experiments are up to date and why the others would run"
+DESCRIPTION = """\
+For every experiment (and seed) below the given folders, say whether its newest result is up to
+date, and if not, why `peftbench run-all` would run it: never run, config changed, data or model
+changed, code or library changed, last attempt failed or cancelled, or running right now.
+The newest relevant result and its test accuracy are shown beside it. Nothing is run or written.
+
+examples:
+  peftbench status                 # the suite in the current folder
+  peftbench status demo/ --seeds 0,1,2
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from peftbench.commands.run import parse_seeds
+
+    parser.add_argument("targets", nargs="*", default=["."], metavar="SUITE_OR_EXPERIMENT_DIR",
+                        help="suite, experiments folder, method folder or experiment (default: .)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="the state of runs with this seed (default: the suite's)")
+    seeds.add_argument("--seeds", type=parse_seeds, help="one line per seed, e.g. 0,1,2")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="as for run-all: the state of runs with these overrides")
+
+
+def seeds_of(args) -> list[int] | None:
+    """The seeds asked for, or None for each suite's default seed."""
+    if args.seeds:
+        return list(args.seeds)
+    return [args.seed] if args.seed is not None else None
+
+
+def run(args) -> int:
+    from peftbench import planning
+    from peftbench.config import parse_overrides
+
+    items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
+    print(format_plan(items, with_results=True))
+    print(plan_counts(items))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# tables shared with run-all
+
+ACTION_WORDS = {"run": "will run", "skip": "skip", "invalid": "INVALID"}
+
+
+def format_plan(items, with_results: bool = False) -> str:
+    """One line per experiment and seed: what run-all does with it and why."""
+    header = ["EXPERIMENT", "SEED", "PLAN"]
+    if with_results:
+        header += ["TEST ACC", "NEWEST RESULT"]
+    header.append("REASON")
+    rows = []
+    for item in items:
+        row = [item.experiment, str(item.seed), ACTION_WORDS.get(item.action, item.action)]
+        if with_results:
+            row += [_test_accuracy(item.result), short_path(item.result) if item.result else "-"]
+        row.append(item.reason)
+        rows.append(row)
+    return format_table(header, rows)
+
+
+def plan_counts(items) -> str:
+    counts = {a: sum(1 for i in items if i.action == a) for a in ("run", "skip", "invalid")}
+    text = f"{len(items)} experiment run(s): {counts['run']} to run, {counts['skip']} to skip"
+    return text + (f", {counts['invalid']} invalid" if counts["invalid"] else "")
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell; the last column (a free-text reason) is not padded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def short_path(path: Path | str) -> str:
+    """A path relative to the current folder when it lies below it, else absolute."""
+    path = Path(path)
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def _test_accuracy(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    from peftbench import results as R
+
+    try:
+        result = R.read_result(path)
+    except (OSError, ValueError):
+        return "?"
+    status = result["train_info"].get("status")
+    if status != R.Status.SUCCESS.value:
+        return status or "?"
+    accuracy = R.final_metrics(result).get(R.M_TEST_ACC)
+    return "-" if accuracy is None else f"{100 * accuracy:.1f}%"
