@@ -479,3 +479,19 @@ def test_nonsense_accuracies_and_statusless_files_do_not_crash(tmp_path):
     ranked, other = by_experiment(frame), by_experiment(frame, ranked=False)
     assert ranked["x/pct"]["test_acc"] == 47.8 and ranked["x/pct"]["test_acc_lo"] is None
     assert other["bare"]["status"] == "unknown"  # no status and no accuracy: listed, not ranked
+
+
+def test_predictions_named_in_the_result_are_found(tmp_path):
+    result = make_result("m/a", 0.5)
+    result["run_info"]["predictions"] = {"file": "renamed.predictions.jsonl.gz", "sha256": None}
+    path = write_run(tmp_path / "a.json", result)
+    write_predictions(tmp_path / "renamed.predictions.jsonl.gz", prediction_rows([True, False, True]))
+    row = compare.records(compare.leaderboard(compare.load_runs([path])))[0]
+    assert (row["n_test"], row["n_test_source"]) == (3, "predictions")
+
+
+def test_an_unreadable_predictions_file_is_named(tmp_path):
+    path = write_run(tmp_path / "a.json", make_result("m/a", 0.5))
+    compare.predictions_path_for(path).write_bytes(b"not gzip")
+    with pytest.raises(UserError, match="a.predictions.jsonl.gz"):
+        compare.load_runs([path])

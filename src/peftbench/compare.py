@@ -214,12 +214,13 @@ def _clean_metrics(result: dict[str, Any]) -> None:
 
 
 def _read_predictions_of(path: Path, result: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """Predictions saved beside the result: `<base>.predictions.jsonl.gz`, or the file named in
-    run_info["predictions"]["file"]. None when there are none; an unreadable file is an error."""
-    candidates = [predictions_path_for(path)]
+    """Predictions saved beside the result: the file named in run_info["predictions"]["file"],
+    else `<base>.predictions.jsonl.gz`. None when there are none; an unreadable file is an error."""
+    candidates = []
     info = result["run_info"].get("predictions")
-    if isinstance(info, dict) and isinstance(info.get("file"), str):
+    if isinstance(info, dict) and isinstance(info.get("file"), str) and info["file"]:
         candidates.append(path.with_name(Path(info["file"]).name))
+    candidates.append(predictions_path_for(path))
     for candidate in candidates:
         if candidate.is_file():
             try:
