@@ -231,36 +231,38 @@ def _read_predictions_of(path: Path, result: dict[str, Any]) -> list[dict[str, A
     return None
 
 
-def test_split_rows(run: Run) -> list[dict[str, Any]] | None:
+def rows_of_test_split(run: Run) -> list[dict[str, Any]] | None:
     """The run's prediction rows of the test split, or None without predictions."""
     if run.predictions is None:
         return None
     return [r for r in run.predictions if r.get("split") == "test"]
 
 
+def correct_by_item(run: Run, field: str = "correct_strict") -> dict[str, bool]:
+    """item_id -> correct, over the run's test predictions. UserError when the run has no
+    predictions, no test rows, a row without item_id or `field`, or an item_id seen twice."""
+    rows = rows_of_test_split(run)
+    if rows is None:
+        raise UserError(f"{run.path}: no predictions file ({predictions_path_for(run.path).name}); "
+                        "a paired comparison needs the per-item results of both runs")
+    if not rows:
+        raise UserError(f"{run.path}: the predictions hold no test items (split == 'test')")
+    correct: dict[str, bool] = {}
+    for row in rows:
+        item = row.get("item_id")
+        if not isinstance(item, str) or field not in row:
+            raise UserError(f"{run.path}: a test prediction lacks item_id or {field}: {sorted(row)}")
+        if item in correct:
+            raise UserError(f"{run.path}: test item {item} appears twice in the predictions")
+        correct[item] = bool(row[field])
+    return correct
+
+
 def paired_correctness(run_a: Run, run_b: Run, field: str = "correct_strict") -> tuple[list[str], list[bool], list[bool]]:
     """The test items of two runs matched by item_id: (ids, A correct, B correct), in A's order.
-
-    Refuses (UserError) a run without predictions, rows without item ids, an id seen twice,
-    and two runs whose test items differ: a paired comparison needs the very same items."""
-    by_id = []
-    for run in (run_a, run_b):
-        rows = test_split_rows(run)
-        if rows is None:
-            raise UserError(f"{run.path}: no predictions file ({predictions_path_for(run.path).name}); "
-                            "a paired comparison needs the per-item results of both runs")
-        if not rows:
-            raise UserError(f"{run.path}: the predictions hold no test items (split == 'test')")
-        ids: dict[str, bool] = {}
-        for row in rows:
-            item = row.get("item_id")
-            if not isinstance(item, str) or field not in row:
-                raise UserError(f"{run.path}: a test prediction lacks item_id or {field}: {sorted(row)}")
-            if item in ids:
-                raise UserError(f"{run.path}: test item {item} appears twice in the predictions")
-            ids[item] = bool(row[field])
-        by_id.append(ids)
-    a, b = by_id
+    Refuses (UserError) what `correct_by_item` refuses, and two runs whose test items differ:
+    a paired comparison needs the very same items."""
+    a, b = correct_by_item(run_a, field), correct_by_item(run_b, field)
     if a.keys() != b.keys():
         shared = len(a.keys() & b.keys())
         raise UserError(
@@ -353,7 +355,7 @@ def tokens_per_second(result: dict[str, Any]) -> float | None:
 
 def number_of_test_items(run: Run) -> tuple[int, str]:
     """Number of test items behind the accuracy, and where that number comes from."""
-    rows = test_split_rows(run)
+    rows = rows_of_test_split(run)
     if rows:
         return len(rows), "predictions"
     configured = _dict(run.result["run_info"].get("train_config")).get("test_size")
@@ -528,10 +530,11 @@ def _candidate(row: dict[str, Any], group: list[Run]) -> stats.Candidate | None:
     if row["test_acc"] is None:
         return None
     per_item = None
-    if len(group) == 1:
-        rows = test_split_rows(group[0])
-        if rows and all("item_id" in r for r in rows) and len({r["item_id"] for r in rows}) == len(rows):
-            per_item = {r["item_id"]: bool(r.get("correct_strict")) for r in rows}
+    if len(group) == 1 and group[0].predictions is not None:
+        try:
+            per_item = correct_by_item(group[0])
+        except UserError:
+            per_item = None  # unusable predictions: fall back to the unpaired test
     return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=per_item)
 
 

@@ -51,7 +51,7 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
     """Everything the page shows, as plain JSON-able values."""
     frame = compare.leaderboard(runs)
     rows = compare.records(frame)
-    table = [c for c in TABLE_COLUMNS if any(r[c] is not None for r in rows)]
+    table = [c for c in TABLE_COLUMNS if any(r[c] is not None for r in rows if r["ranked"])]
     axes = [c.name for c in compare.COLUMNS
             if c.direction and sum(1 for r in rows if r["ranked"] and r[c.name] is not None) >= 1]
     ranked_idx = [i for i, r in enumerate(rows) if r["ranked"]]
