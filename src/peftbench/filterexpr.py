@@ -240,11 +240,11 @@ class _Parser:
         nxt = self.peek()
         if nxt.kind == "op" and nxt.value == "(":
             raise _error(self.text, tok.pos, f"function calls are not allowed ({name}(...))")
-        if name.startswith("__") or keyword.iskeyword(name) or name in ("True", "False", "None"):
-            if name not in self.columns:
-                raise _error(self.text, tok.pos, f"{name!r} is Python, not part of the filter language")
-        if name not in self.columns:
-            raise _error(self.text, tok.pos, f"unknown column {name!r};{suggest(name, self.columns)}")
+        if name in self.columns:
+            return
+        if name.startswith("__") or keyword.iskeyword(name):  # import, lambda, None, __import__, ...
+            raise _error(self.text, tok.pos, f"{name!r} is Python, not part of the filter language")
+        raise _error(self.text, tok.pos, f"unknown column {name!r};{suggest(name, self.columns)}")
 
 
 def _is_missing(value: Any) -> bool:
