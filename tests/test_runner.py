@@ -219,3 +219,12 @@ def test_run_on_the_real_gsm8k_files(tmp_path, tiny_model_dir):
     test = [r for r in preds if r["split"] == "test"]
     assert test[0]["question"].startswith("Janet")  # the first GSM8K test question
     assert test[0]["reference"].endswith("#### 18")
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        R.atomic_write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
