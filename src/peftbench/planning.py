@@ -99,8 +99,12 @@ def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_an
     return "run", "never run", None
 
 
-def plan(targets: list[str], seeds: list[int] | None, force: bool = False) -> list[PlanItem]:
-    """The plan for every experiment below `targets` and every seed (default: the suite's)."""
+def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
+         overrides: dict[str, Any] | None = None) -> list[PlanItem]:
+    """The plan for every experiment below `targets` and every seed (default: the suite's).
+
+    `overrides` are the parsed `--set` values a run would get: they change the run key, so an
+    up-to-date check without them would skip runs the user asked for."""
     from peftbench import config as C
     from peftbench import lock as L
     from peftbench import provenance, runkey
@@ -116,10 +120,10 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False) -> li
         default_seed = C.suite_default_seed(suite)
         git = git_cache.setdefault(suite, provenance.git_state(suite))
         for seed in seeds if seeds is not None else [None]:
-            overrides = {"seed": seed} if seed is not None else {}
+            exp_overrides = dict(overrides or {}, **({"seed": seed} if seed is not None else {}))
             name = f"{exp_dir.parent.name}/{exp_dir.name}"
             try:
-                exp = C.load_experiment(exp_dir, overrides)
+                exp = C.load_experiment(exp_dir, exp_overrides)
                 device = resolve_device(exp.train_config.device)
             except UserError as exc:
                 problems = getattr(exc, "problems", None) or [str(exc)]
