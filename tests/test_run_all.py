@@ -1,0 +1,215 @@
+"""run-all and status: the plan says why each experiment runs or not, only stale experiments run,
+each in a fresh `python -m peftbench.cli run` process, and the summary and exit status tell the
+outcome. Runs that need real child processes are kept to three (each costs a fresh import of
+torch, transformers and peft)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from conftest import TINY_LORA, make_suite  # noqa: E402
+
+import peftbench  # noqa: E402
+from peftbench import planning  # noqa: E402
+from peftbench.cli import build_parser, main  # noqa: E402
+from peftbench.commands import run_all  # noqa: E402
+from peftbench.results import read_result  # noqa: E402
+
+LORA = "experiments/lora/tiny-r4"
+FULL = "experiments/full-finetuning/tiny"
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory, tiny_model_dir) -> Path:
+    """A tiny suite whose two experiments each have one up-to-date result (made in-process)."""
+    suite = make_suite(tmp_path_factory.mktemp("populated") / "suite", tiny_model_dir)
+    assert main(["run", str(suite / LORA), str(suite / FULL), "--no-progress", "--clean"]) == 0
+    return suite
+
+
+@pytest.fixture
+def suite(populated, tmp_path) -> Path:
+    """A private copy of the populated suite. Its data paths still point at the original's files,
+    which no test changes, so the copied results stay up to date."""
+    return Path(shutil.copytree(populated, tmp_path / "suite"))
+
+
+def plan_lines(out: str) -> dict[str, str]:
+    """experiment -> its line of a printed plan or summary table."""
+    lines = {}
+    for line in out.splitlines():
+        first = line.split("  ")[0].strip()
+        if "/" in first and not first.startswith(("temporary", "results")):
+            lines[first] = line
+    return lines
+
+
+def result_files(suite: Path, folder: str = "temporary_results") -> list[Path]:
+    return sorted((suite / folder).glob("*.json"))
+
+
+def test_dry_run_lists_each_experiment_with_its_reason_and_runs_nothing(tiny_suite, capsys):
+    assert main(["run-all", str(tiny_suite), "--dry-run"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    assert set(lines) == {"full-finetuning/tiny", "lora/tiny-r4"}
+    assert all("will run" in line and line.endswith("never run") for line in lines.values())
+    assert not any((tiny_suite / d).exists() for d in ("results", "temporary_results", "cancelled_results"))
+
+
+def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_configs_do_not_stop_the_rest(suite, capsys):
+    (suite / FULL / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": 2e-4}}))
+    bad = suite / "experiments" / "lora" / "typo"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text(json.dumps(TINY_LORA))
+    (bad / "training_params.json").write_text(json.dumps({"max_stepz": 3}))
+    before = result_files(suite)
+
+    assert main(["run-all", str(suite), "--dry-run"]) == 2
+    lines = plan_lines(capsys.readouterr().out)
+    assert "will run" in lines["full-finetuning/tiny"] and "config changed (optimizer_kwargs)" in lines["full-finetuning/tiny"]
+    assert "skip" in lines["lora/tiny-r4"] and "up to date" in lines["lora/tiny-r4"]
+    assert "INVALID" in lines["lora/typo"] and "'max_stepz'" in lines["lora/typo"] and "did you mean 'max_steps'" in lines["lora/typo"]
+    assert result_files(suite) == before
+
+    # The real thing: the changed experiment runs in a child process, the others do not.
+    assert main(["run-all", str(suite), "--no-progress"]) == 2
+    out = capsys.readouterr().out
+    summary = plan_lines(out.split("OUTCOME")[-1])
+    assert re.search(r"full-finetuning/tiny\s+0\s+success\s+\d+\.\ds\s+\S*full-finetuning--tiny--", summary["full-finetuning/tiny"])
+    assert "skipped" in summary["lora/tiny-r4"] and "up to date" in summary["lora/tiny-r4"]
+    assert "invalid" in summary["lora/typo"]
+    assert "ran 1 (1 success, 0 failed, 0 cancelled), skipped 1, invalid 1" in out
+    new = sorted(set(result_files(suite)) - set(before))
+    assert [p.name.split("--2")[0] for p in new] == ["full-finetuning--tiny"]
+    assert read_result(new[0])["run_info"]["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
+
+    # Right after a complete run-all, the next one runs nothing and says why.
+    shutil.rmtree(bad)
+    assert main(["run-all", str(suite), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to run" in out and "ran 0 (" in out
+    assert all("up to date" in line for line in plan_lines(out.split("OUTCOME")[0]).values())
+    assert len(result_files(suite)) == len(before) + 1
+
+
+def test_failed_run_does_not_stop_the_loop_and_ctrl_c_cancels_the_running_one_and_prints_the_summary(
+        tmp_path, tiny_model_dir, capsys):
+    # Long enough that the first checkpoint (step 10) comes well before the end.
+    suite = make_suite(tmp_path / "suite", tiny_model_dir, max_steps=300, eval_steps=10)
+    broken_model = tmp_path / "broken-model"
+    broken_model.mkdir()
+    (broken_model / "config.json").write_text("{}")  # loading it fails after the run has started
+    failing = suite / "experiments" / "full-finetuning" / "a-broken-model"  # sorted first
+    failing.mkdir()
+    (failing / "training_params.json").write_text(json.dumps({"model_id": str(broken_model)}))
+    checkpoint = suite / ".peftbench" / "checkpoints" / "full-finetuning--tiny.pt"
+
+    def press_ctrl_c_once_training_is_under_way():
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends run-all on Ctrl+C
+
+    presser = threading.Thread(target=press_ctrl_c_once_training_is_under_way, daemon=True)
+    presser.start()
+    code = main(["run-all", str(suite), "--no-progress"])
+    presser.join()
+    out = capsys.readouterr().out
+    assert code == 130
+    summary = plan_lines(out.split("OUTCOME")[-1])
+    assert "failed" in summary["full-finetuning/a-broken-model"]
+    assert "cancelled" in summary["full-finetuning/tiny"]
+    assert "not started" in summary["lora/tiny-r4"]
+    statuses = {p.name.split("--2")[0]: read_result(p)["train_info"]["status"] for p in result_files(suite, "cancelled_results")}
+    assert statuses == {"full-finetuning--a-broken-model": "failed", "full-finetuning--tiny": "cancelled"}
+    assert not (suite / "temporary_results").exists()
+
+
+def test_set_overrides_count_in_the_plan(suite, capsys):
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
+    assert main(["run-all", str(suite), "--dry-run", "--set", "max_steps=2"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    assert all("will run" in line and "config changed (max_steps)" in line for line in lines.values()), lines
+
+
+def test_seeds_give_one_plan_line_each_and_non_default_seeds_their_own_result_name(suite, capsys):
+    items = planning.plan([str(suite / LORA)], [0, 1])
+    assert [(i.seed, i.stem, i.action, i.reason) for i in items] == [
+        (0, "lora--tiny-r4", "skip", "up to date"), (1, "lora--tiny-r4--seed1", "run", "never run")]
+    assert main(["run-all", str(suite), "--dry-run", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"lora/tiny-r4\s+1\s+will run\s+never run", out)
+    assert re.search(r"lora/tiny-r4\s+0\s+skip\s+up to date", out)
+
+
+def test_force_plans_up_to_date_experiments_again(suite, capsys):
+    assert main(["run-all", str(suite), "--dry-run", "--force"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    assert all("will run" in line and "forced (up to date)" in line for line in lines.values())
+
+
+def test_each_run_is_a_fresh_cli_process_with_the_options_passed_through(suite):
+    args = build_parser().parse_args(["run-all", str(suite), "--set", "max_steps=3", "--set", "optimizer_kwargs.lr=0.01",
+                                      "--no-resume", "--keep-checkpoint", "--no-progress", "-v"])
+    [item] = [i for i in planning.plan([str(suite / LORA)], [1])]
+    assert run_all.child_command(item, args) == [
+        sys.executable, "-m", "peftbench.cli", "run", str(suite / LORA), "--seed", "1", "--if-stale",
+        "--set", "max_steps=3", "--set", "optimizer_kwargs.lr=0.01", "--no-resume", "--keep-checkpoint",
+        "--no-progress", "-v"]
+    forced = build_parser().parse_args(["run-all", str(suite), "--force"])
+    assert "--if-stale" not in run_all.child_command(item, forced)  # --force must not be undone by the child
+
+
+def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, tmp_path, monkeypatch, capsys):
+    # The code identity hashes TRAINING_SOURCES next to peftbench/__init__.py: point it at a copy
+    # of the package and edit the copy, never the real sources.
+    copy = Path(shutil.copytree(Path(peftbench.__file__).parent, tmp_path / "pkg" / "peftbench",
+                                ignore=shutil.ignore_patterns("__pycache__")))
+    monkeypatch.setattr(peftbench, "__file__", str(copy / "__init__.py"))
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
+
+    with open(copy / "scoring.py", "a") as f:  # grading changes are applied by rescore, not a rerun
+        f.write("\n# an edit outside the training code\n")
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
+
+    with open(copy / "train.py", "a") as f:
+        f.write("\n# an edit of the training loop\n")
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    assert set(lines) == {"full-finetuning/tiny", "lora/tiny-r4"}
+    assert all("will run" in line and "code changed (sources_sha256)" in line for line in lines.values())
+
+
+def test_status_shows_the_plan_with_the_newest_result_and_its_test_accuracy(suite, monkeypatch, capsys):
+    (suite / FULL / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": 3e-4}}))
+    monkeypatch.chdir(suite)
+    before = sorted(p.relative_to(suite) for p in suite.rglob("*"))
+    assert main(["status"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    accuracy = read_result(result_files(suite)[-1])["train_info"]["metrics"][-1]["test accuracy"]
+    assert re.search(rf"lora/tiny-r4\s+0\s+skip\s+{100 * accuracy:.1f}%\s+temporary_results/lora--tiny-r4--\S+\.json\s+up to date",
+                     lines["lora/tiny-r4"])
+    assert re.search(r"full-finetuning/tiny\s+0\s+will run\s+\S+%\s+temporary_results/full-finetuning--tiny--\S+\s+config changed",
+                     lines["full-finetuning/tiny"])
+    assert sorted(p.relative_to(suite) for p in suite.rglob("*")) == before  # status writes nothing
+
+
+def test_a_folder_without_experiments_is_bad_input(tmp_path, capsys):
+    assert main(["run-all", str(tmp_path)]) == 2
+    assert "no experiment folders found" in capsys.readouterr().err
