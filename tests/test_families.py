@@ -78,3 +78,16 @@ def test_published_results_get_the_family_their_name_says(file, family, variant)
     run_info = json.loads((PUBLISHED / file).read_text())["run_info"]
     assert family_name(run_info["peft_config"]) == family
     assert variant_label(run_info["peft_config"], run_info["train_config"]) == variant
+
+
+def test_newer_methods_and_variants_have_readable_names():
+    from peftbench.families import family_name, variant_label
+
+    assert family_name({"peft_type": "CARTRIDGE"}) == "Cartridge"
+    assert family_name({"peft_type": "SHADOW"}) == "Shadow"
+    assert family_name({"peft_type": "SUPERTUNING"}) == "Supertuning"
+    assert variant_label({"peft_type": "LORA", "kasa_config": {"beta": 1e-4}}) == "KaSA"
+    assert variant_label({"peft_type": "LORA"}, {"optimizer_type": "riemannian"}) == "Riemannian"
+    # a method's own default init is not a variant
+    assert variant_label({"peft_type": "C3A", "init_weights": "xavier_uniform"}) == "C3A"
+    assert variant_label({"peft_type": "ADAMSS", "init_weights": "orthogonal"}) == "AdaMSS"

@@ -24,6 +24,7 @@ _FAMILY_BY_PEFT_TYPE = {
     "BOFT": "BOFT",
     "BONE": "Bone",
     "C3A": "C3A",
+    "CARTRIDGE": "Cartridge",
     "CPT": "CPT",
     "DEFT": "DeFT",
     "DELORA": "DeLoRA",
@@ -51,7 +52,9 @@ _FAMILY_BY_PEFT_TYPE = {
     "PVERA": "PVeRA",
     "RANDLORA": "RandLoRA",
     "ROAD": "RoAd",
+    "SHADOW": "Shadow",
     "SHIRA": "SHiRA",
+    "SUPERTUNING": "Supertuning",
     "TINYLORA": "TinyLoRA",
     "TRAINABLE_TOKENS": "Trainable tokens",
     "UNILORA": "UniLoRA",
@@ -81,6 +84,7 @@ _LORA_FLAG_VARIANTS = (
     ("use_rslora", "rsLoRA"),
     ("use_bdlora", "BD-LoRA"),
     ("use_qalora", "QALoRA"),
+    ("kasa_config", "KaSA"),
     ("velora_config", "VeLoRA"),
     ("monteclora_config", "MonteCLoRA"),
     ("alora_invocation_tokens", "aLoRA"),
@@ -89,7 +93,10 @@ _LORA_FLAG_VARIANTS = (
 )
 
 # train_config optimizer_type -> variant label: these optimizers are LoRA methods of their own.
-_OPTIMIZER_VARIANTS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA"}
+_OPTIMIZER_VARIANTS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Riemannian"}
+
+# Init values that are a method's own default, not a variant (PEFT writes them into every config).
+_DEFAULT_INITS = {("ADAMSS", "orthogonal"), ("C3A", "xavier_uniform")}
 
 
 def family_name(peft_config: dict[str, Any] | None) -> str:
@@ -139,8 +146,11 @@ def _lora_labels(peft_config: dict[str, Any]) -> list[str]:
 def _init_labels(peft_config: dict[str, Any]) -> list[str]:
     """Named initialisations of the other methods ("bat" for MiSS, "SAMPLE_VOCAB" for prompt
     tuning, ...): a string value of an init option is a variant; booleans/None are the default."""
+    peft_type = str(peft_config.get("peft_type") or "").upper()
     for option in ("init_weights", "prompt_tuning_init", "init_lora_weights"):
         value = peft_config.get(option)
-        if isinstance(value, str) and value.upper() != "RANDOM":  # RANDOM is prompt tuning's default
+        if not isinstance(value, str) or (peft_type, value.lower()) in _DEFAULT_INITS:
+            continue
+        if value.upper() != "RANDOM":  # RANDOM is prompt tuning's default
             return [f"{value.lower()} init"]
     return []
