@@ -5,6 +5,7 @@ torch, transformers and peft)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -160,6 +161,17 @@ def test_force_plans_up_to_date_experiments_again(suite, capsys):
     assert main(["run-all", str(suite), "--dry-run", "--force"]) == 0
     lines = plan_lines(capsys.readouterr().out)
     assert all("will run" in line and "forced (up to date)" in line for line in lines.values())
+
+
+def test_each_planned_run_is_checked_again_just_before_it_starts(suite, capsys):
+    # A plan made earlier, when the experiments were stale; meanwhile (say, by another run-all)
+    # both got up-to-date results. No child process may be started for them.
+    stale_plan = [dataclasses.replace(i, action="run", reason="never run") for i in planning.plan([str(suite)], None)]
+    args = build_parser().parse_args(["run-all", str(suite)])
+    outcomes, interrupted = run_all._run_plan(stale_plan, args)
+    assert not interrupted
+    assert [(o.outcome, o.detail, o.seconds) for o in outcomes] == [("skipped", "up to date", None)] * 2
+    assert "up to date: not started" in capsys.readouterr().err
 
 
 def test_each_run_is_a_fresh_cli_process_with_the_options_passed_through(suite):

@@ -28,8 +28,8 @@ A result is up to date when its run key matches: same configs, seed, data, model
 and library versions. Anything else is run again, and the plan says why: never run, config
 changed, data/model changed, code changed, library changed, last attempt failed or cancelled.
 A failed run does not stop the others; an invalid config is reported and skipped. Two run-all
-processes on one suite share the work: each run takes the experiment's lock and checks again,
-under the lock, that the experiment is still stale.
+processes on one suite share the work: just before each run, and again by the run itself after
+taking the experiment's lock, the experiment is checked to be still stale and not running.
 
 Exit status: 0 every run succeeded (or nothing needed running), 1 a run failed or was cancelled
 from outside, 2 an experiment config is invalid (the others still run), 130 cancelled (Ctrl+C or
@@ -104,6 +104,13 @@ def _run_plan(items, args) -> tuple[list[Outcome], bool]:
                 done += 1
                 print(f"\n[{done}/{len(to_run)}] {item.experiment} (seed {item.seed}): {item.reason}",
                       file=sys.stderr, flush=True)
+                now = _recheck(item, args)
+                if now.action != "run":
+                    # Another run-all did it or is doing it: a child would only find that out
+                    # after seconds of imports.
+                    print(f"  {now.reason}: not started", file=sys.stderr, flush=True)
+                    outcomes.append(Outcome(item, "invalid" if now.action == "invalid" else "skipped", now.reason))
+                    continue
                 outcome, interrupted = _run_child(item, args)
                 outcomes.append(outcome)
                 if interrupted:
@@ -113,6 +120,15 @@ def _run_plan(items, args) -> tuple[list[Outcome], bool]:
     seen = {id(o.item) for o in outcomes}
     outcomes += [Outcome(i, "not started", "run-all was cancelled") for i in items if id(i) not in seen]
     return outcomes, interrupted
+
+
+def _recheck(item, args):
+    """The plan line of `item` as it stands now, earlier runs of this and other run-alls included."""
+    from peftbench import planning
+    from peftbench.config import parse_overrides
+
+    [now] = planning.plan([str(item.path)], [item.seed], force=args.force, overrides=parse_overrides(args.overrides))
+    return now
 
 
 def child_command(item, args) -> list[str]:
