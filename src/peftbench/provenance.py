@@ -48,8 +48,9 @@ def _git(args: list[str], cwd: Path) -> str | None:
 def git_state(suite_dir: str | os.PathLike) -> GitState:
     """Branch, commit and dirty flag of the repository holding `suite_dir`.
 
-    The suite's own results folders do not count as changes: writing a result must not make the
-    next run of the same suite "dirty"."""
+    The results and state folders of the suite, and of every other suite in the repository, do
+    not count as changes: writing a result must not make the next run "dirty", whichever suite
+    it belongs to (the demo suite lives inside the root suite)."""
     suite_dir = Path(suite_dir).resolve()
     root = _git(["rev-parse", "--show-toplevel"], suite_dir)
     if root is None:
@@ -57,10 +58,7 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
     root_path = Path(root.strip())
     branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], root_path) or "").strip() or None
     commit = (_git(["rev-parse", "HEAD"], root_path) or "").strip() or None
-    excludes = []
-    for name in RUN_OUTPUT_DIRS:
-        rel = os.path.relpath(suite_dir / name, root_path)
-        excludes.append(f":(exclude){rel}")
+    excludes = [f":(exclude){rel}" for rel in _run_output_paths(root_path, suite_dir)]
     status = _git(["status", "--porcelain", "--untracked-files=all", "--", ".", *excludes], root_path) or ""
     dirty = bool(status.strip())
     diff_sha = None
@@ -70,6 +68,18 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
         h.update(status.encode())
         diff_sha = h.hexdigest()
     return GitState(str(root_path), branch, commit, dirty, diff_sha)
+
+
+def _run_output_paths(root_path: Path, suite_dir: Path) -> list[str]:
+    """RUN_OUTPUT_DIRS of `suite_dir` and of every suite found in the repository (tracked or not),
+    relative to the repository root."""
+    from peftbench.config import DEFAULTS_FILE
+
+    listed = _git(["ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", f"*{DEFAULTS_FILE}"],
+                  root_path) or ""
+    suites = {os.path.relpath(suite_dir, root_path)}
+    suites |= {os.path.dirname(p) or "." for p in listed.split("\0") if os.path.basename(p) == DEFAULTS_FILE}
+    return sorted(os.path.normpath(os.path.join(s, name)) for s in suites for name in RUN_OUTPUT_DIRS)
 
 
 def package_versions() -> dict[str, str | None]:
