@@ -139,3 +139,18 @@ def test_results_outside_a_git_repository_go_to_temporary_results_with_no_git_st
     state = provenance.git_state(tmp_path)
     assert state.to_dict() == {"root": None, "branch": None, "commit": None, "dirty": False, "diff_sha256": None}
     assert S.result_path(tmp_path, "x", Status.SUCCESS, state.is_main_and_clean, "T").parent.name == "temporary_results"
+
+
+def test_results_of_one_suite_do_not_make_a_nested_or_enclosing_suite_dirty(tmp_path, tiny_model_dir):
+    # The repository root is a suite and demo/ is another one inside it, as in this project.
+    repo = make_suite(tmp_path / "repo", tiny_model_dir)
+    demo = make_suite(repo / "demo", tiny_model_dir)
+    init_repo(repo)
+    for suite in (repo, demo):
+        for folder in provenance.RUN_OUTPUT_DIRS:
+            (suite / folder).mkdir(exist_ok=True)
+            (suite / folder / "new-result.json").write_text("{}")
+    assert not provenance.git_state(repo).dirty
+    assert not provenance.git_state(demo).dirty
+    (repo / "src.py").write_text("a real change")
+    assert provenance.git_state(repo).dirty and provenance.git_state(demo).dirty

@@ -95,7 +95,11 @@ def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_confi
     assert "ran 1 (1 success, 0 failed, 0 cancelled), skipped 1, invalid 1" in out
     new = sorted(set(result_files(suite)) - set(before))
     assert [p.name.split("--2")[0] for p in new] == ["full-finetuning--tiny"]
-    assert read_result(new[0])["run_info"]["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
+    recorded = read_result(new[0])["run_info"]
+    assert recorded["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
+    # The child's exact command line: `python -m peftbench.cli` shows as the path of cli.py.
+    assert recorded["command"][0] == sys.executable and recorded["command"][1].endswith("cli.py")
+    assert recorded["command"][2:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress"]
 
     # Right after a complete run-all, the next one runs nothing and says why.
     shutil.rmtree(bad)
