@@ -5,8 +5,9 @@ What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
   replaced by the resolved device kind (cpu/cuda/xpu/mps): "auto" on two machines is not the
   same input;
 - `peft_config`: the PEFT config as PEFT resolves it (`to_dict()`, defaults filled in), without
-  `peft_version` and `base_model_name_or_path`, which PEFT writes and do not change training
-  (the model is in `model`); None for full fine-tuning;
+  the fields PEFT writes when it saves an adapter (`peft_version`, `base_model_name_or_path`,
+  `revision`, `inference_mode`): they do not change training (the model and its revision are in
+  `model` and `train_config`); None for full fine-tuning;
 - `datasets`: identities of the train, eval and forgetting data (hub revision sha, sha256 of
   local files, or the built-in generator's version and hash);
 - `model`: hub revision sha, sha256 of a local model folder, or the packaged GGUF's sha256;
