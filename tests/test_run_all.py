@@ -229,3 +229,21 @@ def test_status_shows_the_plan_with_the_newest_result_and_its_test_accuracy(suit
 def test_a_folder_without_experiments_is_bad_input(tmp_path, capsys):
     assert main(["run-all", str(tmp_path)]) == 2
     assert "no experiment folders found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("output, code, outcome, detail", [
+    ("data: ...\nlora/tiny-r4 (seed 0): success: /s/temporary_results/a.json\n", 0, "success", "/s/temporary_results/a.json"),
+    ("lora/tiny-r4 (seed 0): skipped: up to date (/s/results/a.json)\n", 0, "skipped", "up to date (/s/results/a.json)"),
+    ("train  50%|#####     | 5/10\rlora/tiny-r4 (seed 0): cancelled: /s/cancelled_results/a.json\n", 130, "cancelled",
+     "/s/cancelled_results/a.json"),
+    ("lora/tiny-r4 (seed 0): failed: /s/cancelled_results/a.json\n", 1, "failed", "/s/cancelled_results/a.json"),
+    ("peftbench run: error: device 'cuda' is not available on this machine\n", 2, "invalid",
+     "peftbench run: error: device 'cuda' is not available on this machine"),
+    ("step 10/40 ...\n", -signal.SIGKILL, "failed", "killed by SIGKILL; no result written"),
+    ("lora/other (seed 0): success: /s/x.json\nTraceback ...\nMemoryError\n", 1, "failed",
+     "exit status 1, no result written: MemoryError"),  # another experiment's line is not this run's report
+])
+def test_a_child_is_judged_by_its_own_report_line_and_its_exit_status(output, code, outcome, detail):
+    item = planning.PlanItem("lora/tiny-r4", Path("/s/experiments/lora/tiny-r4"), 0, "lora--tiny-r4", "run", "never run")
+    judged = run_all.classify(item, code, output, 1.0)
+    assert (judged.outcome, judged.detail) == (outcome, detail)

@@ -46,7 +46,7 @@ examples:
 #   "<method>/<name> (seed <N>): <success|failed|cancelled>: <result path>"  or  "...: skipped: <why>"
 # It is the child's own account of what it did. Looking at the results folders instead would
 # credit a child with a result that a concurrent run-all wrote meanwhile.
-_REPORT = re.compile(r"^(?P<experiment>\S+) \(seed (?P<seed>-?\d+)\): (?P<word>success|failed|cancelled|skipped): (?P<rest>.*)$")
+_REPORT = re.compile(r"^(?P<experiment>.+?) \(seed (?P<seed>-?\d+)\): (?P<word>success|failed|cancelled|skipped): (?P<rest>.*)$")
 
 RAN = ("success", "failed", "cancelled")
 
@@ -185,7 +185,7 @@ def classify(item, code: int, output: str, seconds: float | None) -> Outcome:
     report = None
     for line in output.splitlines():
         match = _REPORT.match(line.strip().rsplit("\r", 1)[-1])
-        if match:
+        if match and match["experiment"] == item.experiment and int(match["seed"]) == item.seed:
             report = match
     if report is not None:
         word, rest = report["word"], report["rest"]

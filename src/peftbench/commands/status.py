@@ -15,6 +15,8 @@ date, and if not, why `peftbench run-all` would run it: never run, config change
 changed, code or library changed, last attempt failed or cancelled, or running right now.
 The newest relevant result and its test accuracy are shown beside it. Nothing is run or written.
 
+Exit status: 0, or 2 when an experiment config is invalid (as for `run-all --dry-run`).
+
 examples:
   peftbench status                 # the suite in the current folder
   peftbench status demo/ --seeds 0,1,2
@@ -47,7 +49,7 @@ def run(args) -> int:
     items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
     print(format_plan(items, with_results=True))
     print(plan_counts(items))
-    return 0
+    return 2 if any(i.action == "invalid" for i in items) else 0
 
 
 # ----------------------------------------------------------------------------------------------
