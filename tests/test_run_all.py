@@ -13,7 +13,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -122,16 +121,21 @@ def test_failed_run_does_not_stop_the_loop_and_ctrl_c_cancels_the_running_one_an
     (failing / "training_params.json").write_text(json.dumps({"model_id": str(broken_model)}))
     checkpoint = suite / ".peftbench" / "checkpoints" / "full-finetuning--tiny.pt"
 
+    finished = threading.Event()
+
     def press_ctrl_c_once_training_is_under_way():
-        deadline = time.monotonic() + 300
-        while not checkpoint.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not checkpoint.exists():
+            if finished.wait(0.05):
+                return  # run-all ended without ever training: never signal the test process
         os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends run-all on Ctrl+C
 
     presser = threading.Thread(target=press_ctrl_c_once_training_is_under_way, daemon=True)
     presser.start()
-    code = main(["run-all", str(suite), "--no-progress"])
-    presser.join()
+    try:
+        code = main(["run-all", str(suite), "--no-progress"])
+    finally:
+        finished.set()
+        presser.join()
     out = capsys.readouterr().out
     assert code == 130
     summary = plan_lines(out.split("OUTCOME")[-1])
