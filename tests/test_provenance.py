@@ -81,7 +81,11 @@ def test_run_on_clean_main_goes_to_results_records_its_provenance_and_leaves_the
     assert info["run_key"] == runkey.run_key(inputs)
     assert inputs["code"] == runkey.code_identity() and meta["code_sha256"] == inputs["code"]["sources_sha256"]
     assert inputs["libraries"] == runkey.library_versions()
-    assert inputs["train_config"] == {**info["train_config"], "device": "cpu"}
+    # local paths are identified by content hashes (datasets/model), not by where they lie
+    local = {k: "<local>" for k in ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")}
+    expected = {**info["train_config"], "device": "cpu", **local}
+    del expected["checkpoint_steps"]
+    assert inputs["train_config"] == expected
     assert inputs["peft_config"]["r"] == 4 and "peft_version" not in inputs["peft_config"]
     assert all(len(inputs["datasets"][role]["sha256"]) == 64 for role in ("train", "eval", "forgetting"))
     assert len(inputs["model"]["local_sha256"]) == 64

@@ -96,9 +96,9 @@ def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_confi
     assert [p.name.split("--2")[0] for p in new] == ["full-finetuning--tiny"]
     recorded = read_result(new[0])["run_info"]
     assert recorded["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
-    # The child's exact command line: `python -m peftbench.cli` shows as the path of cli.py.
-    assert recorded["command"][0] == sys.executable and recorded["command"][1].endswith("cli.py")
-    assert recorded["command"][2:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress"]
+    # The child's exact command line, `python -m peftbench.cli run ...` as typed.
+    assert recorded["command"][0] == sys.executable and recorded["command"][1:4] == ["-m", "peftbench.cli", "run"]
+    assert recorded["command"][3:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress"]
 
     # Right after a complete run-all, the next one runs nothing and says why.
     shutil.rmtree(bad)

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"peftbench.commands.{module_name}":
                 raise
             continue  # a command not built yet stays out of --help
-        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+        # argparse %-formats help strings: a literal % ("95% interval") must be doubled
+        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
         module.configure(p)

@@ -145,7 +145,8 @@ def pytorch_info() -> str:
 
 
 def command_line() -> list[str]:
-    return [sys.executable, *sys.argv]
+    """The command as typed: orig_argv keeps `-m peftbench.cli` where argv has the file path."""
+    return [sys.executable, *getattr(sys, "orig_argv", sys.argv)[1:]]
 
 
 def hostname() -> str:

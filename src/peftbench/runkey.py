@@ -1,9 +1,10 @@
 """The run key: a sha256 over everything that decides the outcome of a run.
 
 What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
-- `train_config`: the resolved TrainConfig, every field (the seed included), with `device`
-  replaced by the resolved device kind (cpu/cuda/xpu/mps): "auto" on two machines is not the
-  same input;
+- `train_config`: the resolved TrainConfig (the seed included), with `device` replaced by the
+  resolved device kind (cpu/cuda/xpu/mps: "auto" on two machines is not the same input), local
+  data and model paths replaced by "<local>" (their content hashes are under `datasets` and
+  `model`, so moving a checkout changes nothing), and without `checkpoint_steps`;
 - `peft_config`: the PEFT config as PEFT resolves it (`to_dict()`, defaults filled in), without
   the fields PEFT writes when it saves an adapter (`peft_version`, `base_model_name_or_path`,
   `revision`, `inference_mode`): they do not change training (the model and its revision are in
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,10 @@ import peftbench
 TRAINING_SOURCES = ("config.py", "data.py", "modeling.py", "train.py", "evaluate.py", "runner.py",
                     "methods.py", "demo_data.py", "smollm.py", "checkpoint.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
+# Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
+# equals an uninterrupted one, tests/test_resume.py).
+_NOT_OUTCOME_FIELDS = ("checkpoint_steps",)
+_SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
 _PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
 
 
@@ -78,8 +84,13 @@ def _default(value):
 
 def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, datasets: dict[str, Any],
                    model: dict[str, Any]) -> dict[str, Any]:
-    cfg = dict(train_config)
+    cfg = {k: v for k, v in train_config.items() if k not in _NOT_OUTCOME_FIELDS}
     cfg["device"] = device_kind
+    # A local data or model path is identified by the hash of its content (datasets / model
+    # below); the path itself would make a moved checkout look stale.
+    for name in _SOURCE_FIELDS:
+        if isinstance(cfg.get(name), str) and os.path.exists(os.path.expanduser(cfg[name])):
+            cfg[name] = "<local>"
     return {
         "train_config": cfg,
         "peft_config": peft_config_identity(peft_config),
