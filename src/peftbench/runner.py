@@ -27,6 +27,7 @@ from peftbench import results as R
 from peftbench.config import Experiment
 from peftbench.errors import RunCancelled, UserError
 from peftbench.results import Status
+from peftbench.signals import sigterm_raises
 
 
 @dataclass
@@ -71,23 +72,6 @@ def _bar(enabled: bool, total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, dynamic_ncols=True, file=sys.stderr, leave=False)
-
-
-@contextlib.contextmanager
-def _sigterm_cancels():
-    """SIGTERM raises RunCancelled in the main thread, so a `kill` is recorded as a cancel."""
-    def handler(signum, frame):
-        raise RunCancelled(f"received signal {signal.Signals(signum).name}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -150,7 +134,8 @@ def _run_locked(run: _Run) -> RunOutcome:
         if up_to_date is not None:
             return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})")
     status, error = Status.SUCCESS, None
-    with _sigterm_cancels():
+    # SIGTERM (e.g. `kill`) is a cancel, recorded as such, like Ctrl+C
+    with sigterm_raises(lambda signum: RunCancelled(f"received signal {signal.Signals(signum).name}")):
         try:
             _setup(run)
             _train(run)
@@ -396,7 +381,7 @@ def _finish(run: _Run) -> None:
     """Save the adapter and record sizes."""
     from peftbench.results import sha256_file
 
-    model, cfg, info = run.loaded.model, run.exp.train_config, run.result["train_info"]
+    model, info = run.loaded.model, run.result["train_info"]
     if run.exp.peft_config is None:
         # Full fine-tuning: the "adapter" is the whole model; its size is parameters x bytes.
         info["file_size"] = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -185,8 +185,6 @@ def train(ctx: TrainContext, state: TrainState, optimizer, scheduler, scaler) ->
     """Run training steps from state.step to cfg.max_steps. Validation every eval_steps (and at
     the last step), a checkpoint every checkpoint_steps. Raises on cancel or failure; the state
     holds the progress so far either way."""
-    import torch
-
     cfg, model = ctx.cfg, ctx.model
     lengths = [len(s["input_ids"]) for s in ctx.samples]
     stream = batch_stream(lengths, cfg.batch_size, cfg.seed, start_step=state.step)

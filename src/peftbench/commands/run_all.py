@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from peftbench.signals import sigterm_raises
 
 HELP = "run every experiment that is not up to date, each in a fresh process, then summarise"
 DESCRIPTION = """\
@@ -94,7 +95,7 @@ def _run_plan(items, args) -> tuple[list[Outcome], bool]:
     to_run = [i for i in items if i.action == "run"]
     done = 0
     interrupted = False
-    with _sigterm_raises():
+    with sigterm_raises(lambda signum: _Terminated()):
         try:
             for item in items:
                 if item.action != "run":
@@ -238,22 +239,6 @@ def format_summary(outcomes: list[Outcome]) -> str:
 
 class _Terminated(Exception):
     """SIGTERM to run-all, raised in the main thread so the running experiment can be told."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    def handler(signum, frame):
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class _Tee:
