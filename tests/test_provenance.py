@@ -69,7 +69,7 @@ def test_run_on_clean_main_goes_to_results_records_its_provenance_and_leaves_the
     assert info["git"] == {"root": str(repo.resolve()), "branch": "main", "commit": commit, "dirty": False,
                            "diff_sha256": None}
     assert info["peft_branch"] == "main" and info["suite"] == "bench"
-    assert info["command"] == [sys.executable, *sys.argv]  # in-process here; a child records `... run DIR`
+    assert info["command"] == [sys.executable, *sys.orig_argv[1:]]  # as typed; a child records `-m peftbench.cli run DIR`
     assert info["hostname"] == socket.gethostname()
     assert {"accelerator", "driver"} <= set(meta["system_info"]) and meta["system_info"]["device"] == "cpu"
     assert meta["package_info"]["peft-version"] == peft.__version__ and "peft-commit-hash" in meta["package_info"]

@@ -208,3 +208,18 @@ def test_numeric_references_never_start_the_symbolic_worker(monkeypatch):
     assert grade("The answer is: 72", NATALIA_REF).correct_strict
     assert not grade("The answer is: the number of clips", NATALIA_REF).correct_strict
     assert not grade("no answer here", NATALIA_REF).correct_flexible
+
+
+def test_a_process_that_used_the_symbolic_checker_exits_cleanly():
+    """The worker's reader thread must not abort the interpreter at shutdown (seen as
+    "Fatal Python error: _enter_buffered_busy" and exit 134 at the end of a test run)."""
+    import subprocess
+    import sys
+
+    code = ("from peftbench import scoring\n"
+            "assert scoring.symbolic_equal(r'\\frac{1}{2}', r'\\frac{2}{4}')\n"
+            "checker = scoring.SymbolicChecker(); checker.equal('x', 'x')\n")
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "Fatal Python error" not in proc.stderr

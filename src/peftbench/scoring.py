@@ -613,8 +613,11 @@ class SymbolicChecker:
         lines: queue.Queue = queue.Queue()
 
         def pump() -> None:  # a blocking read with a timeout, on every platform
-            for line in process.stdout:
-                lines.put(line.strip())
+            # This thread alone reads and closes stdout: closing it from another thread while a
+            # read is blocked aborts the interpreter at shutdown ("could not acquire lock").
+            with process.stdout:
+                for line in process.stdout:
+                    lines.put(line.strip())
             lines.put(None)
 
         threading.Thread(target=pump, name="peftbench-symbolic-reader", daemon=True).start()
@@ -642,11 +645,11 @@ class SymbolicChecker:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
-        for stream in (self._process.stdin, self._process.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        try:
+            self._process.stdin.close()
+        except OSError:
+            pass
+        # stdout ends with the process and is closed by the reader thread
         self._process = self._lines = None
 
     def equal(self, gold: str, predicted: str) -> bool:
