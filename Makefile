@@ -26,7 +26,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m peftbench.cli run-all demo/
-	$(PY) -m peftbench.cli compare demo/
+	# temporary_results too: on a branch other than main, or with local edits, that is where
+	# the demo's results go
+	$(PY) -m peftbench.cli compare demo/ --include-temporary
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
