@@ -5,6 +5,7 @@ Shared by the data loaders, the model loader and the run key, so that a run and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -16,10 +17,24 @@ def files_sha256(paths: list[Path]) -> dict[str, Any]:
     h = hashlib.sha256()
     for path in sorted(paths):
         h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        h.update(bytes.fromhex(_file_sha256(str(Path(path).resolve()), *_stat_key(path))))
     return {"source": "local", "files": [str(p) for p in sorted(paths)], "sha256": h.hexdigest()}
+
+
+def _stat_key(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, computed once per process while its size and mtime stay the same
+    (a 400 MB MetaMathQA file is shared by every experiment of a suite)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def folder_sha256(folder: str | os.PathLike) -> str:
@@ -35,7 +50,18 @@ def folder_sha256(folder: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
+def _hub_revision_cached(repo_id: str, kind: str, revision: str | None) -> tuple:
+    return tuple(_hub_revision(repo_id, kind, revision).items())
+
+
 def hub_revision(repo_id: str, kind: str, revision: str | None = None) -> dict[str, Any]:
+    """Revision sha of a hub repository; asked once per process (a `status` over 70 experiments
+    that share a model and datasets asks the hub three times, not 210)."""
+    return dict(_hub_revision_cached(repo_id, kind, revision))
+
+
+def _hub_revision(repo_id: str, kind: str, revision: str | None = None) -> dict[str, Any]:
     """Revision sha of a hub repository (kind "model" or "dataset"): a full sha given as the
     revision is used as is; otherwise the hub is asked, and offline the local cache's ref is read.
     sha is None when neither knows it."""
