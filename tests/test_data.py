@@ -150,3 +150,18 @@ def test_forgetting_texts_from_txt_and_jsonl(tmp_path):
     write_jsonl(tmp_path / "t.jsonl", [{"text": long}, {"text": "tiny"}])
     assert len(data.load_forgetting_texts(str(tmp_path / "t.jsonl"))[0]) == 1
     assert data.load_forgetting_texts(None) == ([], None)
+
+
+def test_a_suite_runs_its_own_experiments_not_those_of_a_suite_inside_it(tmp_path):
+    import json
+
+    from peftbench.suite import discover_experiments
+
+    outer, inner = tmp_path / "outer", tmp_path / "outer" / "demo"
+    for suite, name in ((outer, "a"), (inner, "b")):
+        (suite / "experiments" / "lora" / name).mkdir(parents=True)
+        (suite / "default_training_params.json").write_text("{}")
+        (suite / "experiments" / "lora" / name / "training_params.json").write_text(json.dumps({}))
+    assert [p.name for p in discover_experiments(outer)] == ["a"]
+    assert [p.name for p in discover_experiments(inner)] == ["b"]
+    assert sorted(p.name for p in discover_experiments(tmp_path)) == ["a", "b"]  # a folder of suites: all

@@ -26,15 +26,18 @@ def is_experiment_dir(path: Path) -> bool:
 
 def discover_experiments(root: str | Path) -> list[Path]:
     """All experiment folders at or below `root` (a suite, its experiments folder, a method
-    folder or one experiment), found recursively, sorted. Nested suites are included."""
+    folder, one experiment, or any folder holding suites), found recursively, sorted."""
     root = Path(root).resolve()
     if not root.exists():
         raise UserError(f"{str(root)!r} does not exist")
     if is_experiment_dir(root):
         return [root]
+    # A suite's experiments are those under its own experiments/ folder: the repository root is a
+    # suite that holds the demo suite, and `run-all` on it must not run the demo too.
+    search = root / EXPERIMENTS_DIR if (root / DEFAULTS_FILE).is_file() and (root / EXPERIMENTS_DIR).is_dir() else root
     found = set()
     for marker in (ADAPTER_CONFIG_FILE, *TRAINING_PARAMS_FILES):
-        for path in root.rglob(marker):
+        for path in search.rglob(marker):
             if is_experiment_dir(path.parent) and STATE_DIR not in path.parts:
                 found.add(path.parent)
     return sorted(found)
