@@ -19,11 +19,11 @@ N_TRAIN = 3000
 # The answer of each family recomputed from its canonical parameters, written independently of
 # the generator's wording.
 EXPECTED = {
-    "shop_total": lambda n, price: n * price,
+    "shop_total": lambda n, price, extra: n * price + extra,
     "shop_change": lambda n, price, bill: bill - n * price,
-    "share_equal": lambda total, friends: total // friends,
+    "share_equal": lambda had, got, friends: (had + got) // friends,
     "trays_share": lambda trays, per_tray, people: trays * per_tray // people,
-    "rate_total": lambda per_day, days: per_day * days,
+    "rate_total": lambda before, per_day, days: before + per_day * days,
     "rate_left": lambda book, per_day, days: book - per_day * days,
     "age_future": lambda age, gap, years: age + gap + years,
     "age_times": lambda age, times, years: age * times + years,
@@ -117,7 +117,7 @@ def test_every_answer_matches_its_parameters_and_every_calculation_is_right(spli
 
 def test_problems_take_one_or_two_steps_with_small_operands(splits):
     steps = Counter(len(CALC.findall(p.gsm8k_row()["answer"])) for p in splits["eval-test"])
-    assert set(steps) == {1, 2} and min(steps.values()) > 50
+    assert set(steps) == {1, 2} and min(steps.values()) > 25  # 2 of 14 families take one step
     for p in splits["eval-test"]:
         for a, op, b, _ in CALC.findall(p.gsm8k_row()["answer"]):
             if op == "*":  # one factor a single digit: arithmetic a 135M model can learn
@@ -142,7 +142,8 @@ def test_evaluation_splits_never_repeat_a_problem_and_cover_every_family(splits)
         assert len({p.canonical for p in problems}) == len(problems)
         per_family = Counter(p.family for p in problems)
         assert set(per_family) == set(EXPECTED)
-        assert min(per_family.values()) >= 15, per_family
+        # the smallest family (fraction_more) has 96 canonical problems, ~10 in each pool
+        assert min(per_family.values()) >= 5, per_family
 
 
 def test_training_questions_are_distinct(splits):

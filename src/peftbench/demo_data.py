@@ -5,11 +5,15 @@ A suite selects this data with `train_dataset = eval_dataset = DATASET_ID` ("dem
 the data loader then calls `train_rows()` and `eval_rows("train" | "test")` in place of reading
 meta-math/MetaMathQA and openai/gsm8k, and records `identity()` as the dataset identity.
 
-The problems take one or two arithmetic steps (shopping, sharing, rates, ages, savings, ...) with
-small numbers: multiplications are one digit times at most two digits, divisions are exact, and
-every answer is a positive integer below 1000. That is within what SmolLM2-135M can learn in a
-few minutes of LoRA on two CPU cores (an earlier probe on similar items: base model 0%, LoRA
-72-75% after 3-4 min, full fine-tuning 69%, IA3 54%, prompt tuning 23% of 100 test items).
+The problems take one or two arithmetic steps (shopping, sharing, rates, ages, savings, ...; 12 of
+the 14 families take two) with small numbers: multiplications are times-table products (one
+digit times 2..15, or a multiple of 5 up to 95 times one digit), divisions are exact with a
+one-digit divisor, additions and subtractions stay below 100 before the last step, and every
+answer is a positive integer below 1000. The numbers are this small because the arithmetic, not
+the wording, is what SmolLM2-135M gets wrong: few-shot on bare sums, the base model got 23 of 40
+"a + b" with a, b <= 20 right, 4 of 40 with two-digit a, b, and 8 of 40 one-digit times two-digit
+products. With the instruction prompt it answers 0 of 50 of these problems (it writes no worked
+steps); a few hundred training samples of LoRA teach it the form and most of the arithmetic.
 
 Splits never share a problem. A problem's canonical form is its family and its numbers
 ("shop_change:4,12,100"); the sha256 of that string puts it in exactly one split, so the test
@@ -178,19 +182,23 @@ def _two_people(rng: random.Random) -> tuple[str, str]:
 
 
 def _shop_total(rng):
-    n, price = rng.randint(2, 9), rng.randint(2, 99)
+    n, price, extra = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 30)
     name, _ = _person(rng)
-    item = rng.choice(_GOODS)
-    total = n * price
-    q = f"{name} buys {n} {_plural(item)} that cost ${price} each. How many dollars does {name} spend?"
-    return Problem("shop_total", (n, price), q,
-                   (f"Each {item} costs ${price}, so {n} {_plural(item)} cost {n} * {price} = ${total}.",),
-                   (f"{name} spends {n}*{price} = ${total}.",), total)
+    item, other = rng.sample(_GOODS, 2)
+    cost = n * price
+    total = cost + extra
+    q = (f"{name} buys {n} {_plural(item)} that cost ${price} each and one {other} for ${extra}. "
+         f"How many dollars does {name} spend?")
+    return Problem("shop_total", (n, price, extra), q,
+                   (f"The {_plural(item)} cost {n} * {price} = ${cost}.",
+                    f"With the {other}, {name} spends {cost} + {extra} = ${total}."),
+                   (f"The {_plural(item)} cost {n}*{price} = ${cost}.",
+                    f"{name} spends {cost}+{extra} = ${total}."), total)
 
 
 def _shop_change(rng):
-    n, price = rng.randint(2, 9), rng.randint(2, 49)
-    bill = rng.choice([b for b in (20, 50, 100, 200, 500) if b > n * price])
+    n, price = rng.randint(2, 9), rng.randint(2, 15)
+    bill = rng.choice([b for b in (20, 50, 100, 200) if b > n * price][:2])
     name, pron = _person(rng)
     item = rng.choice(_GOODS)
     cost, change = n * price, bill - n * price
@@ -204,21 +212,26 @@ def _shop_change(rng):
 
 
 def _share_equal(rng):
-    friends, each = rng.randint(2, 9), rng.randint(2, 99)
+    friends, each = rng.randint(2, 9), rng.randint(2, 12)
     total = friends * each
-    name, _ = _person(rng)
+    had = rng.randint(1, total - 1)
+    got = total - had
+    name, pron = _person(rng)
     item = _plural(rng.choice(_GOODS + _SWEETS))
-    q = f"{name} has {total} {item} and shares them equally among {friends} friends. How many {item} does each friend get?"
-    return Problem("share_equal", (total, friends), q,
-                   (f"{name} divides {total} {item} among {friends} friends, so each friend gets {total} / {friends} = {each} {item}.",),
-                   (f"Each friend gets {total}/{friends} = {each} {item}.",), each)
+    q = (f"{name} has {had} {item} and gets {got} more. {pron.capitalize()} shares all of them equally "
+         f"among {friends} friends. How many {item} does each friend get?")
+    return Problem("share_equal", (had, got, friends), q,
+                   (f"{name} has {had} + {got} = {total} {item}.",
+                    f"Each friend gets {total} / {friends} = {each} {item}."),
+                   (f"{name} has {had}+{got} = {total} {item}.",
+                    f"Each friend gets {total}/{friends} = {each} {item}."), each)
 
 
 def _trays_share(rng):
     people = rng.randint(2, 9)
     trays = rng.randint(2, 9)
     # per-tray counts that make the total divisible by the number of people
-    per_tray = rng.choice([b for b in range(4, 31) if trays * b % people == 0])
+    per_tray = rng.choice([b for b in range(2, 13) if trays * b % people == 0])
     total = trays * per_tray
     each = total // people
     name, pron = _person(rng)
@@ -233,17 +246,21 @@ def _trays_share(rng):
 
 
 def _rate_total(rng):
-    per_day, days = rng.randint(5, 99), rng.randint(2, 9)
-    total = per_day * days
-    name, _ = _person(rng)
-    q = f"{name} reads {per_day} pages every day. How many pages does {name} read in {days} days?"
-    return Problem("rate_total", (per_day, days), q,
-                   (f"{name} reads {per_day} pages a day for {days} days, which is {per_day} * {days} = {total} pages.",),
-                   (f"{name} reads {per_day}*{days} = {total} pages.",), total)
+    per_day, days, before = rng.randint(2, 12), rng.randint(2, 9), rng.randint(2, 40)
+    read = per_day * days
+    total = before + read
+    name, pron = _person(rng)
+    q = (f"{name} has already read {before} pages of a book. Then {pron} reads {per_day} pages every day "
+         f"for {days} days. How many pages has {name} read in all?")
+    return Problem("rate_total", (before, per_day, days), q,
+                   (f"In {days} days {name} reads {per_day} * {days} = {read} pages.",
+                    f"In all {pron} has read {before} + {read} = {total} pages."),
+                   (f"{name} reads {per_day}*{days} = {read} pages.",
+                    f"{name} has read {before}+{read} = {total} pages."), total)
 
 
 def _rate_left(rng):
-    per_day, days, left = rng.randint(5, 30), rng.randint(2, 9), rng.randint(5, 99)
+    per_day, days, left = rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 40)
     read = per_day * days
     book = read + left
     name, _ = _person(rng)
@@ -257,7 +274,7 @@ def _rate_left(rng):
 
 
 def _age_future(rng):
-    age, gap, years = rng.randint(4, 40), rng.randint(2, 30), rng.randint(2, 20)
+    age, gap, years = rng.randint(4, 30), rng.randint(2, 20), rng.randint(2, 15)
     name, _ = _person(rng)
     relative = rng.choice(_RELATIVES)
     now = age + gap
@@ -272,9 +289,7 @@ def _age_future(rng):
 
 
 def _age_times(rng):
-    age, times, years = rng.randint(3, 25), rng.randint(2, 4), rng.randint(2, 20)
-    if age * times > 90:  # keep the parent's age believable
-        age = 90 // times
+    age, times, years = rng.randint(2, 12), rng.randint(2, 4), rng.randint(2, 20)
     name, _ = _person(rng)
     parent = rng.choice(_PARENTS)
     older = age * times
@@ -289,7 +304,7 @@ def _age_times(rng):
 
 
 def _savings(rng):
-    saved, weekly, weeks = rng.randint(5, 99), rng.randint(3, 25), rng.randint(2, 9)
+    saved, weekly, weeks = rng.randint(5, 40), rng.randint(2, 12), rng.randint(2, 9)
     earned = weekly * weeks
     total = saved + earned
     name, pron = _person(rng)
@@ -303,8 +318,8 @@ def _savings(rng):
 
 
 def _give_and_buy(rng):
-    start = rng.randint(20, 99)
-    given, bought = rng.randint(2, start - 1), rng.randint(2, 50)
+    start = rng.randint(10, 50)
+    given, bought = rng.randint(1, start - 1), rng.randint(2, 25)
     after_gift = start - given
     total = after_gift + bought
     name, pron = _person(rng)
@@ -319,7 +334,7 @@ def _give_and_buy(rng):
 
 
 def _speed_distance(rng):
-    speed, hours = rng.randint(10, 99), rng.randint(2, 9)
+    speed, hours = 5 * rng.randint(2, 19), rng.randint(2, 9)
     distance = speed * hours
     vehicle = rng.choice(_VEHICLES)
     q = f"A {vehicle} travels at {speed} miles per hour. How many miles does it travel in {hours} hours?"
@@ -329,9 +344,9 @@ def _speed_distance(rng):
 
 
 def _garden_rows(rng):
-    rows, per_row = rng.randint(2, 9), rng.randint(3, 20)
+    rows, per_row = rng.randint(2, 9), rng.randint(2, 12)
     planted = rows * per_row
-    failed = rng.randint(1, planted - 1)
+    failed = rng.randint(1, min(20, planted - 1))
     grew = planted - failed
     name, _ = _person(rng)
     plants = rng.choice(_PLANTS)
@@ -345,7 +360,7 @@ def _garden_rows(rng):
 
 
 def _compare(rng):
-    more = rng.randint(12, 99)
+    more = rng.randint(10, 60)
     fewer = rng.randint(2, more - 1)
     diff = more - fewer
     first, second = _two_people(rng)
@@ -360,7 +375,7 @@ _FRACTIONS = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
 
 
 def _fraction_more(rng):
-    divisor, part = rng.choice(sorted(_FRACTIONS)), rng.randint(3, 99)
+    divisor, part = rng.choice(sorted(_FRACTIONS)), rng.randint(2, 25)
     first_month = divisor * part
     total = first_month + part
     name, pron = _person(rng)
