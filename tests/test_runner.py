@@ -228,3 +228,15 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_rescore_of_a_fresh_run_reproduces_its_accuracies(tiny_suite, capsys):
+    assert main(["run", "--no-progress", "--clean", str(tiny_suite / "experiments/lora/tiny-r4")]) == 0
+    _, path = _only_result(tiny_suite / "temporary_results")
+    before = path.read_bytes()
+    capsys.readouterr()
+    assert main(["rescore", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out
+    assert main(["rescore", "--write", str(path)]) == 0
+    assert path.read_bytes() == before  # the same grader finds nothing to change
