@@ -26,12 +26,13 @@ EXPECTED = {
     "rate_total": lambda before, per_day, days: before + per_day * days,
     "rate_left": lambda book, per_day, days: book - per_day * days,
     "age_future": lambda age, gap, years: age + gap + years,
-    "age_times": lambda age, times, years: age * times + years,
+    "times_more": lambda count, times, extra: count * times + extra,
     "savings": lambda saved, weekly, weeks: saved + weekly * weeks,
     "give_and_buy": lambda start, given, bought: start - given + bought,
     "speed_distance": lambda speed, hours: speed * hours,
     "garden_rows": lambda rows, per_row, failed: rows * per_row - failed,
     "compare": lambda more, fewer: more - fewer,
+    "combine": lambda first, second: first + second,
     "fraction_more": lambda first, divisor: first + first // divisor,
 }
 
@@ -117,7 +118,7 @@ def test_every_answer_matches_its_parameters_and_every_calculation_is_right(spli
 
 def test_problems_take_one_or_two_steps_with_small_operands(splits):
     steps = Counter(len(CALC.findall(p.gsm8k_row()["answer"])) for p in splits["eval-test"])
-    assert set(steps) == {1, 2} and min(steps.values()) > 25  # 2 of 14 families take one step
+    assert set(steps) == {1, 2} and min(steps.values()) > 25  # 3 of 15 families take one step
     for p in splits["eval-test"]:
         for a, op, b, _ in CALC.findall(p.gsm8k_row()["answer"]):
             if op == "*":  # one factor a single digit: arithmetic a 135M model can learn
@@ -142,8 +143,9 @@ def test_evaluation_splits_never_repeat_a_problem_and_cover_every_family(splits)
         assert len({p.canonical for p in problems}) == len(problems)
         per_family = Counter(p.family for p in problems)
         assert set(per_family) == set(EXPECTED)
-        # the smallest family (fraction_more) has 96 canonical problems, ~10 in each pool
-        assert min(per_family.values()) >= 5, per_family
+        # Families with few canonical problems run out first: fraction_more has 44 (4 divisors
+        # times 11 parts), ~4 in each 10% pool. The big ones fill the rest.
+        assert min(per_family.values()) >= 3, per_family
 
 
 def test_training_questions_are_distinct(splits):

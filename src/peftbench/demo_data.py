@@ -6,17 +6,19 @@ the data loader then calls `train_rows()` and `eval_rows("train" | "test")` in p
 meta-math/MetaMathQA and openai/gsm8k, and records `identity()` as the dataset identity.
 
 The problems take one or two arithmetic steps (shopping, sharing, rates, ages, savings, ...; 12 of
-the 14 families take two) with small numbers: multiplications are times-table products (one
-digit times 2..15, or a multiple of 5 up to 95 times one digit), divisions are exact with a
-one-digit divisor, additions and subtractions stay below 100 before the last step, and every
-answer is a positive integer below 1000. The numbers are this small because the arithmetic, not
-the wording, is what SmolLM2-135M gets wrong: few-shot on bare sums, the base model got 23 of 40
-"a + b" with a, b <= 20 right, 4 of 40 with two-digit a, b, and 8 of 40 one-digit times two-digit
-products. With the instruction prompt it answers 0 of 50 of these problems (it writes no worked
-steps); a few hundred training samples of LoRA teach it the form and most of the arithmetic.
+the 15 families take two) with small numbers: multiplications come from the times tables up to
+9 x 9 (and tens times one digit), divisions are exact with one-digit divisors, sums and
+differences stay within two digits, and every answer is a positive integer below 1000. The
+numbers are this small because arithmetic, not wording, is what SmolLM2-135M gets wrong. Few-shot
+on bare equations the base model got 35/40 one-digit products right but only 23/40 sums of numbers
+up to 20 and 4/40 sums of two-digit numbers. LoRA (r=16, lr 2e-3, batch 8) after 320-360
+training samples: a first version with products up to 9 x 99 got 22% of 100 test items right,
+one with products up to 9 x 15 24% of 50, and these ranges 46% of 50 (subtraction stays the
+weakest operation: 6 of 18 right). The base model with the instruction prompt got 0 of 50 of the
+first version right: it answers without worked steps.
 
 Splits never share a problem. A problem's canonical form is its family and its numbers
-("shop_change:4,12,100"); the sha256 of that string puts it in exactly one split, so the test
+("shop_change:4,8,50"); the sha256 of that string puts it in exactly one split, so the test
 set holds no problem that training saw, not even with other names or objects around the numbers.
 Training rows may repeat a canonical problem with different names or objects, the way MetaMathQA
 rephrases each GSM8K question several times; evaluation rows never repeat one.
@@ -155,7 +157,6 @@ _GOODS = ["pencil", "notebook", "apple", "ticket", "candle", "sticker", "marble"
           "book", "toy car", "flower", "orange", "poster", "mug", "puzzle", "kite"]
 _SWEETS = ["cookie", "muffin", "brownie", "cracker", "pretzel", "lemon bar"]
 _RELATIVES = ["brother", "sister", "cousin", "uncle", "aunt"]
-_PARENTS = ["mother", "father", "grandmother", "grandfather"]
 _VEHICLES = ["train", "bus", "truck", "boat", "car"]
 _PLANTS = ["tomato plants", "sunflowers", "rose bushes", "pepper plants", "tulips"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
@@ -182,7 +183,7 @@ def _two_people(rng: random.Random) -> tuple[str, str]:
 
 
 def _shop_total(rng):
-    n, price, extra = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 30)
+    n, price, extra = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
     name, _ = _person(rng)
     item, other = rng.sample(_GOODS, 2)
     cost = n * price
@@ -197,8 +198,8 @@ def _shop_total(rng):
 
 
 def _shop_change(rng):
-    n, price = rng.randint(2, 9), rng.randint(2, 15)
-    bill = rng.choice([b for b in (20, 50, 100, 200) if b > n * price][:2])
+    n, price = rng.randint(2, 9), rng.randint(2, 9)
+    bill = rng.choice([b for b in (10, 20, 50, 100) if b > n * price][:2])
     name, pron = _person(rng)
     item = rng.choice(_GOODS)
     cost, change = n * price, bill - n * price
@@ -212,7 +213,7 @@ def _shop_change(rng):
 
 
 def _share_equal(rng):
-    friends, each = rng.randint(2, 9), rng.randint(2, 12)
+    friends, each = rng.randint(2, 9), rng.randint(2, 9)
     total = friends * each
     had = rng.randint(1, total - 1)
     got = total - had
@@ -231,7 +232,7 @@ def _trays_share(rng):
     people = rng.randint(2, 9)
     trays = rng.randint(2, 9)
     # per-tray counts that make the total divisible by the number of people
-    per_tray = rng.choice([b for b in range(2, 13) if trays * b % people == 0])
+    per_tray = rng.choice([b for b in range(2, 10) if trays * b % people == 0])
     total = trays * per_tray
     each = total // people
     name, pron = _person(rng)
@@ -246,7 +247,7 @@ def _trays_share(rng):
 
 
 def _rate_total(rng):
-    per_day, days, before = rng.randint(2, 12), rng.randint(2, 9), rng.randint(2, 40)
+    per_day, days, before = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 30)
     read = per_day * days
     total = before + read
     name, pron = _person(rng)
@@ -260,7 +261,7 @@ def _rate_total(rng):
 
 
 def _rate_left(rng):
-    per_day, days, left = rng.randint(2, 12), rng.randint(2, 9), rng.randint(1, 40)
+    per_day, days, left = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
     read = per_day * days
     book = read + left
     name, _ = _person(rng)
@@ -274,7 +275,7 @@ def _rate_left(rng):
 
 
 def _age_future(rng):
-    age, gap, years = rng.randint(4, 30), rng.randint(2, 20), rng.randint(2, 15)
+    age, gap, years = rng.randint(4, 20), rng.randint(2, 20), rng.randint(2, 10)
     name, _ = _person(rng)
     relative = rng.choice(_RELATIVES)
     now = age + gap
@@ -288,23 +289,23 @@ def _age_future(rng):
                     f"In {years} years the {relative} will be {now}+{years} = {later} years old."), later)
 
 
-def _age_times(rng):
-    age, times, years = rng.randint(2, 12), rng.randint(2, 4), rng.randint(2, 20)
-    name, _ = _person(rng)
-    parent = rng.choice(_PARENTS)
-    older = age * times
-    later = older + years
-    q = (f"{name} is {age} years old, and {name}'s {parent} is {times} times as old as {name}. "
-         f"How old will the {parent} be in {years} years?")
-    return Problem("age_times", (age, times, years), q,
-                   (f"The {parent} is {age} * {times} = {older} years old now.",
-                    f"In {years} years the {parent} will be {older} + {years} = {later} years old."),
-                   (f"The {parent} is {age}*{times} = {older} years old.",
-                    f"In {years} years the {parent} will be {older}+{years} = {later}."), later)
+def _times_more(rng):
+    count, times, extra = rng.randint(3, 9), rng.randint(2, 9), rng.randint(2, 20)
+    first, second = _two_people(rng)
+    item = _plural(rng.choice(_GOODS))
+    many = count * times
+    total = many + extra
+    q = (f"{first} has {count} {item}. {second} has {times} times as many {item} as {first}, "
+         f"and then {second} gets {extra} more. How many {item} does {second} have now?")
+    return Problem("times_more", (count, times, extra), q,
+                   (f"{second} has {count} * {times} = {many} {item} at first.",
+                    f"After getting more, {second} has {many} + {extra} = {total} {item}."),
+                   (f"{second} has {count}*{times} = {many} {item}.",
+                    f"Then {second} has {many}+{extra} = {total} {item}."), total)
 
 
 def _savings(rng):
-    saved, weekly, weeks = rng.randint(5, 40), rng.randint(2, 12), rng.randint(2, 9)
+    saved, weekly, weeks = rng.randint(5, 30), rng.randint(2, 9), rng.randint(2, 9)
     earned = weekly * weeks
     total = saved + earned
     name, pron = _person(rng)
@@ -318,8 +319,8 @@ def _savings(rng):
 
 
 def _give_and_buy(rng):
-    start = rng.randint(10, 50)
-    given, bought = rng.randint(1, start - 1), rng.randint(2, 25)
+    start = rng.randint(10, 30)
+    given, bought = rng.randint(1, start - 1), rng.randint(2, 20)
     after_gift = start - given
     total = after_gift + bought
     name, pron = _person(rng)
@@ -334,7 +335,7 @@ def _give_and_buy(rng):
 
 
 def _speed_distance(rng):
-    speed, hours = 5 * rng.randint(2, 19), rng.randint(2, 9)
+    speed, hours = 10 * rng.randint(2, 9), rng.randint(2, 9)
     distance = speed * hours
     vehicle = rng.choice(_VEHICLES)
     q = f"A {vehicle} travels at {speed} miles per hour. How many miles does it travel in {hours} hours?"
@@ -344,9 +345,9 @@ def _speed_distance(rng):
 
 
 def _garden_rows(rng):
-    rows, per_row = rng.randint(2, 9), rng.randint(2, 12)
+    rows, per_row = rng.randint(2, 9), rng.randint(2, 9)
     planted = rows * per_row
-    failed = rng.randint(1, min(20, planted - 1))
+    failed = rng.randint(1, min(10, planted - 1))
     grew = planted - failed
     name, _ = _person(rng)
     plants = rng.choice(_PLANTS)
@@ -360,7 +361,7 @@ def _garden_rows(rng):
 
 
 def _compare(rng):
-    more = rng.randint(10, 60)
+    more = rng.randint(10, 40)
     fewer = rng.randint(2, more - 1)
     diff = more - fewer
     first, second = _two_people(rng)
@@ -371,11 +372,22 @@ def _compare(rng):
                    (f"{first} has {more}-{fewer} = {diff} more {item}.",), diff)
 
 
+def _combine(rng):
+    first_count, second_count = rng.randint(10, 40), rng.randint(2, 40)
+    total = first_count + second_count
+    first, second = _two_people(rng)
+    item = _plural(rng.choice(_GOODS))
+    q = f"{first} has {first_count} {item} and {second} has {second_count} {item}. How many {item} do they have together?"
+    return Problem("combine", (first_count, second_count), q,
+                   (f"Together they have {first_count} + {second_count} = {total} {item}.",),
+                   (f"They have {first_count}+{second_count} = {total} {item}.",), total)
+
+
 _FRACTIONS = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
 
 
 def _fraction_more(rng):
-    divisor, part = rng.choice(sorted(_FRACTIONS)), rng.randint(2, 25)
+    divisor, part = rng.choice(sorted(_FRACTIONS)), rng.randint(2, 12)
     first_month = divisor * part
     total = first_month + part
     name, pron = _person(rng)
@@ -393,5 +405,5 @@ def _fraction_more(rng):
 
 _FAMILIES: tuple[Callable[[random.Random], Problem], ...] = (
     _shop_total, _shop_change, _share_equal, _trays_share, _rate_total, _rate_left, _age_future,
-    _age_times, _savings, _give_and_buy, _speed_distance, _garden_rows, _compare, _fraction_more,
+    _times_more, _savings, _give_and_buy, _speed_distance, _garden_rows, _compare, _combine, _fraction_more,
 )
