@@ -91,3 +91,12 @@ def test_newer_methods_and_variants_have_readable_names():
     # a method's own default init is not a variant
     assert variant_label({"peft_type": "C3A", "init_weights": "xavier_uniform"}) == "C3A"
     assert variant_label({"peft_type": "ADAMSS", "init_weights": "orthogonal"}) == "AdaMSS"
+
+
+def test_a_run_without_training_is_the_base_model_row():
+    from peftbench.families import BASE_MODEL, family_name, variant_label
+
+    assert family_name(None, {"max_steps": 0}) == BASE_MODEL
+    assert family_name({"peft_type": "LORA"}, {"max_steps": 0}) == BASE_MODEL
+    assert variant_label(None, {"max_steps": 0}) == BASE_MODEL
+    assert family_name(None, {"max_steps": 10}) == "Full fine-tuning"

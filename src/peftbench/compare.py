@@ -399,7 +399,7 @@ def run_row(run: Run) -> dict[str, Any]:
     error = info.get("error_msg")
     when = created_at(run)
     return {
-        "family": family_name(peft_config),
+        "family": family_name(peft_config, train_config),
         "variant": variant_label(peft_config, train_config),
         "experiment": experiment_name(run),
         "test_acc": acc,

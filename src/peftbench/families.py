@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 FULL_FINETUNING = "Full fine-tuning"
+# An evaluation-only run (max_steps 0): the untrained model, the row every method is measured against.
+BASE_MODEL = "Base model"
 
 # peft_type (as PEFT writes it) -> the name a reader knows the method by. A type missing here
 # still gets a family: its peft_type, see `family_name`.
@@ -99,8 +101,11 @@ _OPTIMIZER_VARIANTS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Ri
 _DEFAULT_INITS = {("ADAMSS", "orthogonal"), ("C3A", "xavier_uniform")}
 
 
-def family_name(peft_config: dict[str, Any] | None) -> str:
-    """The method family of a PEFT config; "Full fine-tuning" when there is none."""
+def family_name(peft_config: dict[str, Any] | None, train_config: dict[str, Any] | None = None) -> str:
+    """The method family of a PEFT config; "Full fine-tuning" when there is none, and "Base model"
+    for a run that trains nothing (max_steps 0)."""
+    if (train_config or {}).get("max_steps") == 0:
+        return BASE_MODEL
     if not peft_config:
         return FULL_FINETUNING
     peft_type = peft_config.get("peft_type")
@@ -127,7 +132,7 @@ def variant_labels(peft_config: dict[str, Any] | None, train_config: dict[str, A
 def variant_label(peft_config: dict[str, Any] | None, train_config: dict[str, Any] | None = None) -> str:
     """One label for the variant: the labels joined with " + ", or the family name when plain."""
     labels = variant_labels(peft_config, train_config)
-    return " + ".join(labels) if labels else family_name(peft_config)
+    return " + ".join(labels) if labels else family_name(peft_config, train_config)
 
 
 def _lora_labels(peft_config: dict[str, Any]) -> list[str]:

@@ -77,7 +77,7 @@ def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], s
         first_line = str(exc).splitlines()[0]
         return [entry.peft_type or "?", "", entry.experiment_name, "", "", ""], first_line
     seed = exp.train_config.seed
-    family = families.family_name(exp.adapter_config)
+    family = families.family_name(exp.adapter_config, exp.train_config.to_dict())
     variant = families.variant_label(exp.adapter_config, exp.train_config.to_dict())
     trainable = "" if counter is None else counter.trainable(exp)
     path = suite / RESULTS / f"{result_stem(entry.method, entry.name, seed, seed)}.json"
