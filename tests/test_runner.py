@@ -88,6 +88,8 @@ def test_max_steps_zero_evaluates_the_untrained_model(tiny_suite):
     assert result["train_info"]["metrics"][-1][R.M_STEP] == 0
     assert result["train_info"]["metrics"][-1][R.M_TEST_ACC] is not None
     assert result["train_info"]["metrics"][-1][R.M_FORGETTING] == pytest.approx(0.0, abs=1e-6)
+    assert result["train_info"]["num_trainable_params"] == 0 and result["train_info"]["file_size"] == 0
+    assert result["run_info"]["adapter_dir"] is None
 
 
 def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatch):

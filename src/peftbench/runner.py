@@ -382,6 +382,10 @@ def _finish(run: _Run) -> None:
     from peftbench.results import sha256_file
 
     model, info = run.loaded.model, run.result["train_info"]
+    if run.exp.train_config.max_steps == 0:
+        # Evaluation only: nothing was trained, so there is nothing to save or count.
+        info["file_size"], info["num_trainable_params"] = 0, 0
+        return
     if run.exp.peft_config is None:
         # Full fine-tuning: the "adapter" is the whole model; its size is parameters x bytes.
         info["file_size"] = sum(p.numel() * p.element_size() for p in model.parameters())
