@@ -21,9 +21,9 @@ Cache layout, under `cache_root()`:
         .verified.json                        size and mtime of the files when last hashed
     models/SmolLM2-135M-Instruct-<sha16>.lock one builder at a time
 
-Measured on this 2-core CPU: conversion ~40 s (5 s tokenizer, ~25 s GGUF dequantization, 4 s
-writing 538 MB); hashing the GGUF ~0.4 s and the float32 weights ~2 s, both skipped on later
-runs while the files' size and mtime are unchanged.
+Measured on this 2-core CPU: conversion 31-34 s idle, ~45 s when shared (5 s tokenizer, most of the
+rest reading and dequantizing the GGUF, 4 s writing 538 MB); hashing the GGUF ~0.4 s and the
+float32 weights ~2 s, both skipped on later runs while the files' size and mtime are unchanged.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def ensure_model_dir(model_id: str = MODEL_ID, cache_dir: str | os.PathLike | No
 
 def _build(gguf: Path, gguf_sha: str, target: Path) -> None:
     _say(f"converting {gguf.name} from package {PACKAGE_NAME} to a float32 model folder "
-         f"(once, ~40 s on 2 CPU cores): {target}")
+         f"(once, ~35 s on 2 CPU cores): {target}")
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
