@@ -29,7 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SUITE = Path(__file__).resolve().parents[1]
-EXPERIMENT_DIRS = discover_experiments(SUITE / "experiments")
+# The MetaMathQA suite and the CPU demo suite: a config that ships must train.
+EXPERIMENT_DIRS = discover_experiments(SUITE / "experiments") + discover_experiments(SUITE / "demo" / "experiments")
 
 # Llama-3.2-3B's shape in miniature: grouped-query attention (k/v narrower than q), an MLP
 # twice as wide, tied embeddings.

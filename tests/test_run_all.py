@@ -98,7 +98,7 @@ def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_confi
     assert recorded["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
     # The child's exact command line, `python -m peftbench.cli run ...` as typed.
     assert recorded["command"][0] == sys.executable and recorded["command"][1:4] == ["-m", "peftbench.cli", "run"]
-    assert recorded["command"][3:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress"]
+    assert recorded["command"][3:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress", "--clean"]
 
     # Right after a complete run-all, the next one runs nothing and says why.
     shutil.rmtree(bad)
@@ -189,9 +189,12 @@ def test_each_run_is_a_fresh_cli_process_with_the_options_passed_through(suite):
     assert run_all.child_command(item, args) == [
         sys.executable, "-m", "peftbench.cli", "run", str(suite / LORA), "--seed", "1", "--if-stale",
         "--set", "max_steps=3", "--set", "optimizer_kwargs.lr=0.01", "--no-resume", "--keep-checkpoint",
-        "--no-progress", "-v"]
+        "--no-progress", "-v", "--clean"]
     forced = build_parser().parse_args(["run-all", str(suite), "--force"])
     assert "--if-stale" not in run_all.child_command(item, forced)  # --force must not be undone by the child
+    # adapters are deleted after each run unless asked to keep them
+    kept = build_parser().parse_args(["run-all", str(suite), "--keep-adapters"])
+    assert "--clean" not in run_all.child_command(item, kept)
 
 
 def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, tmp_path, monkeypatch, capsys):

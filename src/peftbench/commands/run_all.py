@@ -68,6 +68,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the reason for each line; run nothing")
     parser.add_argument("--force", action="store_true", help="also rerun experiments whose result is up to date")
     parser.add_argument("-v", "--verbose", action="store_true", help="pass -v to every run")
+    parser.add_argument("--keep-adapters", action="store_true",
+                        help="keep each trained adapter in its temporary folder (default: delete it after the "
+                             "run; a suite of 70 experiments would otherwise leave gigabytes in the temp folder)")
     add_common_run_options(parser)
 
 
@@ -148,6 +151,8 @@ def child_command(item, args) -> list[str]:
         cmd.append("--no-progress")
     if args.verbose:
         cmd.append("-v")
+    if not args.keep_adapters:
+        cmd.append("--clean")
     return cmd
 
 
