@@ -78,10 +78,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @property
-    def lr(self) -> float:
-        return float(self.optimizer_kwargs.get("lr", 1e-4))
-
-    @property
     def effective_checkpoint_steps(self) -> int:
         return self.checkpoint_steps or self.eval_steps
 

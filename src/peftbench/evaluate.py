@@ -3,7 +3,6 @@ forgetting measure (per-token cross-entropy on plain text)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -183,8 +182,3 @@ def text_cross_entropy(model, tokenizer, texts: list[str], max_seq_length: int, 
     finally:
         model.train(was_training)
     return total_loss / total_tokens if total_tokens else None
-
-
-def safe_mean(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(values) / len(values) if values else None
