@@ -165,3 +165,30 @@ def test_a_suite_runs_its_own_experiments_not_those_of_a_suite_inside_it(tmp_pat
     assert [p.name for p in discover_experiments(outer)] == ["a"]
     assert [p.name for p in discover_experiments(inner)] == ["b"]
     assert sorted(p.name for p in discover_experiments(tmp_path)) == ["a", "b"]  # a folder of suites: all
+
+
+def test_hub_ids_go_through_datasets_load_dataset_with_the_reference_splits(monkeypatch):
+    """The hub code path, offline: load_dataset is replaced, the calls it gets are checked."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "meta-math/MetaMathQA":
+            return [{"query": "q", "response": "r", "type": "x"}]
+        if name == "openai/gsm8k":
+            return [{"question": f"q{i}", "answer": f"#### {i}"} for i in range(10)]
+        return [{"text": "word " * 100}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows, ident = data.load_train_rows("meta-math/MetaMathQA", 1300)
+    assert rows == [{"query": "q", "response": "r"}]
+    assert ident["source"] == "hub" and ident["id"] == "meta-math/MetaMathQA"
+    splits = data.load_eval_splits("openai/gsm8k", valid_size=3, test_size=2)
+    assert len(splits.valid) == 3 and len(splits.test) == 2
+    texts, f_ident = data.load_forgetting_texts("Salesforce/wikitext:wikitext-2-raw-v1")
+    assert len(texts) == 1 and f_ident["config"] == "wikitext-2-raw-v1"
+    assert calls == [("meta-math/MetaMathQA", None, "train"), ("openai/gsm8k", "main", "train"),
+                     ("openai/gsm8k", "main", "test"), ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")]
