@@ -64,6 +64,7 @@ from peftbench.results import (
     Status,
     final_metrics,
     normalize_result,
+    named_predictions_path,
     predictions_path_for,
     read_predictions,
 )
@@ -216,12 +217,8 @@ def _clean_metrics(result: dict[str, Any]) -> None:
 def _read_predictions_of(path: Path, result: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Predictions saved beside the result: the file named in run_info["predictions"]["file"],
     else `<base>.predictions.jsonl.gz`. None when there are none; an unreadable file is an error."""
-    candidates = []
-    info = result["run_info"].get("predictions")
-    if isinstance(info, dict) and isinstance(info.get("file"), str) and info["file"]:
-        candidates.append(path.with_name(Path(info["file"]).name))
-    candidates.append(predictions_path_for(path))
-    for candidate in candidates:
+    named = named_predictions_path(path, result["run_info"])
+    for candidate in ([named] if named else []) + [predictions_path_for(path)]:
         if candidate.is_file():
             try:
                 rows = read_predictions(candidate)

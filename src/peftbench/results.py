@@ -227,6 +227,16 @@ def predictions_path_for(result_path: str | os.PathLike) -> Path:
     return result_path.with_name(base + PREDICTIONS_SUFFIX)
 
 
+def named_predictions_path(result_path: str | os.PathLike, run_info: dict[str, Any]) -> Path | None:
+    """The predictions file a result names in run_info["predictions"]["file"], beside the result
+    (only the base name counts, so a record cannot point outside the result's folder); None when
+    the result names none."""
+    info = run_info.get("predictions")
+    if isinstance(info, dict) and isinstance(info.get("file"), str) and info["file"]:
+        return Path(result_path).with_name(Path(info["file"]).name)
+    return None
+
+
 def write_predictions(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:
     """Write prediction rows atomically as gzipped JSON lines; return the file's sha256.
 

@@ -115,8 +115,8 @@ def _load_raw(path: Path) -> dict[str, Any]:
 def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> tuple[Path, bool]:
     """The predictions file of a result and whether the result's record of it is stale."""
     info = raw["run_info"].get("predictions")
-    if isinstance(info, dict) and info.get("file"):
-        pred_path = path.parent / info["file"]
+    pred_path = results.named_predictions_path(path, raw["run_info"])
+    if pred_path is not None:
         if not pred_path.is_file():
             raise UserError(f"{path}: its predictions file {pred_path} is missing; "
                             "without it the run cannot be rescored (rerun it)")
