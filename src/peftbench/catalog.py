@@ -36,11 +36,6 @@ class CatalogEntry:
     def experiment_name(self) -> str:
         return f"{self.method}/{self.name}"
 
-    @property
-    def file_stem(self) -> str:
-        """The result file's name without .json, as the runner writes it for the default seed."""
-        return f"{self.method}--{self.name}"
-
 
 def installed_methods() -> list[str]:
     """peft_type names of the installed peft that apply to causal LMs, sorted."""
