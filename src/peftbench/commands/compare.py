@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from peftbench.texttable import format_table
+
 HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
 DESCRIPTION = """\
 Show one row per experiment: its newest successful main result, or with several seeds the mean,
@@ -108,7 +110,7 @@ def render(shown, full, fmt: str) -> str:
     body = [[_cell(c, row) for c in columns] for row in compare.records(full)]
     if fmt == "markdown":
         return _markdown(header, body)
-    return _table(header, body, [c.kind == "number" for c in columns]) + _legend(full)
+    return format_table(header, body, right=[c.kind == "number" for c in columns], rule=True) + "\n" + _legend(full)
 
 
 def _header(col) -> str:
@@ -122,16 +124,6 @@ def _cell(col, row: dict[str, Any]) -> str:
     if col.name == "error" and len(text) > ERROR_WIDTH:
         text = text[: ERROR_WIDTH - 1] + "…"
     return text
-
-
-def _table(header: list[str], body: list[list[str]], right: list[bool]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule] + [line(r) for r in body]) + "\n"
 
 
 def _markdown(header: list[str], body: list[list[str]]) -> str:

@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from peftbench import catalog
-    from peftbench.commands.compare import _table
+    from peftbench.texttable import format_table
 
     suite = Path(args.suite)
     entries = catalog.catalog(suite)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             problems.append(f"{entry.experiment_name}: {problem}")
     header = ["family", "variant", "experiment", "trainable", "result", "test acc"]
-    print(_table(header, rows, right=[False, False, False, True, False, True]), end="")
+    print(format_table(header, rows, right=[False, False, False, True, False, True], rule=True))
     print()
     print(_summary(suite, entries, counter))
     for problem in problems:

@@ -126,7 +126,7 @@ def _workdir(keep: str | None):
 
 
 def format_rows(rows) -> str:
-    from peftbench.commands.status import format_table
+    from peftbench.texttable import format_table
 
     def cell(value) -> str:
         if value is None:
@@ -135,7 +135,7 @@ def format_rows(rows) -> str:
 
     table = [[r.label, cell(r.recorded), cell(r.reproduced),
               "-" if r.difference is None else f"{r.difference:.3g}", "ok" if r.ok else "DIFFERS"] for r in rows]
-    return format_table(["METRIC", "RECORDED", "REPRODUCED", "|DIFF|", "CHECK"], table)
+    return format_table(["METRIC", "RECORDED", "REPRODUCED", "|DIFF|", "CHECK"], table, pad_last=False)
 
 
 def _print_adapter_hashes(recorded: dict, reproduced: dict) -> None:

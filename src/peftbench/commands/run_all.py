@@ -228,11 +228,11 @@ def exit_status(outcomes: list[Outcome], interrupted: bool) -> int:
 
 
 def format_summary(outcomes: list[Outcome]) -> str:
-    from peftbench.commands.status import format_table
+    from peftbench.texttable import format_table
 
     rows = [[o.item.experiment, str(o.item.seed), o.outcome, "-" if o.seconds is None else f"{o.seconds:.1f}s", o.detail]
             for o in outcomes]
-    table = format_table(["EXPERIMENT", "SEED", "OUTCOME", "TIME", "RESULT OR REASON"], rows)
+    table = format_table(["EXPERIMENT", "SEED", "OUTCOME", "TIME", "RESULT OR REASON"], rows, pad_last=False)
     count = {w: sum(1 for o in outcomes if o.outcome == w) for w in (*RAN, "skipped", "invalid", "not started")}
     total = sum(o.seconds or 0.0 for o in outcomes)
     ran = sum(count[w] for w in RAN)

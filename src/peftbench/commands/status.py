@@ -8,6 +8,8 @@ import argparse
 import os
 from pathlib import Path
 
+from peftbench.texttable import format_table
+
 HELP = "show which experiments are up to date and why the others would run"
 DESCRIPTION = """\
 For every experiment (and seed) below the given folders, say whether its newest result is up to
@@ -71,23 +73,13 @@ def format_plan(items, with_results: bool = False) -> str:
             row += [_test_accuracy(item.result), short_path(item.result) if item.result else "-"]
         row.append(item.reason)
         rows.append(row)
-    return format_table(header, rows)
+    return format_table(header, rows, pad_last=False)
 
 
 def plan_counts(items) -> str:
     counts = {a: sum(1 for i in items if i.action == a) for a in ("run", "skip", "invalid")}
     text = f"{len(items)} experiment run(s): {counts['run']} to run, {counts['skip']} to skip"
     return text + (f", {counts['invalid']} invalid" if counts["invalid"] else "")
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell; the last column (a free-text reason) is not padded."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    lines = []
-    for row in [header, *rows]:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 def short_path(path: Path | str) -> str:
