@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, Union
+from typing import Any, Union, get_args, get_origin, get_type_hints
 import types as _types
 
 from peftbench.errors import ConfigError, UserError
@@ -85,11 +86,10 @@ class TrainConfig:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+@functools.cache
 def _allowed_types(name: str) -> tuple[type, ...]:
     """The Python types a field accepts, from its annotation (e.g. `int | None` -> (int, NoneType))."""
-    annotation = FIELDS[name].type
-    if isinstance(annotation, str):  # `from __future__ import annotations` leaves strings
-        annotation = eval(annotation, {"dict": dict, "int": int, "str": str, "float": float, "bool": bool})  # noqa: S307 - our own annotations only
+    annotation = get_type_hints(TrainConfig)[name]  # resolves the string annotations of __future__
     if get_origin(annotation) in (Union, _types.UnionType):
         return tuple(get_args(annotation))
     return (annotation,)
