@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import catalog, cli
+from peftbench import cli
+from peftbench.experiment import catalog
 from peftbench.errors import UserError
-from peftbench.results import M_STEP, M_TEST_ACC, atomic_write_json, empty_result
+from peftbench.record.results import M_STEP, M_TEST_ACC, atomic_write_json, empty_result
 
 SUITE = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,7 @@ def test_every_causal_lm_method_of_installed_peft_has_an_experiment_or_a_documen
     assert not missing, (
         f"PEFT methods of the installed peft without an experiment: {', '.join(missing)}. "
         "Add experiments/<method>/<name>/adapter_config.json, or an entry with its reason in "
-        "peftbench.catalog.EXCLUDED_METHODS"
+        "peftbench.experiment.catalog.EXCLUDED_METHODS"
     )
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from peftbench import compare
+from peftbench.analysis import leaderboard as compare
 from peftbench.cli import main
 from peftbench.errors import UserError
-from peftbench.results import (
+from peftbench.record.results import (
     ACCEL_MEM_MAX,
     CPU_PEAK_RSS,
     M_FORGETTING,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from peftbench.cli import main
-from peftbench.config import (TrainConfig, build_train_config, load_experiment, parse_overrides,
+from peftbench.experiment.config import (TrainConfig, build_train_config, load_experiment, parse_overrides,
                               suite_default_seed)
 from peftbench.errors import ConfigError, UserError
 

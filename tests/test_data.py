@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from peftbench import data
+from peftbench.training import data
 from peftbench.errors import UserError
 
 from conftest import SHARED_DATA, write_jsonl
@@ -155,7 +155,7 @@ def test_forgetting_texts_from_txt_and_jsonl(tmp_path):
 def test_a_suite_runs_its_own_experiments_not_those_of_a_suite_inside_it(tmp_path):
     import json
 
-    from peftbench.suite import discover_experiments
+    from peftbench.experiment.suite import discover_experiments
 
     outer, inner = tmp_path / "outer", tmp_path / "outer" / "demo"
     for suite, name in ((outer, "a"), (inner, "b")):

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from peftbench import demo_data
+from peftbench.demo import word_problems as demo_data
 from peftbench.errors import UserError
 
 # Small enough to keep each test in tens of milliseconds; the full default sizes are used where

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from peftbench import results as R  # noqa: E402
+from peftbench.record import results as R  # noqa: E402
 from peftbench.cli import main  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench.evaluate import evaluate_rows, generate_batch, text_cross_entropy
+from peftbench.training.evaluate import evaluate_rows, generate_batch, text_cross_entropy
 
 PROMPTS = ["Question: Sara has 3 pens. Think step by step.\nAnswer:",
            "Question: Tom has 12 apples and buys 4 more. How many apples? Think step by step.\nAnswer:",
@@ -58,7 +58,7 @@ def test_batched_generation_equals_one_by_one(tiny_model_dir, method):
 def test_evaluation_batches_give_one_by_one_outputs_for_every_method(tiny_model_dir, method):
     """Prefix tuning cannot be batched with padding (see evaluate._needs_unpadded_batches); the
     evaluator must still give every method the outputs of one-by-one generation, in item order."""
-    from peftbench.scoring import grade
+    from peftbench.scoring.grader import grade
 
     model, tok = _model(tiny_model_dir, CONFIGS[method])
     rows = [{"question": q, "answer": "#### 1"} for q in ("Sara has 3 pens.", "Tom has 12 apples and buys 4 more.",
@@ -81,7 +81,7 @@ def test_max_length_and_max_new_tokens_become_one_budget(tiny_model_dir):
 
 
 def test_evaluate_rows_grades_each_item_with_the_given_grader(tiny_model_dir):
-    from peftbench.scoring import grade
+    from peftbench.scoring.grader import grade
 
     model, tok = _model(tiny_model_dir, None)
     rows = [{"question": "Sara has 3 pens.", "answer": "#### 3"}, {"question": "Tom has 2.", "answer": "#### 2"}]

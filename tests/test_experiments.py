@@ -1,11 +1,11 @@
 """Every shipped experiment folder trains, generates, saves and reloads on a tiny Llama.
 
 The folders are found recursively (experiments/**/adapter_config.json, and folders with only
-training_params.json for full fine-tuning) and loaded with `peftbench.config.load_experiment`,
+training_params.json for full fine-tuning) and loaded with `peftbench.experiment.config.load_experiment`,
 exactly as the runner loads them. `shrink_for_tiny_llama` then changes only what cannot fit a
 64-wide, 2-layer Llama (ranks, block and group sizes, virtual-token counts, layer counts); the
 method and its options stay. Each case takes 2 optimizer steps through the runner's own optimizer
-factory and the `peftbench.methods` hooks, greedily generates, saves the adapter, reloads it on a
+factory and the `peftbench.training.methods` hooks, greedily generates, saves the adapter, reloads it on a
 fresh copy of the base model, and requires the same logits and the same generated tokens.
 """
 
@@ -21,9 +21,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
-from peftbench import methods  # noqa: E402
-from peftbench.config import load_experiment  # noqa: E402
-from peftbench.suite import discover_experiments  # noqa: E402
+from peftbench.training import methods  # noqa: E402
+from peftbench.experiment.config import load_experiment  # noqa: E402
+from peftbench.experiment.suite import discover_experiments  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -182,7 +182,7 @@ def _outputs(model, peft_config):
 def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
     from peft import PeftModel, get_peft_model
 
-    from peftbench.train import build_optimizer
+    from peftbench.training.loop import build_optimizer
 
     exp = load_experiment(exp_dir)
     methods.check_supported(exp.peft_config)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.families import FULL_FINETUNING, family_name, variant_label, variant_labels
+from peftbench.analysis.families import FULL_FINETUNING, family_name, variant_label, variant_labels
 
 PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peft-results"
 
@@ -81,7 +81,7 @@ def test_published_results_get_the_family_their_name_says(file, family, variant)
 
 
 def test_newer_methods_and_variants_have_readable_names():
-    from peftbench.families import family_name, variant_label
+    from peftbench.analysis.families import family_name, variant_label
 
     assert family_name({"peft_type": "CARTRIDGE"}) == "Cartridge"
     assert family_name({"peft_type": "SHADOW"}) == "Shadow"
@@ -94,7 +94,7 @@ def test_newer_methods_and_variants_have_readable_names():
 
 
 def test_a_run_without_training_is_the_base_model_row():
-    from peftbench.families import BASE_MODEL, family_name, variant_label
+    from peftbench.analysis.families import BASE_MODEL, family_name, variant_label
 
     assert family_name(None, {"max_steps": 0}) == BASE_MODEL
     assert family_name({"peft_type": "LORA"}, {"max_steps": 0}) == BASE_MODEL

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from peftbench.errors import UserError
-from peftbench.filterexpr import BOOL, NUMBER, TEXT, compile_filter, tokenize
+from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter, tokenize
 
 COLUMNS = {"family": TEXT, "experiment": TEXT, "test_acc": NUMBER, "mem_max": NUMBER,
            "near_best": BOOL, "error": TEXT, "status": TEXT}

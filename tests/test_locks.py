@@ -19,14 +19,14 @@ pytest.importorskip("peft")
 
 from conftest import make_suite  # noqa: E402
 
-from peftbench import checkpoint as C  # noqa: E402
-from peftbench import lock as L  # noqa: E402
-from peftbench import results as R  # noqa: E402
+from peftbench.training import checkpoint as C  # noqa: E402
+from peftbench.record import lock as L  # noqa: E402
+from peftbench.record import results as R  # noqa: E402
 from peftbench.cli import main  # noqa: E402
-from peftbench.train import NoScaler, TrainState  # noqa: E402
+from peftbench.training.loop import NoScaler, TrainState  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
-HOLD_LOCK = ("import sys, time; from pathlib import Path; from peftbench.lock import ExperimentLock; "
+HOLD_LOCK = ("import sys, time; from pathlib import Path; from peftbench.record.lock import ExperimentLock; "
              "ExperimentLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(600)")
 
 

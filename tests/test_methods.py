@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-from peftbench import methods  # noqa: E402
+from peftbench.training import methods  # noqa: E402
 from peftbench.errors import UserError  # noqa: E402
 
 QV = ["q_proj", "v_proj"]

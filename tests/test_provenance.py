@@ -19,10 +19,11 @@ peft = pytest.importorskip("peft")
 
 from conftest import make_suite  # noqa: E402
 
-from peftbench import provenance, runkey  # noqa: E402
-from peftbench import suite as S  # noqa: E402
+from peftbench.record import runkey  # noqa: E402
+from peftbench.record import provenance
+from peftbench.experiment import suite as S  # noqa: E402
 from peftbench.cli import main  # noqa: E402
-from peftbench.results import Status, read_result, sha256_file  # noqa: E402
+from peftbench.record.results import Status, read_result, sha256_file  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import compare, report
+from peftbench.analysis import leaderboard as compare
+from peftbench.analysis import html_report as report
 from peftbench.cli import main
 from test_compare import PUBLISHED, make_result, needs_published, write_run
 
@@ -65,7 +66,7 @@ def test_page_is_self_contained_and_its_policy_allows_only_its_own_script(hostil
 
 
 def test_drawing_script_never_parses_strings_as_html():
-    source = resources.files("peftbench").joinpath("report_assets", "report.js").read_text()
+    source = resources.files("peftbench.analysis").joinpath("report_assets", "report.js").read_text()
     script = "\n".join(line for line in source.splitlines() if not line.strip().startswith("//"))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink

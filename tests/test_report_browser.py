@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import compare, report
+from peftbench.analysis import leaderboard as compare
+from peftbench.analysis import html_report as report
 from test_compare import PUBLISHED, make_result, needs_published, write_run
 
 pytestmark = pytest.mark.browser

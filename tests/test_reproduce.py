@@ -16,11 +16,11 @@ pytest.importorskip("peft")
 from conftest import make_suite  # noqa: E402
 
 import peftbench  # noqa: E402
-from peftbench import reproduce as P  # noqa: E402
-from peftbench import results as R  # noqa: E402
-from peftbench import runkey  # noqa: E402
+from peftbench.training import reproduction as P  # noqa: E402
+from peftbench.record import results as R  # noqa: E402
+from peftbench.record import runkey  # noqa: E402
 from peftbench.cli import main  # noqa: E402
-from peftbench.config import load_experiment  # noqa: E402
+from peftbench.experiment.config import load_experiment  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 
@@ -68,11 +68,11 @@ def test_reproducing_an_edited_result_fails_shows_the_number_and_warns_of_change
         final["test accuracy"] = final["test accuracy"] + 0.5
 
     edited = edited_copy(fresh, tmp_path, edit)
-    # Training code that differs from the recorded one: a copy of the package with train.py
-    # edited (the code identity hashes the files next to peftbench/__init__.py).
+    # Training code that differs from the recorded one: a copy of the package with training/loop.py
+    # edited (the code identity walks the training folder next to peftbench/__init__.py).
     copy = Path(shutil.copytree(Path(peftbench.__file__).parent, tmp_path / "pkg" / "peftbench",
                                 ignore=shutil.ignore_patterns("__pycache__")))
-    with open(copy / "train.py", "a") as f:
+    with open(copy / "training" / "loop.py", "a") as f:
         f.write("\n# edited\n")
     monkeypatch.setattr(peftbench, "__file__", str(copy / "__init__.py"))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import results
+from peftbench.record import results
 from peftbench.cli import main
-from peftbench.results import M_TEST_ACC, M_TEST_ACC_FLEX, M_VALID_ACC, M_VALID_ACC_FLEX
-from peftbench.scoring import GRADER_VERSION
+from peftbench.record.results import M_TEST_ACC, M_TEST_ACC_FLEX, M_VALID_ACC, M_VALID_ACC_FLEX
+from peftbench.scoring.grader import GRADER_VERSION
 
 REF_72 = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
 REF_10 = "Weng earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10"

@@ -23,10 +23,10 @@ pytest.importorskip("peft")
 from conftest import TINY_LORA, make_suite  # noqa: E402
 
 import peftbench  # noqa: E402
-from peftbench import planning  # noqa: E402
+from peftbench.experiment import planning  # noqa: E402
 from peftbench.cli import build_parser, main  # noqa: E402
 from peftbench.commands import run_all  # noqa: E402
-from peftbench.results import read_result  # noqa: E402
+from peftbench.record.results import read_result  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 FULL = "experiments/full-finetuning/tiny"
@@ -206,17 +206,31 @@ def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, 
     assert main(["run-all", str(suite), "--dry-run"]) == 0
     assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
 
-    with open(copy / "scoring.py", "a") as f:  # grading changes are applied by rescore, not a rerun
+    with open(copy / "scoring" / "grader.py", "a") as f:  # grading changes are applied by rescore, not a rerun
         f.write("\n# an edit outside the training code\n")
     assert main(["run-all", str(suite), "--dry-run"]) == 0
     assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
 
-    with open(copy / "train.py", "a") as f:
+    with open(copy / "training" / "loop.py", "a") as f:
         f.write("\n# an edit of the training loop\n")
     assert main(["run-all", str(suite), "--dry-run"]) == 0
     lines = plan_lines(capsys.readouterr().out)
     assert set(lines) == {"full-finetuning/tiny", "lora/tiny-r4"}
     assert all("will run" in line and "code changed (sources_sha256)" in line for line in lines.values())
+
+
+def test_a_new_module_in_the_training_folder_marks_every_experiment_stale(suite, tmp_path, monkeypatch, capsys):
+    # Nobody lists the new file anywhere: the code identity walks the training folder.
+    copy = Path(shutil.copytree(Path(peftbench.__file__).parent, tmp_path / "pkg" / "peftbench",
+                                ignore=shutil.ignore_patterns("__pycache__")))
+    monkeypatch.setattr(peftbench, "__file__", str(copy / "__init__.py"))
+    assert main(["status", str(suite)]) == 0
+    assert "code changed" not in capsys.readouterr().out
+
+    (copy / "training" / "packing.py").write_text("def pack(rows):\n    return rows\n")
+    assert main(["status", str(suite)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("code changed (sources_sha256)") == 2, out
 
 
 def test_status_shows_the_plan_with_the_newest_result_and_its_test_accuracy(suite, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import results as R
+from peftbench.record import results as R
 from peftbench.cli import main
 
 from conftest import REPO
@@ -93,7 +93,7 @@ def test_max_steps_zero_evaluates_the_untrained_model(tiny_suite):
 
 
 def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatch):
-    from peftbench import train
+    from peftbench.training import loop as train
 
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
@@ -109,7 +109,7 @@ def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatc
 
 
 def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, monkeypatch):
-    from peftbench import train
+    from peftbench.training import loop as train
 
     real_step, calls = train._train_step, []
 

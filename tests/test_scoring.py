@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from peftbench import scoring
-from peftbench.scoring import (
+from peftbench.scoring import grader as scoring
+from peftbench.scoring.grader import (
     GRADER_VERSION,
     Grade,
     SymbolicChecker,
@@ -147,7 +147,7 @@ def test_none_and_empty_inputs_are_wrong_not_errors():
 
 def test_importing_the_grader_loads_neither_torch_nor_sympy_nor_math_verify():
     code = (
-        "import sys, peftbench.scoring as s\n"
+        "import sys, peftbench.scoring.grader as s\n"
         "s.grade('The answer is: 72', '#### 72')\n"
         "heavy = [m for m in ('torch', 'sympy', 'math_verify', 'numpy') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
@@ -216,7 +216,7 @@ def test_a_process_that_used_the_symbolic_checker_exits_cleanly():
     import subprocess
     import sys
 
-    code = ("from peftbench import scoring\n"
+    code = ("from peftbench.scoring import grader as scoring\n"
             "assert scoring.symbolic_equal(r'\\frac{1}{2}', r'\\frac{2}{4}')\n"
             "checker = scoring.SymbolicChecker(); checker.equal('x', 'x')\n")
     for _ in range(3):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench.scoring import extract_answer, grade, is_correct, reference_answer
+from peftbench.scoring.grader import extract_answer, grade, is_correct, reference_answer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 GSM8K = DATA / "gsm8k"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import smollm
+from peftbench.demo import smollm
 from peftbench.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

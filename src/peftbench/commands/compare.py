@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from peftbench.texttable import format_table
+from peftbench.analysis.texttable import format_table
 
 HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
 DESCRIPTION = """\
@@ -68,7 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench import compare
+    from peftbench.analysis import leaderboard as compare
 
     if args.list_columns:
         print(list_columns())
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_columns() -> str:
-    from peftbench.compare import COLUMNS
+    from peftbench.analysis.leaderboard import COLUMNS
 
     width = max(len(c.name) for c in COLUMNS)
     lines = [f"{'column':<{width}}  better   meaning"]
@@ -97,7 +97,7 @@ def list_columns() -> str:
 def render(shown, full, fmt: str) -> str:
     """The selected columns in `fmt`. `full` holds every column of the same rows: the human
     formats read the interval and seed spread from it to show them beside the accuracy."""
-    from peftbench import compare
+    from peftbench.analysis import leaderboard as compare
 
     if fmt == "csv":
         return shown.to_csv(index=False)
@@ -118,7 +118,7 @@ def _header(col) -> str:
 
 
 def _cell(col, row: dict[str, Any]) -> str:
-    from peftbench.compare import format_value
+    from peftbench.analysis.leaderboard import format_value
 
     text = " ".join(format_value(col, row[col.name], row).split())  # one line: errors hold newlines
     if col.name == "error" and len(text) > ERROR_WIDTH:

@@ -36,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peftbench import compare, stats
+    from peftbench.analysis import leaderboard as compare
+    from peftbench.analysis import stats
     from peftbench.errors import UserError
 
     if args.bootstrap < 100:

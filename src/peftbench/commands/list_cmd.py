@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from peftbench import methods
+from peftbench.training import methods
 
 HELP = "list a suite's experiments: method family, trainable parameters, main result"
 DESCRIPTION = """\
@@ -43,8 +43,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench import catalog
-    from peftbench.texttable import format_table
+    from peftbench.experiment import catalog
+    from peftbench.analysis.texttable import format_table
 
     suite = Path(args.suite)
     entries = catalog.catalog(suite)
@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], str | None]:
-    from peftbench import families
-    from peftbench.config import load_experiment
+    from peftbench.analysis import families
+    from peftbench.experiment.config import load_experiment
     from peftbench.errors import UserError
-    from peftbench.results import M_TEST_ACC, final_metrics, read_result
-    from peftbench.suite import RESULTS, result_stem
+    from peftbench.record.results import M_TEST_ACC, final_metrics, read_result
+    from peftbench.experiment.suite import RESULTS, result_stem
 
     try:
         exp = load_experiment(entry.path)
@@ -92,7 +92,7 @@ def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], s
 
 
 def _summary(suite: Path, entries, counter: ParamCounter | None) -> str:
-    from peftbench import catalog
+    from peftbench.experiment import catalog
 
     covered = catalog.covered_methods(entries)
     full = sum(1 for e in entries if e.peft_type is None)

@@ -38,9 +38,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench import compare, report
+    from peftbench.analysis import leaderboard as compare
+    from peftbench.analysis import html_report as report
     from peftbench.errors import UserError
-    from peftbench.results import atomic_write_bytes
+    from peftbench.record.results import atomic_write_bytes
 
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary)
     page = report.build_report(runs, sources=args.paths, title=args.title)

@@ -53,8 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench import reproduce as P
-    from peftbench import results as R
+    from peftbench.training import reproduction as P
+    from peftbench.record import results as R
     from peftbench.errors import UserError
 
     recorded = P.read_recorded(args.result)
@@ -82,13 +82,13 @@ def run(args) -> int:
 
 def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
     """Rebuild and run; (reproduced result path, 0), or (None, exit status) when the run did not succeed."""
-    from peftbench import reproduce as P
-    from peftbench import runkey
-    from peftbench.config import load_experiment
+    from peftbench.training import reproduction as P
+    from peftbench.record import runkey
+    from peftbench.experiment.config import load_experiment
     from peftbench.errors import UserError
-    from peftbench.modeling import resolve_device
-    from peftbench.results import Status
-    from peftbench.runner import RunOptions, run_experiment
+    from peftbench.training.modeling import resolve_device
+    from peftbench.record.results import Status
+    from peftbench.training.runner import RunOptions, run_experiment
 
     try:
         exp_dir = P.rebuild(recorded, folder, args.device)
@@ -126,7 +126,7 @@ def _workdir(keep: str | None):
 
 
 def format_rows(rows) -> str:
-    from peftbench.texttable import format_table
+    from peftbench.analysis.texttable import format_table
 
     def cell(value) -> str:
         if value is None:

@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench import results
+from peftbench.record import results
 from peftbench.errors import UserError
-from peftbench.results import (
+from peftbench.record.results import (
     M_TEST_ACC,
     M_TEST_ACC_FLEX,
     M_VALID_ACC,
     M_VALID_ACC_FLEX,
 )
-from peftbench.scoring import GRADER_VERSION, Grade, accuracy, grade
+from peftbench.scoring.grader import GRADER_VERSION, Grade, accuracy, grade
 
 HELP = "recompute accuracies from saved predictions with the current grader"
 DESCRIPTION = """\

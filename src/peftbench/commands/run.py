@@ -66,8 +66,8 @@ def seed_list(args) -> list[int | None]:
 
 
 def run(args) -> int:
-    from peftbench.config import load_experiment, parse_overrides, suite_default_seed
-    from peftbench.runner import RunOptions, run_experiment
+    from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
+    from peftbench.training.runner import RunOptions, run_experiment
 
     overrides = parse_overrides(args.overrides)
     # Validate everything before running anything: a typo in the third experiment must not

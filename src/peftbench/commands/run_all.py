@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from peftbench.signals import sigterm_raises
+from peftbench.training.signals import sigterm_raises
 
 HELP = "run every experiment that is not up to date, each in a fresh process, then summarise"
 DESCRIPTION = """\
@@ -75,9 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench import planning
+    from peftbench.experiment import planning
     from peftbench.commands.status import format_plan, plan_counts, seeds_of
-    from peftbench.config import parse_overrides
+    from peftbench.experiment.config import parse_overrides
 
     items = planning.plan(args.targets, seeds_of(args), force=args.force, overrides=parse_overrides(args.overrides))
     print(format_plan(items))
@@ -128,8 +128,8 @@ def _run_plan(items, args) -> tuple[list[Outcome], bool]:
 
 def _recheck(item, args):
     """The plan line of `item` as it stands now, earlier runs of this and other run-alls included."""
-    from peftbench import planning
-    from peftbench.config import parse_overrides
+    from peftbench.experiment import planning
+    from peftbench.experiment.config import parse_overrides
 
     [now] = planning.plan([str(item.path)], [item.seed], force=args.force, overrides=parse_overrides(args.overrides))
     return now
@@ -228,7 +228,7 @@ def exit_status(outcomes: list[Outcome], interrupted: bool) -> int:
 
 
 def format_summary(outcomes: list[Outcome]) -> str:
-    from peftbench.texttable import format_table
+    from peftbench.analysis.texttable import format_table
 
     rows = [[o.item.experiment, str(o.item.seed), o.outcome, "-" if o.seconds is None else f"{o.seconds:.1f}s", o.detail]
             for o in outcomes]

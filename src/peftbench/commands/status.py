@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from peftbench.texttable import format_table
+from peftbench.analysis.texttable import format_table
 
 HELP = "show which experiments are up to date and why the others would run"
 DESCRIPTION = """\
@@ -45,8 +45,8 @@ def seeds_of(args) -> list[int] | None:
 
 
 def run(args) -> int:
-    from peftbench import planning
-    from peftbench.config import parse_overrides
+    from peftbench.experiment import planning
+    from peftbench.experiment.config import parse_overrides
 
     items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
     print(format_plan(items, with_results=True))
@@ -94,7 +94,7 @@ def short_path(path: Path | str) -> str:
 def _test_accuracy(path: Path | None) -> str:
     if path is None:
         return "-"
-    from peftbench import results as R
+    from peftbench.record import results as R
 
     try:
         result = R.read_result(path)

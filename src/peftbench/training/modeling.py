@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from peftbench.config import TrainConfig
+from peftbench.experiment.config import TrainConfig
 from peftbench.errors import UserError
 
 _FLOAT_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -61,7 +61,7 @@ def quantization_config(cfg: TrainConfig, device: str):
 def model_source(model_id: str) -> str:
     """Where transformers loads the model from: a local folder, a hub id, or the converted
     folder of a model shipped in a PyPI package (the CPU demo's SmolLM2)."""
-    from peftbench import smollm
+    from peftbench.demo import smollm
 
     if smollm.is_packaged_model(model_id):
         return str(smollm.ensure_model_dir(model_id))
@@ -76,7 +76,8 @@ def model_source(model_id: str) -> str:
 def model_identity(cfg: TrainConfig) -> dict[str, Any]:
     """What identifies the base model, without loading it: the packaged GGUF's sha256, sha256
     of a local folder, or the hub revision sha."""
-    from peftbench import identity, smollm
+    from peftbench.record import identity
+    from peftbench.demo import smollm
 
     model_id = cfg.model_id
     if smollm.is_packaged_model(model_id):
@@ -129,7 +130,7 @@ def load_model(cfg: TrainConfig, peft_config, device: str) -> LoadedModel:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if peft_config is not None:
         from peft import get_peft_model
-        from peftbench import methods
+        from peftbench.training import methods
 
         if quant is not None:
             from peft import prepare_model_for_kbit_training

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from peftbench import results as R
-from peftbench.data import format_prompt
+from peftbench.record import results as R
+from peftbench.training.data import format_prompt
 
 
 @dataclass

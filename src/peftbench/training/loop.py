@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from peftbench import results as R
-from peftbench.config import TrainConfig
-from peftbench.data import batch_stream, collate_train
+from peftbench.record import results as R
+from peftbench.experiment.config import TrainConfig
+from peftbench.training.data import batch_stream, collate_train
 from peftbench.errors import UserError
 
 
@@ -174,7 +174,7 @@ class TrainContext:
     device: str
     samples: list[dict[str, Any]]  # tokenized training samples
     validate: Callable[[], Any]  # runs validation, returns an evaluate.EvalOutcome
-    hooks: Any  # peftbench.methods (forward_kwargs, after_optimizer_step)
+    hooks: Any  # peftbench.training.methods (forward_kwargs, after_optimizer_step)
     checkpoint: Callable[[TrainState, Any, Any, Any], None]  # (state, optimizer, scheduler, scaler)
     log: Callable[[str], None]
     progress: Any  # a tqdm-like bar, or a stand-in

@@ -73,7 +73,7 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
 def _run_output_paths(root_path: Path, suite_dir: Path) -> list[str]:
     """RUN_OUTPUT_DIRS of `suite_dir` and of every suite found in the repository (tracked or not),
     relative to the repository root."""
-    from peftbench.config import DEFAULTS_FILE
+    from peftbench.experiment.config import DEFAULTS_FILE
 
     listed = _git(["ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", f"*{DEFAULTS_FILE}"],
                   root_path) or ""

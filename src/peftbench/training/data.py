@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from peftbench import identity
+from peftbench.record import identity
 from peftbench.errors import UserError
 
 # The validation rows are drawn with this fixed seed, independent of the training seed, so that
@@ -44,7 +44,7 @@ def dataset_identity(source: str | None, role: str) -> dict[str, Any] | None:
     if source is None:
         return None
     if _is_demo(source):
-        from peftbench import demo_data
+        from peftbench.demo import word_problems as demo_data
 
         return {"source": "builtin", "id": source, **demo_data.identity()}
     path = Path(os.path.expanduser(source))
@@ -88,7 +88,7 @@ def load_train_rows(source: str, char_limit: int) -> tuple[list[dict[str, str]],
     """MetaMathQA rows (query, response), without those whose `query + " " + response` exceeds
     char_limit characters (1300 keeps ~94% of MetaMathQA)."""
     if _is_demo(source):
-        from peftbench import demo_data
+        from peftbench.demo import word_problems as demo_data
 
         rows = demo_data.train_rows()
     elif os.path.exists(os.path.expanduser(source)):
@@ -113,7 +113,7 @@ def load_eval_splits(source: str, valid_size: int, test_size: int | None) -> Eva
     """GSM8K rows (question, answer). Valid: `valid_size` rows of the train split drawn with a
     fixed local RNG; test: the first `test_size` rows of the test split (all when None)."""
     if _is_demo(source):
-        from peftbench import demo_data
+        from peftbench.demo import word_problems as demo_data
 
         train, test = demo_data.eval_rows("train"), demo_data.eval_rows("test")
     elif os.path.exists(os.path.expanduser(source)):

@@ -21,11 +21,11 @@ A training step therefore reads:
     out = model(**batch, **forward_kwargs(cfg, batch))
     loss = out.loss + extra_loss(model, cfg)
     loss.backward(); optimizer.step()
-    after_optimizer_step(model, cfg, step)        # step counts from 0, as in peftbench.train
+    after_optimizer_step(model, cfg, step)        # step counts from 0, as in peftbench.training.loop
     optimizer.zero_grad()
 
 The optimizers that belong to a method (LoRA+, LoRA-FA, Riemannian) are built by
-`peftbench.train.build_optimizer` from the experiment's `optimizer_type`.
+`peftbench.training.loop.build_optimizer` from the experiment's `optimizer_type`.
 
 `peft_config` is a `peft.PeftConfig`, or None for full fine-tuning. Nothing here imports torch or
 peft at module import time.

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench import suite as S
+from peftbench.experiment import suite as S
 from peftbench.errors import UserError
-from peftbench.results import Status, normalize_result
+from peftbench.record.results import Status, normalize_result
 
 _STAMP = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:-\d+)?"
 
@@ -79,7 +79,7 @@ class PlanItem:
 
 def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_and_clean: bool) -> tuple[str, str, Path | None]:
     """(action, reason, newest relevant result) for one experiment and seed."""
-    from peftbench.runkey import explain_difference
+    from peftbench.record.runkey import explain_difference
 
     recorded = recorded_results(suite, stem)
     folders = (S.RESULTS,) if main_and_clean else (S.RESULTS, S.TEMPORARY_RESULTS)
@@ -105,10 +105,11 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
 
     `overrides` are the parsed `--set` values a run would get: they change the run key, so an
     up-to-date check without them would skip runs the user asked for."""
-    from peftbench import config as C
-    from peftbench import lock as L
-    from peftbench import provenance, runkey
-    from peftbench.modeling import resolve_device
+    from peftbench.experiment import config as C
+    from peftbench.record import lock as L
+    from peftbench.record import provenance
+    from peftbench.record import runkey
+    from peftbench.training.modeling import resolve_device
 
     items: list[PlanItem] = []
     exp_dirs = [d for t in targets for d in S.discover_experiments(t)]

@@ -11,10 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftbench.config import ADAPTER_CONFIG_FILE, EXPERIMENTS_DIR
+from peftbench.experiment.config import ADAPTER_CONFIG_FILE, EXPERIMENTS_DIR
 from peftbench.errors import UserError
-from peftbench.methods import UNSUPPORTED_METHODS
-from peftbench.suite import discover_experiments
+from peftbench.training.methods import UNSUPPORTED_METHODS
+from peftbench.experiment.suite import discover_experiments
 
 # PEFT methods that exist in peft but do not apply to causal language models, with the reason.
 # Every method of peft 0.21.2 applies (each one, X-LoRA aside, trains on a tiny Llama in

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from peftbench import results as R
-from peftbench.config import Experiment
+from peftbench.record import results as R
+from peftbench.experiment.config import Experiment
 from peftbench.errors import RunCancelled, UserError
-from peftbench.results import Status
-from peftbench.signals import sigterm_raises
+from peftbench.record.results import Status
+from peftbench.training.signals import sigterm_raises
 
 
 @dataclass
@@ -106,8 +106,8 @@ class _Run:
 def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
     """Train, evaluate and record `exp`. Returns the outcome; raises UserError for bad input
     found before training starts (nothing written then)."""
-    from peftbench import lock as L
-    from peftbench import suite as S
+    from peftbench.record import lock as L
+    from peftbench.experiment import suite as S
 
     cfg = exp.train_config
     stem = S.result_stem(exp.method, exp.name, cfg.seed, default_seed)
@@ -124,7 +124,7 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
 
 
 def _run_locked(run: _Run) -> RunOutcome:
-    from peftbench import planning
+    from peftbench.experiment import planning
 
     _record_static_info(run)
     _preflight(run)  # bad input -> UserError, nothing written
@@ -159,7 +159,7 @@ def _run_locked(run: _Run) -> RunOutcome:
 
 
 def _record_static_info(run: _Run) -> None:
-    from peftbench import provenance
+    from peftbench.record import provenance
 
     exp, info = run.exp, run.result["run_info"]
     git = provenance.git_state(exp.suite_dir)
@@ -194,7 +194,9 @@ def _peft_config_dict(peft_config) -> dict | None:
 
 def _preflight(run: _Run) -> None:
     """Checks that need no model: device, quantization, method support, data sources."""
-    from peftbench import methods, modeling, runkey
+    from peftbench.training import methods
+    from peftbench.training import modeling
+    from peftbench.record import runkey
 
     cfg = run.exp.train_config
     run.device = modeling.resolve_device(cfg.device)
@@ -222,8 +224,10 @@ def _setup(run: _Run) -> None:
 
     _quiet_libraries()
 
-    from peftbench import data, modeling, provenance
-    from peftbench import scoring
+    from peftbench.training import data
+    from peftbench.training import modeling
+    from peftbench.record import provenance
+    from peftbench.scoring import grader as scoring
 
     exp, cfg, log = run.exp, run.exp.train_config, run.opts.log
     # Seeding the global RNGs here, once per run, is the runner's job; no helper seeds anything.
@@ -265,7 +269,7 @@ def _setup(run: _Run) -> None:
 
 
 def _forgetting_loss(run: _Run) -> float | None:
-    from peftbench.evaluate import text_cross_entropy
+    from peftbench.training.evaluate import text_cross_entropy
 
     cfg = run.exp.train_config
     return text_cross_entropy(run.loaded.model, run.loaded.tokenizer, run.forgetting_texts,
@@ -273,8 +277,9 @@ def _forgetting_loss(run: _Run) -> float | None:
 
 
 def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
-    from peftbench import methods, scoring
-    from peftbench.evaluate import evaluate_rows
+    from peftbench.training import methods
+    from peftbench.scoring import grader as scoring
+    from peftbench.training.evaluate import evaluate_rows
 
     cfg = run.exp.train_config
 
@@ -292,8 +297,10 @@ def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
 
 
 def _train(run: _Run) -> None:
-    from peftbench import checkpoint as C
-    from peftbench import methods, suite as S, train as T
+    from peftbench.training import checkpoint as C
+    from peftbench.training import methods
+    from peftbench.experiment import suite as S
+    from peftbench.training import loop as T
 
     cfg, model, log = run.exp.train_config, run.loaded.model, run.opts.log
     run.forgetting_before = _forgetting_with_adapter_disabled(run)
@@ -367,7 +374,7 @@ def _test(run: _Run) -> None:
 
 
 def _mean_train_loss(state) -> float | None:
-    from peftbench.results import M_TRAIN_LOSS
+    from peftbench.record.results import M_TRAIN_LOSS
 
     losses = [m[M_TRAIN_LOSS] for m in state.metrics if m.get(M_TRAIN_LOSS) is not None]
     return losses[-1] if losses else None
@@ -379,7 +386,7 @@ def _pct(value) -> str:
 
 def _finish(run: _Run) -> None:
     """Save the adapter and record sizes."""
-    from peftbench.results import sha256_file
+    from peftbench.record.results import sha256_file
 
     model, info = run.loaded.model, run.result["train_info"]
     if run.exp.train_config.max_steps == 0:
@@ -411,8 +418,8 @@ def _finish(run: _Run) -> None:
 
 def _write_result(run: _Run, status: Status, error: BaseException | None) -> Path:
     """Write predictions then the result, both atomically; decide the folder by status and git."""
-    from peftbench import suite as S
-    from peftbench import train as T
+    from peftbench.experiment import suite as S
+    from peftbench.training import loop as T
 
     info, train_info = run.result["run_info"], run.result["train_info"]
     train_info["status"] = status.value

@@ -25,7 +25,7 @@ from importlib import resources
 from itertools import permutations
 from typing import Any, Sequence
 
-from peftbench import compare
+from peftbench.analysis import leaderboard as compare
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
 TABLE_COLUMNS = (
@@ -117,7 +117,7 @@ def embed_json(obj: Any) -> str:
 
 
 def _asset(name: str) -> str:
-    return resources.files("peftbench").joinpath("report_assets", name).read_text(encoding="utf-8")
+    return resources.files("peftbench.analysis").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
 def render_html(data: dict[str, Any], title: str | None = None) -> str:

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from peftbench.config import suggest
+from peftbench.experiment.config import suggest
 from peftbench.errors import UserError
 
 # Column kinds a caller declares; they decide which operators apply.

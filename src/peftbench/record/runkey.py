@@ -12,8 +12,8 @@ What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
 - `datasets`: identities of the train, eval and forgetting data (hub revision sha, sha256 of
   local files, or the built-in generator's version and hash);
 - `model`: hub revision sha, sha256 of a local model folder, or the packaged GGUF's sha256;
-- `code`: peftbench's version and a sha256 of the source files that train and evaluate
-  (TRAINING_SOURCES below);
+- `code`: peftbench's version and a sha256 of every source file under the folders that train
+  and evaluate (TRAINING_SOURCES below: folders are walked, never listed by hand);
 - `libraries`: versions of torch, transformers, peft and datasets.
 Left out, because they do not change the numbers: verbosity, --output-dir, --clean, the
 results folder, the time, the git commit of the repository (a commit that does not touch the
@@ -32,9 +32,12 @@ from typing import Any
 
 import peftbench
 
-# The modules whose change can change a run's numbers.
-TRAINING_SOURCES = ("config.py", "data.py", "modeling.py", "train.py", "evaluate.py", "runner.py",
-                    "methods.py", "demo_data.py", "smollm.py", "checkpoint.py")
+# What decides a run's numbers, as paths relative to the package: whole folders are walked, so
+# a module added to one of them counts without anyone listing it. The training subpackage is the
+# run itself; demo/ generates the demo data and converts its model; config.py holds the defaults
+# a field falls back to. Everything else (planning, analysis, scoring, the CLI) reads or schedules
+# runs without changing their numbers; the grader is applied to saved predictions by `rescore`.
+TRAINING_SOURCES = ("training", "demo", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
 # equals an uninterrupted one, tests/test_resume.py).
@@ -43,13 +46,26 @@ _SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_datas
 _PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
 
 
-def code_identity() -> dict[str, str]:
-    src = Path(peftbench.__file__).parent
-    h = hashlib.sha256()
+def training_source_files(package_dir: Path | None = None) -> list[Path]:
+    """Every Python file under TRAINING_SOURCES, in a fixed order (sorted relative paths)."""
+    root = Path(package_dir) if package_dir is not None else Path(peftbench.__file__).parent
+    files: set[Path] = set()
     for name in TRAINING_SOURCES:
-        path = src / name
-        h.update(name.encode() + b"\0")
-        h.update(path.read_bytes() if path.exists() else b"<missing>")
+        path = root / name
+        if path.is_dir():
+            files.update(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+        elif path.exists():
+            files.add(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def code_identity() -> dict[str, str]:
+    root = Path(peftbench.__file__).parent
+    h = hashlib.sha256()
+    for path in training_source_files(root):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
     return {"peftbench_version": peftbench.__version__, "sources_sha256": h.hexdigest()}
 
 
@@ -139,7 +155,8 @@ def _first_diff(old, new) -> str:
 def compute(exp, device_kind: str) -> tuple[str, dict[str, Any]]:
     """(run key, inputs) of an experiment without loading its model or data: the same function
     serves a run and a `run-all` plan, so both agree on what is up to date."""
-    from peftbench import data, modeling
+    from peftbench.training import data
+    from peftbench.training import modeling
 
     cfg = exp.train_config
     datasets = {"train": data.dataset_identity(cfg.train_dataset, "train"),

@@ -8,9 +8,9 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from peftbench.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
+from peftbench.experiment.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
 from peftbench.errors import UserError
-from peftbench.results import Status
+from peftbench.record.results import Status
 
 RESULTS = "results"  # success on branch main with a clean tree
 TEMPORARY_RESULTS = "temporary_results"  # success anywhere else

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from peftbench.train import TrainState
+from peftbench.training.loop import TrainState
 
 
 def trainable_state_dict(model) -> dict[str, Any]:

@@ -43,12 +43,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from peftbench import stats
-from peftbench.config import suggest
+from peftbench.analysis import stats
+from peftbench.experiment.config import suggest
 from peftbench.errors import UserError
-from peftbench.families import family_name, variant_label
-from peftbench.filterexpr import BOOL, NUMBER, TEXT, compile_filter
-from peftbench.results import (
+from peftbench.analysis.families import family_name, variant_label
+from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
+from peftbench.record.results import (
     ACCEL_MEM_99,
     ACCEL_MEM_AVG,
     ACCEL_MEM_MAX,
@@ -68,7 +68,7 @@ from peftbench.results import (
     predictions_path_for,
     read_predictions,
 )
-from peftbench.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS
+from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS
 
 GSM8K_TEST_SIZE = 1319  # items in GSM8K's test split (openai/grade-school-math)
 
@@ -579,7 +579,7 @@ def mark_pareto(frame: pd.DataFrame, x: Column, y: Column) -> pd.DataFrame:
 
 
 def filter_rows(frame: pd.DataFrame, expression: str | None) -> pd.DataFrame:
-    """Rows matching a filter expression (see `peftbench.filterexpr`)."""
+    """Rows matching a filter expression (see `peftbench.analysis.filters`)."""
     if not expression:
         return frame
     compiled = compile_filter(expression, {n: k for n, k in FILTER_COLUMNS.items() if n in frame.columns})
