@@ -28,7 +28,7 @@ from peftbench.experiment.suite import discover_experiments  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-SUITE = Path(__file__).resolve().parents[1]
+SUITE = Path(__file__).resolve().parents[2]
 # The MetaMathQA suite and the CPU demo suite: a config that ships must train.
 EXPERIMENT_DIRS = discover_experiments(SUITE / "experiments") + discover_experiments(SUITE / "demo" / "experiments")
 

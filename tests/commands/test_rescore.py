@@ -245,7 +245,7 @@ def test_rescore_needs_at_least_one_result(argv, capsys):
 
 
 def test_published_seed_results_without_predictions_get_a_clear_message(capsys):
-    published = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peft-results"
+    published = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
     path = published / "lora--llama-3.2-3B-rank32.json"
     if not path.is_file():
         pytest.skip(f"real data not available: {path} is absent (expected in ../shared/data)")

@@ -10,7 +10,7 @@ import pytest
 from peftbench.analysis import leaderboard as compare
 from peftbench.analysis import html_report as report
 from peftbench.cli import main
-from test_compare import PUBLISHED, make_result, needs_published, write_run
+from test_leaderboard import PUBLISHED, make_result, needs_published, write_run
 
 XSS_NAME = "lora/<script>alert(1)</script>"
 XSS_ERROR = "</script><script>alert('error')</script><!-- & <img src=x onerror=alert(2)>"

@@ -27,7 +27,7 @@ from peftbench.record.results import (
     write_predictions,
 )
 
-PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peft-results"
+PUBLISHED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
 needs_published = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"published PEFT results not found at {PUBLISHED}")
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from peftbench.analysis.families import FULL_FINETUNING, family_name, variant_label, variant_labels
 
-PUBLISHED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peft-results"
+PUBLISHED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
 
 
 def lora(**options):

@@ -14,7 +14,7 @@ import pytest
 
 from peftbench.scoring.grader import extract_answer, grade, is_correct, reference_answer
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 GSM8K = DATA / "gsm8k"
 METAMATH = DATA / "metamath-repo"
 

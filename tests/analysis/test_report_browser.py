@@ -12,7 +12,7 @@ import pytest
 
 from peftbench.analysis import leaderboard as compare
 from peftbench.analysis import html_report as report
-from test_compare import PUBLISHED, make_result, needs_published, write_run
+from test_leaderboard import PUBLISHED, make_result, needs_published, write_run
 
 pytestmark = pytest.mark.browser
 

@@ -206,7 +206,7 @@ def test_run_py_at_the_repo_root_is_the_seed_entry_point(tiny_suite):
     assert list((tiny_suite / "temporary_results").glob("lora--tiny-r4--*.json"))
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k").is_dir(),
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k").is_dir(),
                     reason="../shared/data/gsm8k not present")
 def test_run_on_the_real_gsm8k_files(tmp_path, tiny_model_dir):
     from conftest import SHARED_DATA, make_suite

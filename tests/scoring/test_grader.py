@@ -1,4 +1,4 @@
-"""The grader: table-driven cases (tests/scoring_cases.py), the rules the module docstring
+"""The grader: table-driven cases (tests/scoring/scoring_cases.py), the rules the module docstring
 promises, and the time bound of the symbolic check."""
 
 from __future__ import annotations

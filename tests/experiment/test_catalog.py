@@ -13,7 +13,7 @@ from peftbench.experiment import catalog
 from peftbench.errors import UserError
 from peftbench.record.results import M_STEP, M_TEST_ACC, atomic_write_json, empty_result
 
-SUITE = Path(__file__).resolve().parents[1]
+SUITE = Path(__file__).resolve().parents[2]
 
 
 def test_every_causal_lm_method_of_installed_peft_has_an_experiment_or_a_documented_exclusion():

@@ -35,7 +35,7 @@ def test_defaults_are_the_reference_studys():
 
 
 def test_repo_suite_defaults_load_and_match_the_dataclass():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     exp = load_experiment(repo / "experiments" / "lora" / "llama-3.2-3B-rank32")
     assert exp.train_config == TrainConfig()
     assert exp.peft_config.r == 32 and exp.peft_config.peft_type.value == "LORA"
