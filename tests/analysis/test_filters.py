@@ -4,7 +4,7 @@ import re
 import pytest
 
 from peftbench.errors import UserError
-from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter, tokenize
+from peftbench.analysis.filters import BOOL, MAX_CHARS, MAX_DEPTH, NUMBER, TEXT, compile_filter
 
 COLUMNS = {"family": TEXT, "experiment": TEXT, "test_acc": NUMBER, "mem_max": NUMBER,
            "near_best": BOOL, "error": TEXT, "status": TEXT}
@@ -25,11 +25,15 @@ def matching(expression):
 
 @pytest.mark.parametrize("expression, expected", [
     ('family == "LoRA" and test_acc > 0.4', ["lora/llama-rank32"]),
-    ('experiment contains "rank32"', ["lora/llama-rank32"]),
+    ('"rank32" in experiment', ["lora/llama-rank32"]),
     ('family in ("LoRA", "IA3")', ["lora/llama-rank32", "ia3/default", "lora/oom"]),
     ("family in ('IA3',)", ["ia3/default"]),
     ('family not in ("IA3")', ["lora/llama-rank32", "lora/oom"]),
-    ('experiment not contains "lora"', ["ia3/default"]),
+    ('"lora" not in experiment', ["ia3/default"]),
+    ("0.3 < test_acc < 0.4", ["ia3/default"]),
+    ("test_acc > -1 and mem_max < 2e10", ["ia3/default"]),
+    ("family in ['IA3']", ["ia3/default"]),
+    ("near_best == True or error != None", ["lora/llama-rank32", "lora/oom"]),
     ("near_best", ["lora/llama-rank32"]),
     ("not near_best", ["ia3/default", "lora/oom"]),
     ("test_acc >= 0.31 and test_acc <= 0.31", ["ia3/default"]),
@@ -38,7 +42,7 @@ def matching(expression):
     ("error != null", ["lora/oom"]),
     ("error == null and test_acc > 0", ["lora/llama-rank32", "ia3/default"]),
     ("near_best == true", ["lora/llama-rank32"]),
-    ('family == "LoRA" and (test_acc > 0.4 or error contains "memory")', ["lora/llama-rank32", "lora/oom"]),
+    ('family == "LoRA" and (test_acc > 0.4 or "memory" in error)', ["lora/llama-rank32", "lora/oom"]),
     (r'experiment == "lora/llama-rank32" or family == "it\'s"', ["lora/llama-rank32"]),
 ])
 def test_filters_select_the_expected_rows(expression, expected):
@@ -83,12 +87,22 @@ def test_code_is_rejected_with_a_user_error(attack):
         compile_filter(attack, COLUMNS)
 
 
-def test_filters_are_never_handed_to_python_eval_or_exec(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the filter language must not call eval/exec/compile")
+def test_filters_are_parsed_to_a_tree_and_never_compiled_to_code_or_run(monkeypatch):
+    import ast
 
-    for name in ("eval", "exec", "compile"):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the filter language must not call eval/exec")
+
+    real_compile = builtins.compile
+
+    def tree_only(source, filename, mode, flags=0, *args, **kwargs):
+        # ast.parse calls compile with PyCF_ONLY_AST: a tree, no code object
+        assert flags & ast.PyCF_ONLY_AST, "a filter must never be compiled to code"
+        return real_compile(source, filename, mode, flags, *args, **kwargs)
+
+    for name in ("eval", "exec"):
         monkeypatch.setattr(builtins, name, forbidden)
+    monkeypatch.setattr(builtins, "compile", tree_only)
     assert matching('family == "LoRA" and test_acc > 0.4') == ["lora/llama-rank32"]
     with pytest.raises(UserError):
         compile_filter("__import__('os')", COLUMNS)
@@ -107,15 +121,24 @@ def test_filters_are_never_handed_to_python_eval_or_exec(monkeypatch):
     ("test_acc > 'high'", "cannot compare"),
     ("family > 3", "cannot compare"),
     ("family < 'M'", "needs numbers"),
-    ("test_acc contains '4'", "'contains' works on text"),
+    ("'4' in test_acc", "substring test on text"),
+    ("experiment contains 'x'", "'contains' is now written with 'in'"),
+    ("error is None", "use '==' or '!='"),
+    ("test_acc & 1", "use 'and'"),
+    ("-test_acc > 0", "arithmetic"),
+    ("f'{family}' == 'x'", "f-strings"),
+    ("family in ('a', experiment)", "expected a number, a string"),
+    ("family in ('LoRA', 3)", "cannot be in a list"),
+    ("{1, 2}", "braces"),
+    ("near_best and true", "not a condition"),
     ("test_acc", "not a condition"),
     ("test_acc > 40%", "fractions"),
     ("family == 'LoRA' and", "found the end"),
     ("(family == 'LoRA'", "expected ')'"),
+    ("test_acc > 0.4 test_acc", "invalid syntax"),
     ("family == 'LoRA", "unterminated string"),
     ("", "empty expression"),
-    ("family in 'LoRA'", "'(' to start the list"),
-    ("family in (experiment)", "expected a number, a string"),
+    ("family in 'LoRA'", "a list in parentheses"),
     ("import os", "Python, not part of the filter language"),
 ])
 def test_bad_filters_explain_what_is_wrong(expression, message):
@@ -130,8 +153,40 @@ def test_error_message_points_at_the_offending_position():
     assert lines[-1].index("^") == lines[-2].index("famly")
 
 
+def test_type_errors_point_at_the_comparison():
+    with pytest.raises(UserError) as info:
+        compile_filter("near_best and family > 3", COLUMNS)
+    lines = str(info.value).splitlines()
+    assert lines[-1].index("^") == lines[-2].index("family")
+
+
 def test_keywords_are_case_insensitive_and_numbers_accept_exponents():
-    tokens = tokenize("A AND b Or NOT c In 1.5e-3 TRUE Null")
-    assert [t.kind for t in tokens[:-1]] == ["name", "keyword", "name", "keyword", "keyword", "name",
-                                             "keyword", "number", "keyword", "keyword"]
-    assert tokens[7].value == pytest.approx(0.0015)
+    assert matching("NOT near_best AND mem_max < 1.95E10 Or family In ('x') and error == NULL") == ["ia3/default"]
+    assert matching("test_acc > 4.8e-1 or near_best == TRUE") == ["lora/llama-rank32"]
+
+
+def test_strings_keep_their_case_and_escapes():
+    assert matching('family == "lora"') == []
+    assert matching('"rank32" IN experiment and family == "Lo\\x52A"') == ["lora/llama-rank32"]
+    assert compile_filter('error == "a\\"b" or error == "AND"', COLUMNS).matches({"error": 'a"b'})
+
+
+@pytest.mark.parametrize("hostile", [
+    "not (" * 200 + "near_best" + ")" * 200,
+    "(" * 199 + "near_best" + ")" * 199 + " and" + " not" * 300 + " near_best",
+    "- " * 900 + "1 == test_acc",
+    "-" * 1990 + "1 == test_acc",
+    "near_best and " * 1000 + "near_best",
+    "(" * 1000 + "near_best" + ")" * 1000,
+    "test_acc > 0 " + "or test_acc > 0 and not near_best " * 60,
+])
+def test_deep_or_long_filters_are_user_errors_not_recursion_errors(hostile):
+    with pytest.raises(UserError, match="bad filter expression: ") as info:
+        compile_filter(hostile, COLUMNS)
+    assert len(str(info.value)) < 400, "the message shows a window of the filter, not all of it"
+
+
+def test_the_depth_limit_leaves_room_for_real_filters():
+    assert MAX_DEPTH >= 20 and MAX_CHARS >= 500
+    nested = "(" * 10 + "not " * 10 + "near_best" + ")" * 10
+    assert matching(nested) == ["lora/llama-rank32"]

@@ -1,344 +1,176 @@
-"""The `--filter` language: a tiny expression language over the columns of a leaderboard.
+"""The `--filter` language: a Python-like expression over the columns of a leaderboard.
 
     family == "LoRA" and test_acc > 0.4
-    experiment contains "rank32"
+    "rank32" in experiment
     family in ("LoRA", "IA3") and not near_best
     error != null or status != "success"
+    0.3 <= test_acc < 0.5
 
-Grammar (keywords are case-insensitive):
+The text is parsed by Python's own parser (`ast.parse(text, mode="eval")`, which only builds a
+tree: nothing is compiled to code or run) and the tree is walked against a whitelist, as PEFT's
+`method_comparison/sanitizer.py` does. What the whitelist admits:
 
-    expr       := and_expr ("or" and_expr)*
-    and_expr   := not_expr ("and" not_expr)*
-    not_expr   := "not" not_expr | comparison
-    comparison := operand [ ("==" | "!=" | "<" | "<=" | ">" | ">=") operand
-                          | ["not"] "in" "(" literal ("," literal)* ")"
-                          | ["not"] "contains" operand ]
-    operand    := COLUMN | NUMBER | STRING | "true" | "false" | "null" | "(" expr ")"
+    and, or, not, parentheses; == != < <= > >= (chains such as 0.3 < test_acc < 0.5 too)
+    x in ("a", "b"), x not in (...)    membership in a list of literals
+    "rank32" in experiment             with text on the right and no list: a substring test
+    column names, numbers, strings, true/false/null (also True/False/None)
+
+Anything else (calls, attribute access, subscripts, lambda, arithmetic, comprehensions,
+f-strings) is a `UserError` that says what is not allowed and points at it. The keywords
+and/or/not/in and true/false/null may be written in any case ("NOT near_best").
 
 Semantics: a missing value (None/NaN) equals only `null` (`error == null`, `error != null`);
-ordering comparisons and `contains` involving a missing value are false. `not in` and
-`not contains` are exactly `not (... in ...)` and `not (... contains ...)`. `contains` is a
-case-sensitive substring test on text. A bare column is a condition only when it is boolean
-(`near_best`). Accuracies are fractions: `test_acc > 0.4`, not 40.
+ordering comparisons and substring tests involving a missing value are false. `not in` is exactly
+`not (... in ...)`. A bare column is a condition only when it is boolean (`near_best`).
+Accuracies are fractions: `test_acc > 0.4`, not 40.
 
-The text is tokenised and parsed here and then interpreted by walking the parsed tree; it is never
-handed to Python's eval/exec/ast. Anything outside the grammar (calls, attribute access,
-subscripts, lambda, Python operators) is a `UserError` that says what is not allowed and where.
+Column kinds (number, text, bool) are checked when the filter is compiled, before any row is
+read, so that a mistake is reported even when no row would reach it and before anything is
+printed. The walk builds one small function per node; `Filter.matches(row)` calls them.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import keyword
 import math
-import re
-from dataclasses import dataclass
+import tokenize
 from typing import Any, Callable, Mapping
 
-from peftbench.experiment.config import suggest
 from peftbench.errors import UserError
+from peftbench.experiment.config import suggest
 
 # Column kinds a caller declares; they decide which operators apply.
 NUMBER = "number"
 TEXT = "text"
 BOOL = "bool"
 
-_KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "null"}
-_LITERAL_WORDS = {"true": True, "false": False, "null": None}
-_COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
+# Bounds that keep hostile input from exhausting the parser or the recursive walk: real filters
+# are one line with a handful of conditions and 2-3 levels of parentheses.
+MAX_CHARS = 2000
+MAX_DEPTH = 32
 
-# What people type from other languages, with the reason it is refused.
+_KEYWORDS = {"and", "or", "not", "in"}
+_LITERAL_WORDS = {"true": True, "false": False, "null": None}
+
+_COMPARISONS: dict[type, str] = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_ORDER: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+_ARITHMETIC = "arithmetic is not supported"
+# Why a node Python can parse is refused (the first matching class wins).
+_REFUSED_NODES: list[tuple[type | tuple[type, ...], str]] = [
+    (ast.Call, "function calls are not allowed"),
+    (ast.Attribute, "attribute access is not allowed (only column names, literals and the operators listed in the help)"),
+    (ast.Subscript, "subscripts are not allowed"),
+    (ast.Lambda, "lambda is not allowed"),
+    ((ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp), "comprehensions are not allowed"),
+    ((ast.Dict, ast.Set), "braces are not allowed (dicts and sets are Python, not filters)"),
+    ((ast.Tuple, ast.List), "a list is only allowed after 'in': family in (\"LoRA\", \"IA3\")"),
+    (ast.IfExp, "'if ... else' is not part of the filter language"),
+    (ast.NamedExpr, "use '==' to compare"),
+    (ast.JoinedStr, "f-strings are not allowed"),
+]
+_REFUSED_OPERATORS = {ast.BitAnd: "use 'and'", ast.BitOr: "use 'or'", ast.Invert: "use 'not'",
+                      ast.Mod: f"{_ARITHMETIC} (accuracies are fractions: write 0.4, not 40%)"}
+# Characters that make Python's parser give up, with what to write instead. Looked up only when
+# the text does not parse, to explain the failure better than "invalid syntax".
 _REFUSED_CHARS = {
-    ".": "attribute access is not allowed (only column names, literals and the operators listed in the help)",
-    "[": "subscripts are not allowed",
-    "]": "subscripts are not allowed",
-    "{": "braces are not allowed",
-    "}": "braces are not allowed",
-    ":": "':' is not part of the filter language (no lambda, slices or dicts)",
     ";": "';' is not part of the filter language: write one expression",
     "=": "use '==' to compare",
     "&": "use 'and'",
     "|": "use 'or'",
     "!": "use 'not' or '!='",
-    "+": "arithmetic is not supported",
-    "*": "arithmetic is not supported",
-    "/": "arithmetic is not supported",
-    "%": "arithmetic is not supported (accuracies are fractions: write 0.4, not 40%)",
-    "@": "'@' is not part of the filter language",
+    "%": f"{_ARITHMETIC} (accuracies are fractions: write 0.4, not 40%)",
     "`": "backticks are not allowed",
-    "\\": "backslashes are only allowed inside strings",
+    "$": "'$' is not part of the filter language",
+    "?": "'?' is not part of the filter language",
+    ":": "':' is not part of the filter language (no lambda, slices or dicts)",
 }
-
-_TOKEN_RE = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<number>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?(?![A-Za-z_]))
-  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>==|!=|<=|>=|<|>|\(|\)|,)
-    """,
-    re.VERBOSE,
-)
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # "number" | "string" | "name" | "keyword" | "op" | "end"
-    value: Any
-    pos: int
-    raw: str = ""
 
 
 def _error(text: str, pos: int, message: str) -> UserError:
-    caret = " " * pos + "^"
-    return UserError(f"bad filter expression: {message}\n  {text}\n  {caret}")
+    """The message, the filter's line holding `pos` (a window of it when long) and a caret."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    line, col = text[start: len(text) if end < 0 else end], pos - start
+    if len(line) > 100:  # a hostile filter can be kilobytes long: show where, not all of it
+        left = max(0, col - 50)
+        line, col = ("..." if left else "") + line[left: left + 100] + "...", col - left + (3 if left else 0)
+    return UserError(f"bad filter expression: {message}\n  {line}\n  {' ' * col}^")
 
 
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN_RE.match(text, pos)
-        if m is None:
-            char = text[pos]
-            if char in "\"'":
-                raise _error(text, pos, "unterminated string")
-            raise _error(text, pos, _REFUSED_CHARS.get(char, f"unexpected character {char!r}"))
-        kind = m.lastgroup
-        raw = m.group()
-        if kind == "number":
-            tokens.append(Token("number", float(raw), pos, raw))
-        elif kind == "string":
-            tokens.append(Token("string", re.sub(r"\\(.)", r"\1", raw[1:-1]), pos, raw))
-        elif kind == "name":
-            lowered = raw.lower()
-            tokens.append(Token("keyword", lowered, pos, raw) if lowered in _KEYWORDS else Token("name", raw, pos, raw))
-        elif kind == "op":
-            tokens.append(Token("op", raw, pos, raw))
-        pos = m.end()
-    tokens.append(Token("end", None, len(text)))
+def _tokens(text: str) -> list[tokenize.TokenInfo]:
+    """Python's tokens of the text, as far as Python can tokenise it."""
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            tokens.append(tok)
+    except (tokenize.TokenError, SyntaxError):
+        pass  # an unterminated string or bracket: what came before is still useful
     return tokens
 
 
-# Parsed tree: plain tuples keep the interpreter below short.
-#   ("col", name) ("lit", value) ("not", node) ("and", l, r) ("or", l, r)
-#   ("cmp", op, l, r) ("in", node, values, negated) ("contains", l, r, negated)
+def _offset(text: str, row: int, col: int) -> int:
+    """Index into text of a (1-based row, 0-based character column) position."""
+    lines = text.split("\n")
+    return sum(len(line) + 1 for line in lines[: row - 1]) + col
 
 
-class _Parser:
-    def __init__(self, text: str, columns: Mapping[str, str]):
-        self.text = text
-        self.columns = columns
-        self.tokens = tokenize(text)
-        self.i = 0
+def _lower_keywords(text: str) -> str:
+    """The text with AND/Or/NOT/In written in lower case, which Python's grammar needs. Strings are
+    Python tokens of their own and stay as they are; the length does not change, so error
+    positions still point into the user's text."""
+    chars = list(text)
+    for tok in _tokens(text):
+        if tok.type == tokenize.NAME and tok.string.lower() in _KEYWORDS and tok.string != tok.string.lower():
+            begin = _offset(text, *tok.start)
+            chars[begin: begin + len(tok.string)] = tok.string.lower()
+    return "".join(chars)
 
-    def peek(self, offset: int = 0) -> Token:
-        return self.tokens[min(self.i + offset, len(self.tokens) - 1)]
 
-    def take(self) -> Token:
-        tok = self.peek()
-        self.i += 1
-        return tok
+def _explain_syntax_error(text: str, source: str, error: SyntaxError) -> UserError:
+    """A message for text that Python cannot parse: what the user probably meant where a token
+    says it, else Python's own message at Python's position. `source` is the text with keywords
+    in lower case (same length, same positions)."""
+    for tok in _tokens(source):
+        pos = _offset(source, *tok.start)
+        if tok.type == tokenize.NAME and tok.string.lower() == "contains":
+            return _error(text, pos, "'contains' is now written with 'in': \"rank32\" in experiment")
+        if tok.type == tokenize.NAME and keyword.iskeyword(tok.string) and tok.string not in _KEYWORDS:
+            return _error(text, pos, f"{tok.string!r} is Python, not part of the filter language")
+        if tok.type in (tokenize.OP, tokenize.ERRORTOKEN) and tok.string.strip() in _REFUSED_CHARS:
+            return _error(text, pos, _REFUSED_CHARS[tok.string.strip()])
+    col = (error.offset or 0) - 1  # Python's offset is 1-based; 0 or None: at the end
+    pos = _offset(source, error.lineno or 1, col) if col >= 0 else len(source)
+    message = error.msg
+    if message.startswith("unterminated string"):
+        message = "unterminated string"
+    elif "was never closed" in message:
+        message = f"{message}: expected ')'"
+    elif pos >= len(text.rstrip()) or message == "invalid syntax" and col < 0:
+        pos, message = len(text), "the expression is incomplete, found the end"
+    return _error(text, pos, message)
 
-    def at(self, kind: str, value: Any = None) -> bool:
-        tok = self.peek()
-        return tok.kind == kind and (value is None or tok.value == value)
 
-    def expect(self, kind: str, value: Any, what: str) -> Token:
-        if not self.at(kind, value):
-            raise self.fail(f"expected {what}")
-        return self.take()
-
-    def fail(self, message: str, tok: Token | None = None) -> UserError:
-        tok = tok or self.peek()
-        found = "the end" if tok.kind == "end" else repr(tok.raw)
-        return _error(self.text, tok.pos, f"{message}, found {found}")
-
-    def parse(self):
-        if self.at("end"):
-            raise _error(self.text, 0, "empty expression")
-        node = self.parse_or()
-        if not self.at("end"):
-            raise self.fail("expected 'and', 'or' or the end of the expression")
-        return node
-
-    def parse_or(self):
-        node = self.parse_and()
-        while self.at("keyword", "or"):
-            self.take()
-            node = ("or", node, self.parse_and())
-        return node
-
-    def parse_and(self):
-        node = self.parse_not()
-        while self.at("keyword", "and"):
-            self.take()
-            node = ("and", node, self.parse_not())
-        return node
-
-    def parse_not(self):
-        if self.at("keyword", "not"):
-            self.take()
-            return ("not", self.parse_not())
-        return self.parse_comparison()
-
-    def parse_comparison(self):
-        left = self.parse_operand()
-        negated = False
-        if self.at("keyword", "not") and self.peek(1).kind == "keyword" and self.peek(1).value in ("in", "contains"):
-            self.take()
-            negated = True
-        tok = self.peek()
-        if tok.kind == "op" and tok.value in _COMPARISONS:
-            self.take()
-            return ("cmp", tok.value, left, self.parse_operand())
-        if tok.kind == "keyword" and tok.value == "in":
-            self.take()
-            return ("in", left, self.parse_tuple(), negated)
-        if tok.kind == "keyword" and tok.value == "contains":
-            self.take()
-            return ("contains", left, self.parse_operand(), negated)
-        if negated:
-            raise self.fail("expected 'in' or 'contains' after 'not'")
-        return left
-
-    def parse_tuple(self) -> tuple:
-        self.expect("op", "(", "'(' to start the list after 'in'")
-        values = [self.parse_literal()]
-        while self.at("op", ","):
-            self.take()
-            if self.at("op", ")"):  # a trailing comma is harmless
-                break
-            values.append(self.parse_literal())
-        self.expect("op", ")", "')' to close the list")
-        return tuple(values)
-
-    def parse_literal(self):
-        tok = self.take()
-        if tok.kind in ("number", "string"):
-            return tok.value
-        if tok.kind == "keyword" and tok.value in _LITERAL_WORDS:
-            return _LITERAL_WORDS[tok.value]
-        raise self.fail("expected a number, a string, true, false or null", tok)
-
-    def parse_operand(self):
-        tok = self.peek()
-        if tok.kind == "op" and tok.value == "(":
-            self.take()
-            node = self.parse_or()
-            self.expect("op", ")", "')'")
-            return node
-        if tok.kind == "name":
-            self.take()
-            self.check_name(tok)
-            return ("col", tok.value)
-        if tok.kind in ("number", "string") or (tok.kind == "keyword" and tok.value in _LITERAL_WORDS):
-            return ("lit", self.parse_literal())
-        raise self.fail("expected a column name, a number, a string or '('")
-
-    def check_name(self, tok: Token) -> None:
-        name = tok.value
-        nxt = self.peek()
-        if nxt.kind == "op" and nxt.value == "(":
-            raise _error(self.text, tok.pos, f"function calls are not allowed ({name}(...))")
-        if name in self.columns:
-            return
-        if name.startswith("__") or keyword.iskeyword(name):  # import, lambda, None, __import__, ...
-            raise _error(self.text, tok.pos, f"{name!r} is Python, not part of the filter language")
-        raise _error(self.text, tok.pos, f"unknown column {name!r};{suggest(name, self.columns)}")
+def _parse(text: str) -> ast.expr:
+    if not text.strip():
+        raise _error(text, 0, "empty expression")
+    if len(text) > MAX_CHARS:
+        raise _error(text, MAX_CHARS, f"the filter is {len(text):,} characters long; the limit is {MAX_CHARS:,}")
+    source = _lower_keywords(text)
+    try:
+        return ast.parse(source, mode="eval").body
+    except SyntaxError as e:
+        raise _explain_syntax_error(text, source, e) from None
+    except (RecursionError, MemoryError):  # the parser's own stack, on deeply nested input
+        raise _error(text, 0, f"nested too deeply for the parser (at most {MAX_DEPTH} levels)") from None
 
 
 def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _kind_of(node, columns: Mapping[str, str]) -> str | None:
-    """The kind of an operand node: a column's declared kind, or the kind of a literal."""
-    if node[0] == "col":
-        return columns[node[1]]
-    if node[0] == "lit":
-        value = node[1]
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return BOOL
-        return NUMBER if isinstance(value, float) else TEXT
-    return BOOL  # a nested expression
-
-
-class Filter:
-    """A compiled filter: `matches(row)` says whether a row (a mapping column -> value) passes."""
-
-    def __init__(self, text: str, columns: Mapping[str, str]):
-        self.text = text
-        self.columns = dict(columns)
-        self.tree = _Parser(text, self.columns).parse()
-        self._check(self.tree, top=True)
-
-    def __repr__(self) -> str:
-        return f"Filter({self.text!r})"
-
-    def matches(self, row: Mapping[str, Any]) -> bool:
-        return bool(self._eval(self.tree, row))
-
-    # Type checks happen once, at compile time, so that a mistake is reported even when no row
-    # would reach it, and before anything is printed.
-    def _check(self, node, top: bool = False) -> None:
-        tag = node[0]
-        if tag in ("and", "or"):
-            self._check(node[1], top=True)
-            self._check(node[2], top=True)
-        elif tag == "not":
-            self._check(node[1], top=True)
-        elif tag == "cmp":
-            op, left, right = node[1:]
-            lk, rk = _kind_of(left, self.columns), _kind_of(right, self.columns)
-            for side in (left, right):
-                if side[0] not in ("col", "lit"):
-                    self._check(side, top=True)
-            if lk and rk and lk != rk:
-                raise UserError(f"bad filter expression: cannot compare {_describe(left, lk)} with {_describe(right, rk)} in {self.text!r}")
-            if op not in ("==", "!=") and (lk != NUMBER or rk != NUMBER):
-                raise UserError(f"bad filter expression: {op!r} needs numbers, in {self.text!r}")
-        elif tag == "in":
-            kind = _kind_of(node[1], self.columns)
-            for value in node[2]:
-                vk = _kind_of(("lit", value), self.columns)
-                if vk and kind and vk != kind:
-                    raise UserError(f"bad filter expression: {_describe(node[1], kind)} cannot be in a list holding {value!r}, in {self.text!r}")
-        elif tag == "contains":
-            for side in node[1:3]:
-                if _kind_of(side, self.columns) != TEXT:
-                    raise UserError(f"bad filter expression: 'contains' works on text, not on {_describe(side, _kind_of(side, self.columns))}, in {self.text!r}")
-        elif top and not (tag == "col" and self.columns[node[1]] == BOOL):
-            what = f"column {node[1]!r} ({self.columns[node[1]]})" if tag == "col" else f"literal {node[1]!r}"
-            raise UserError(f"bad filter expression: {what} is not a condition; compare it, e.g. {node[1] if tag == 'col' else 'x'} == ..., in {self.text!r}")
-
-    def _eval(self, node, row: Mapping[str, Any]) -> Any:
-        tag = node[0]
-        if tag == "col":
-            return row.get(node[1])
-        if tag == "lit":
-            return node[1]
-        if tag == "not":
-            return not self._eval(node[1], row)
-        if tag == "and":
-            return bool(self._eval(node[1], row)) and bool(self._eval(node[2], row))
-        if tag == "or":
-            return bool(self._eval(node[1], row)) or bool(self._eval(node[2], row))
-        if tag == "cmp":
-            return _compare(node[1], self._eval(node[2], row), self._eval(node[3], row))
-        if tag == "in":
-            value = self._eval(node[1], row)
-            return any(_equal(value, v) for v in node[2]) != node[3]
-        if tag == "contains":
-            haystack, needle = self._eval(node[1], row), self._eval(node[2], row)
-            found = not _is_missing(haystack) and not _is_missing(needle) and str(needle) in str(haystack)
-            return found != node[3]
-        raise AssertionError(f"unknown node {tag}")  # the parser builds no other tags
-
-
-def _describe(node, kind: str | None) -> str:
-    return f"column {node[1]!r} ({kind})" if node[0] == "col" else f"{kind or 'null'} {node[1]!r}"
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -352,14 +184,6 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-_ORDER: dict[str, Callable[[float, float], bool]] = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
-
-
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op == "==":
         return _equal(left, right)
@@ -368,6 +192,177 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     if _is_missing(left) or _is_missing(right):
         return False
     return _ORDER[op](float(left), float(right))
+
+
+def _contains(haystack: Any, needle: Any) -> bool:
+    return not _is_missing(haystack) and not _is_missing(needle) and str(needle) in str(haystack)
+
+
+def _kind_of_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return BOOL
+    return NUMBER if isinstance(value, (int, float)) else TEXT
+
+
+_NOT_A_LITERAL = object()
+Evaluator = Callable[[Mapping[str, Any]], Any]
+
+
+class _Compiler:
+    """One walk over the parsed tree: refuses what is not whitelisted, checks column kinds, and
+    returns a function of a row for each node."""
+
+    def __init__(self, text: str, columns: Mapping[str, str]):
+        self.text = text
+        self.columns = columns
+
+    def fail(self, node: ast.AST, message: str) -> UserError:
+        lines = self.text.split("\n")
+        line = lines[node.lineno - 1]
+        # ast columns count UTF-8 bytes; the caret counts characters
+        col = len(line.encode("utf-8")[: node.col_offset].decode("utf-8", "ignore"))
+        return _error(self.text, _offset(self.text, node.lineno, col), message)
+
+    def source(self, node: ast.AST) -> str:
+        return ast.get_source_segment(self.text, node) or type(node).__name__
+
+    def condition(self, node: ast.expr, depth: int) -> Evaluator:
+        """A node used as a truth value: a comparison, and/or/not, or a boolean column."""
+        kind, fn = self.value(node, depth)
+        if kind != BOOL or self.literal(node) is not _NOT_A_LITERAL:
+            what = self.describe(node, kind)
+            example = node.id if isinstance(node, ast.Name) else "x"
+            raise self.fail(node, f"{what} is not a condition; compare it, e.g. {example} == ...")
+        return lambda row: bool(fn(row))
+
+    def value(self, node: ast.expr, depth: int) -> tuple[str | None, Evaluator]:
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, ast.BoolOp):
+            parts = [self.condition(v, depth + 1) for v in node.values]
+            combine = all if isinstance(node.op, ast.And) else any
+            return BOOL, lambda row: combine(p(row) for p in parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self.condition(node.operand, depth + 1)
+            return BOOL, lambda row: not inner(row)
+        if isinstance(node, ast.Compare):
+            return BOOL, self.comparison(node, depth)
+        literal = self.literal(node)
+        if literal is not _NOT_A_LITERAL:
+            return _kind_of_value(literal), lambda row: literal
+        if isinstance(node, ast.Name):
+            return self.column(node)
+        raise self.refuse(node)
+
+    def literal(self, node: ast.expr) -> Any:
+        """The value of a literal node (a number, possibly negative, a string, true/false/null),
+        else _NOT_A_LITERAL."""
+        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float))):
+            return node.value
+        if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
+                and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
+            return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+        if isinstance(node, ast.Name) and node.id not in self.columns and node.id.lower() in _LITERAL_WORDS:
+            return _LITERAL_WORDS[node.id.lower()]
+        return _NOT_A_LITERAL
+
+    def column(self, node: ast.Name) -> tuple[str, Evaluator]:
+        name = node.id
+        if name not in self.columns:
+            if name.startswith("__") or keyword.iskeyword(name):
+                raise self.fail(node, f"{name!r} is Python, not part of the filter language")
+            raise self.fail(node, f"unknown column {name!r};{suggest(name, self.columns)}")
+        return self.columns[name], lambda row: row.get(name)
+
+    def refuse(self, node: ast.expr) -> UserError:
+        if isinstance(node, (ast.BinOp, ast.UnaryOp)):
+            return self.fail(node, _REFUSED_OPERATORS.get(type(node.op), _ARITHMETIC))
+        for classes, reason in _REFUSED_NODES:
+            if isinstance(node, classes):
+                if isinstance(node, ast.Call):
+                    reason += f" ({self.source(node.func)}(...))"
+                return self.fail(node, reason)
+        if isinstance(node, ast.Constant):
+            return self.fail(node, f"{node.value!r} is not a number, a string, true, false or null")
+        return self.fail(node, f"{self.source(node)!r} is not part of the filter language")
+
+    def describe(self, node: ast.expr, kind: str | None) -> str:
+        if isinstance(node, ast.Name) and node.id in self.columns:
+            return f"column {node.id!r} ({kind})"
+        literal = self.literal(node)
+        if literal is not _NOT_A_LITERAL:
+            return f"{kind or 'null'} {literal!r}"
+        return f"the condition {self.source(node)!r}"
+
+    def comparison(self, node: ast.Compare, depth: int) -> Evaluator:
+        """A chain `a < b <= c` holds when each pair holds, as in Python."""
+        pairs, left = [], node.left
+        for op, right in zip(node.ops, node.comparators):
+            pairs.append(self.pair(node, op, left, right, depth + 1))
+            left = right
+        if len(pairs) == 1:
+            return pairs[0]
+        return lambda row: all(p(row) for p in pairs)
+
+    def pair(self, node: ast.Compare, op: ast.cmpop, left: ast.expr, right: ast.expr, depth: int) -> Evaluator:
+        if isinstance(op, (ast.Is, ast.IsNot)):
+            raise self.fail(node, "'is' is Python: use '==' or '!=' (error == null)")
+        negated = isinstance(op, ast.NotIn)
+        if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple, ast.List)):
+            return self.membership(left, right.elts, negated, depth)
+        if isinstance(op, (ast.In, ast.NotIn)) and self.parenthesised(right) and self.literal(right) is not _NOT_A_LITERAL:
+            # Python reads `family in ("IA3")` as a substring test on "IA3"; people mean a list of one
+            return self.membership(left, [right], negated, depth)
+        lk, lf = self.value(left, depth)
+        rk, rf = self.value(right, depth)
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if isinstance(left, ast.Name) and self.literal(right) is not _NOT_A_LITERAL:
+                raise self.fail(right, f"after 'in' write a list in parentheses ({left.id} in (\"LoRA\", \"IA3\")), "
+                                       "or text on the left of a text column (\"rank32\" in experiment)")
+            for side, kind in ((left, lk), (right, rk)):
+                if kind != TEXT:
+                    raise self.fail(side, f"'in' without a list is a substring test on text, not on {self.describe(side, kind)}")
+            return lambda row: _contains(rf(row), lf(row)) != negated
+        symbol = _COMPARISONS[type(op)]
+        if lk and rk and lk != rk:
+            raise self.fail(node, f"cannot compare {self.describe(left, lk)} with {self.describe(right, rk)}")
+        if symbol not in ("==", "!=") and (lk != NUMBER or rk != NUMBER):
+            raise self.fail(node, f"{symbol!r} needs numbers on both sides")
+        return lambda row: _compare(symbol, lf(row), rf(row))
+
+    def parenthesised(self, node: ast.expr) -> bool:
+        line = self.text.split("\n")[node.lineno - 1].encode("utf-8")[: node.col_offset].decode("utf-8", "ignore")
+        return line.rstrip().endswith("(")
+
+    def membership(self, left: ast.expr, items: list[ast.expr], negated: bool, depth: int) -> Evaluator:
+        kind, fn = self.value(left, depth)
+        values = []
+        for item in items:
+            value = self.literal(item)
+            if value is _NOT_A_LITERAL:
+                raise self.fail(item, "expected a number, a string, true, false or null in the list after 'in'")
+            if _kind_of_value(value) and kind and _kind_of_value(value) != kind:
+                raise self.fail(item, f"{self.describe(left, kind)} cannot be in a list holding {value!r}")
+            values.append(value)
+        return lambda row: any(_equal(fn(row), v) for v in values) != negated
+
+
+class Filter:
+    """A compiled filter: `matches(row)` says whether a row (a mapping column -> value) passes."""
+
+    def __init__(self, text: str, columns: Mapping[str, str]):
+        self.text = text
+        self.columns = dict(columns)
+        # positions in the tree hold for the user's text too: only keyword case was changed
+        self._matches = _Compiler(text, self.columns).condition(_parse(text), depth=0)
+
+    def __repr__(self) -> str:
+        return f"Filter({self.text!r})"
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        return self._matches(row)
 
 
 def compile_filter(text: str, columns: Mapping[str, str]) -> Filter:

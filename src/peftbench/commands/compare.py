@@ -30,11 +30,12 @@ Statistics:
                      shared test items when both have predictions, else two-proportion z-test.
                      No multiple-comparison correction: a screening mark.
 
-Filter language (--filter), never evaluated as Python:
-  family == "LoRA" and test_acc > 0.4      experiment contains "rank32"
+Filter language (--filter): Python's comparison syntax, parsed to a tree and never run:
+  family == "LoRA" and test_acc > 0.4      "rank32" in experiment   (substring test)
   family in ("LoRA", "IA3")                not near_best      error != null
-  Operators: == != < <= > >= and or not in contains ( ). Missing values equal only null.
-  Accuracies are fractions (0.4), memory in bytes, times in seconds.
+  Operators: == != < <= > >= (chains: 0.3 < test_acc < 0.5) and or not in, not in ( ).
+  Missing values equal only null. Accuracies are fractions (0.4), memory in bytes, times in
+  seconds. At most 2,000 characters and 32 levels of nesting.
 
 Columns: `peftbench compare --list-columns` lists names, directions and meanings.
 Examples:
