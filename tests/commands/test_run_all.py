@@ -20,12 +20,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import TINY_LORA, make_suite  # noqa: E402
 
 import peftbench  # noqa: E402
 from peftbench.experiment import planning  # noqa: E402
 from peftbench.cli import build_parser, main  # noqa: E402
 from peftbench.commands import run_all  # noqa: E402
+from peftbench.experiment.executors import RunItem, child  # noqa: E402
 from peftbench.record.results import read_result  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
@@ -33,7 +33,7 @@ FULL = "experiments/full-finetuning/tiny"
 
 
 @pytest.fixture(scope="module")
-def populated(tmp_path_factory, tiny_model_dir) -> Path:
+def populated(make_suite, tmp_path_factory, tiny_model_dir) -> Path:
     """A tiny suite whose two experiments each have one up-to-date result (made in-process)."""
     suite = make_suite(tmp_path_factory.mktemp("populated") / "suite", tiny_model_dir)
     assert main(["run", str(suite / LORA), str(suite / FULL), "--no-progress", "--clean"]) == 0
@@ -69,11 +69,11 @@ def test_dry_run_lists_each_experiment_with_its_reason_and_runs_nothing(tiny_sui
     assert not any((tiny_suite / d).exists() for d in ("results", "temporary_results", "cancelled_results"))
 
 
-def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_configs_do_not_stop_the_rest(suite, capsys):
+def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_configs_do_not_stop_the_rest(tiny_lora, suite, capsys):
     (suite / FULL / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": 2e-4}}))
     bad = suite / "experiments" / "lora" / "typo"
     bad.mkdir()
-    (bad / "adapter_config.json").write_text(json.dumps(TINY_LORA))
+    (bad / "adapter_config.json").write_text(json.dumps(tiny_lora))
     (bad / "training_params.json").write_text(json.dumps({"max_stepz": 3}))
     before = result_files(suite)
 
@@ -98,7 +98,8 @@ def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_confi
     assert recorded["train_config"]["optimizer_kwargs"] == {"lr": 2e-4}
     # The child's exact command line, `python -m peftbench.cli run ...` as typed.
     assert recorded["command"][0] == sys.executable and recorded["command"][1:4] == ["-m", "peftbench.cli", "run"]
-    assert recorded["command"][3:] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress", "--clean"]
+    assert recorded["command"][3:-2] == ["run", str(suite / FULL), "--seed", "0", "--if-stale", "--no-progress", "--clean"]
+    assert recorded["command"][-2] == "--outcome-file"
 
     # Right after a complete run-all, the next one runs nothing and says why.
     shutil.rmtree(bad)
@@ -109,7 +110,7 @@ def test_changed_training_params_rerun_exactly_that_experiment_and_invalid_confi
     assert len(result_files(suite)) == len(before) + 1
 
 
-def test_failed_run_does_not_stop_the_loop_and_ctrl_c_cancels_the_running_one_and_prints_the_summary(
+def test_failed_run_does_not_stop_the_loop_and_ctrl_c_cancels_the_running_one_and_prints_the_summary(make_suite, 
         tmp_path, tiny_model_dir, capsys):
     # Long enough that the first checkpoint (step 10) comes well before the end.
     suite = make_suite(tmp_path / "suite", tiny_model_dir, max_steps=300, eval_steps=10)
@@ -178,23 +179,24 @@ def test_each_planned_run_is_checked_again_just_before_it_starts(suite, capsys):
     args = build_parser().parse_args(["run-all", str(suite)])
     outcomes, interrupted = run_all._run_plan(stale_plan, args)
     assert not interrupted
-    assert [(o.outcome, o.detail, o.seconds) for o in outcomes] == [("skipped", "up to date", None)] * 2
+    assert [(o.status, o.detail, o.seconds) for o in outcomes] == [("skipped", "up to date", None)] * 2
     assert "up to date: not started" in capsys.readouterr().err
 
 
 def test_each_run_is_a_fresh_cli_process_with_the_options_passed_through(suite):
     args = build_parser().parse_args(["run-all", str(suite), "--set", "max_steps=3", "--set", "optimizer_kwargs.lr=0.01",
                                       "--no-resume", "--keep-checkpoint", "--no-progress", "-v"])
-    [item] = [i for i in planning.plan([str(suite / LORA)], [1])]
-    assert run_all.child_command(item, args) == [
+    [plan_item] = [i for i in planning.plan([str(suite / LORA)], [1])]
+    item = RunItem(plan_item.path, plan_item.seed, tuple(args.overrides))
+    assert child.command(item, run_all.settings_of(args), "/tmp/o.json") == [
         sys.executable, "-m", "peftbench.cli", "run", str(suite / LORA), "--seed", "1", "--if-stale",
         "--set", "max_steps=3", "--set", "optimizer_kwargs.lr=0.01", "--no-resume", "--keep-checkpoint",
-        "--no-progress", "-v", "--clean"]
+        "--no-progress", "-v", "--clean", "--outcome-file", "/tmp/o.json"]
     forced = build_parser().parse_args(["run-all", str(suite), "--force"])
-    assert "--if-stale" not in run_all.child_command(item, forced)  # --force must not be undone by the child
+    assert "--if-stale" not in child.command(item, run_all.settings_of(forced))  # --force must not be undone by the child
     # adapters are deleted after each run unless asked to keep them
     kept = build_parser().parse_args(["run-all", str(suite), "--keep-adapters"])
-    assert "--clean" not in run_all.child_command(item, kept)
+    assert "--clean" not in child.command(item, run_all.settings_of(kept))
 
 
 def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, tmp_path, monkeypatch, capsys):
@@ -252,19 +254,35 @@ def test_a_folder_without_experiments_is_bad_input(tmp_path, capsys):
     assert "no experiment folders found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("output, code, outcome, detail", [
-    ("data: ...\nlora/tiny-r4 (seed 0): success: /s/temporary_results/a.json\n", 0, "success", "/s/temporary_results/a.json"),
-    ("lora/tiny-r4 (seed 0): skipped: up to date (/s/results/a.json)\n", 0, "skipped", "up to date (/s/results/a.json)"),
-    ("train  50%|#####     | 5/10\rlora/tiny-r4 (seed 0): cancelled: /s/cancelled_results/a.json\n", 130, "cancelled",
+RESULT = "/s/temporary_results/lora--tiny-r4--2026-11-30T00-00-00.json"
+
+
+@pytest.mark.parametrize("reported, code, last, outcome, detail", [
+    ({"status": "success", "result_path": RESULT}, 0, "", "success", RESULT),
+    ({"status": "skipped", "detail": "up to date (/s/results/a.json)", "result_path": "/s/results/a.json"}, 0, "",
+     "skipped", "up to date (/s/results/a.json)"),
+    ({"status": "cancelled", "result_path": "/s/cancelled_results/a.json"}, 130, "", "cancelled", "/s/cancelled_results/a.json"),
+    ({"status": "failed", "result_path": "/s/cancelled_results/a.json", "error": "RuntimeError: boom"}, 1, "", "failed",
      "/s/cancelled_results/a.json"),
-    ("lora/tiny-r4 (seed 0): failed: /s/cancelled_results/a.json\n", 1, "failed", "/s/cancelled_results/a.json"),
-    ("peftbench run: error: device 'cuda' is not available on this machine\n", 2, "invalid",
-     "peftbench run: error: device 'cuda' is not available on this machine"),
-    ("step 10/40 ...\n", -signal.SIGKILL, "failed", "killed by SIGKILL; no result written"),
-    ("lora/other (seed 0): success: /s/x.json\nTraceback ...\nMemoryError\n", 1, "failed",
-     "exit status 1, no result written: MemoryError"),  # another experiment's line is not this run's report
+    ({"status": "invalid", "detail": "peftbench run: error: device 'cuda' is not available on this machine"}, 2, "",
+     "invalid", "peftbench run: error: device 'cuda' is not available on this machine"),
+    (None, -signal.SIGKILL, "step 10/40 ...", "failed", "killed by SIGKILL; no result written"),
+    # The printed text decorates the message of a child that died; it never decides the outcome.
+    (None, 1, "lora/tiny-r4 (seed 0): success: /s/x.json\nMemoryError", "failed",
+     "exit status 1, no result written: MemoryError"),
 ])
-def test_a_child_is_judged_by_its_own_report_line_and_its_exit_status(output, code, outcome, detail):
-    item = planning.PlanItem("lora/tiny-r4", Path("/s/experiments/lora/tiny-r4"), 0, "lora--tiny-r4", "run", "never run")
-    judged = run_all.classify(item, code, output, 1.0)
-    assert (judged.outcome, judged.detail) == (outcome, detail)
+def test_a_child_is_judged_by_its_outcome_file_and_its_exit_status(tmp_path, reported, code, last, outcome, detail):
+    item = RunItem(Path("/s/experiments/lora/tiny-r4"), 0)
+    path = tmp_path / "outcome.json"
+    if reported is not None:
+        path.write_text(json.dumps({"experiment": "lora/tiny-r4", "seed": 0, **reported}))
+    judged = child.judge(item, code, child.read_outcome(path), 1.0, child.last_line(last))
+    assert (judged.status, judged.detail) == (outcome, detail)
+
+
+def test_ray_options_without_the_ray_executor_are_bad_input(tiny_suite, capsys):
+    assert main(["run-all", str(tiny_suite), "--address", "auto"]) == 2
+    assert "--address only apply to --executor ray" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["run-all", str(tiny_suite), "--executor", "ray", "--cpus-per-run", "0"])
+    assert exc.value.code == 2 and "expected a number > 0, got '0'" in capsys.readouterr().err

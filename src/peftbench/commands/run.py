@@ -56,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", action="store_true", help="delete the saved adapter after the run")
     parser.add_argument("--if-stale", action="store_true",
                         help="skip an experiment whose up-to-date result already exists (used by run-all)")
+    # Hidden: how run-all (or tune) learns what its child did (experiment/executors/child.py).
+    parser.add_argument("--outcome-file", help=argparse.SUPPRESS)
+    parser.add_argument("--expected-run-key", help=argparse.SUPPRESS)
     add_common_run_options(parser)
 
 
@@ -66,6 +69,24 @@ def seed_list(args) -> list[int | None]:
 
 
 def run(args) -> int:
+    if not args.outcome_file:
+        return _run(args)
+    from peftbench.errors import UserError
+    from peftbench.experiment.executors import child
+
+    if len(args.experiments) * len(seed_list(args)) > 1:
+        raise UserError("--outcome-file takes one experiment and one seed")
+    try:
+        return _run(args)
+    except UserError as exc:
+        # One line: it becomes a cell of run-all's summary table.
+        message = " ".join(line.strip() for line in str(exc).splitlines())
+        child.write_outcome(args.outcome_file, experiment=str(args.experiments[0]), seed=args.seed, status="invalid",
+                            detail=f"peftbench run: error: {message}", error=message)
+        raise
+
+
+def _run(args) -> int:
     from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
     from peftbench.training.runner import RunOptions, run_experiment
 
@@ -88,7 +109,19 @@ def run(args) -> int:
     for exp, default_seed in jobs:
         outcome = run_experiment(exp, opts, default_seed)
         print(f"{exp.experiment_name} (seed {exp.train_config.seed}): {outcome.message}", file=sys.stderr)
+        if args.outcome_file:
+            _write_outcome(args, exp, outcome)
         if outcome.exit_code == 130:
             return 130
         worst = max(worst, outcome.exit_code)
     return worst
+
+
+def _write_outcome(args, exp, outcome) -> None:
+    from peftbench.experiment.executors import child
+
+    status = outcome.status.value if outcome.status is not None else "skipped"
+    child.write_outcome(args.outcome_file, experiment=exp.experiment_name, seed=exp.train_config.seed,
+                        status=status, result_path=outcome.result_path,
+                        detail=outcome.message.removeprefix("skipped: ") if outcome.status is None else None,
+                        error=outcome.error, run_key=outcome.run_key, expected_run_key=args.expected_run_key)

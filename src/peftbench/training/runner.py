@@ -48,6 +48,8 @@ class RunOutcome:
     result_path: Path | None
     message: str = ""
     exit_code: int = 0
+    run_key: str | None = None  # None when the run stopped before computing it (lock held)
+    error: str | None = None  # the recorded error_msg of a failed or cancelled run
 
 
 EXIT_CODES = {Status.SUCCESS: 0, Status.FAILED: 1, Status.CANCELLED: 130}
@@ -132,7 +134,7 @@ def _run_locked(run: _Run) -> RunOutcome:
         # Checked after taking the lock: another process may have finished this run meanwhile.
         up_to_date = planning.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key, run.git.is_main_and_clean)
         if up_to_date is not None:
-            return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})")
+            return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})", run_key=run.run_key)
     status, error = Status.SUCCESS, None
     # SIGTERM (e.g. `kill`) is a cancel, recorded as such, like Ctrl+C
     with sigterm_raises(lambda signum: RunCancelled(f"received signal {signal.Signals(signum).name}")):
@@ -151,7 +153,8 @@ def _run_locked(run: _Run) -> RunOutcome:
         except Exception as exc:  # noqa: BLE001 - every other exception is a failed run, recorded
             status, error = Status.FAILED, exc
         path = _write_result(run, status, error)
-    return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status])
+    return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
+                      run.result["run_info"].get("error_msg"))
 
 
 # ----------------------------------------------------------------------------------------------
