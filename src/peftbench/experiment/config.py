@@ -22,6 +22,8 @@ from peftbench.errors import ConfigError, UserError
 
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
 LR_SCHEDULERS = (None, "cosine", "constant")
+# Experiment trackers, named as transformers' TrainingArguments.report_to (training/trackers.py).
+REPORT_TO_CHOICES = ("none", "tensorboard", "mlflow", "trackio", "wandb")
 # Optimizers from peft.optimizers, selected by these names; any other name is a torch.optim class.
 PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
 DEFAULT_QUERY_TEMPLATE = "Question: {query} Think step by step.\nAnswer:"
@@ -74,6 +76,9 @@ class TrainConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms on accelerators
+    # "none", a tracker name, a list of them, or names separated by commas ("tensorboard,mlflow");
+    # trackers do not change the numbers, so the run key leaves this out (record/runkey.py)
+    report_to: str | list = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,6 +178,7 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"grad_norm_clip: must be > 0 or null, got {cfg.grad_norm_clip}")
     if not 0 <= cfg.warmup_ratio < 1:
         p.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    p.extend(_report_to_problems(cfg.report_to))
     if cfg.lr_scheduler not in LR_SCHEDULERS:
         p.append(f"lr_scheduler: {cfg.lr_scheduler!r} is not one of null, 'cosine', 'constant'")
     p.extend(_template_problems(cfg.query_template))
@@ -185,6 +191,12 @@ def validate(cfg: TrainConfig) -> list[str]:
     for name in ("train_dataset", "eval_dataset", "forgetting_dataset"):
         p.extend(_dataset_problems(name, getattr(cfg, name)))
     return p
+
+
+def _report_to_problems(report_to: str | list) -> list[str]:
+    names = report_to.split(",") if isinstance(report_to, str) else report_to
+    bad = [n for n in names if not isinstance(n, str) or n.strip() not in REPORT_TO_CHOICES]
+    return [f"report_to: unknown tracker {n!r};{suggest(str(n), REPORT_TO_CHOICES)}" for n in bad]
 
 
 def _template_problems(template: str) -> list[str]:

@@ -4,7 +4,7 @@ What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
 - `train_config`: the resolved TrainConfig (the seed included), with `device` replaced by the
   resolved device kind (cpu/cuda/xpu/mps: "auto" on two machines is not the same input), local
   data and model paths replaced by "<local>" (their content hashes are under `datasets` and
-  `model`, so moving a checkout changes nothing), and without `checkpoint_steps`;
+  `model`, so moving a checkout changes nothing), and without `checkpoint_steps` and `report_to`;
 - `peft_config`: the PEFT config as PEFT resolves it (`to_dict()`, defaults filled in), without
   the fields PEFT writes when it saves an adapter (`peft_version`, `base_model_name_or_path`,
   `revision`, `inference_mode`): they do not change training (the model and its revision are in
@@ -41,7 +41,8 @@ TRAINING_SOURCES = ("training", "demo", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
 # equals an uninterrupted one, tests/test_resume.py).
-_NOT_OUTCOME_FIELDS = ("checkpoint_steps",)
+# report_to: which experiment trackers watch the run (they only read its numbers).
+_NOT_OUTCOME_FIELDS = ("checkpoint_steps", "report_to")
 _SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
 _PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
 
