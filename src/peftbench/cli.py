@@ -10,7 +10,7 @@ import sys
 import traceback
 
 from peftbench import __version__
-from peftbench.errors import UserError
+from peftbench.errors import ExitCode, UserError
 
 # name typed by the user -> module under peftbench.commands
 COMMANDS: dict[str, str] = {
@@ -24,11 +24,6 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "list": "list_cmd",
 }
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 130
 
 
 def _load(module_name: str):
@@ -66,17 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     try:
         return int(args._module.run(args))
     except UserError as exc:
         if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"peftbench {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"peftbench {args.command}: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
+        return ExitCode.CANCELLED
 
 
 if __name__ == "__main__":

@@ -3,7 +3,21 @@
 A `UserError` is bad input (a config typo, a missing folder): the CLI prints its message and
 exits with status 2, without a traceback unless --debug is given. Anything else that escapes a
 run is a failure of the run itself and is recorded as such.
+
+`ExitCode` is the one list of exit statuses; every place that decides one returns a member.
 """
+
+from __future__ import annotations
+
+import os
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # a run failed (or, for run-all, was cancelled from outside)
+    BAD_INPUT = 2  # a UserError: nothing was run or written
+    CANCELLED = 130  # Ctrl+C or SIGTERM: 128 + SIGINT, as a shell reports it
 
 
 class UserError(Exception):
@@ -18,6 +32,15 @@ class ConfigError(UserError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid {source} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class ResultError(UserError):
+    """A result file that cannot be used: unreadable, truncated, not a result, a newer schema,
+    impossible values. Raised by `record.results.load`, the one reader of result files."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: unreadable result ({reason})")
 
 
 class RunCancelled(Exception):

@@ -9,7 +9,8 @@ import pytest
 
 from peftbench.analysis import leaderboard as compare
 from peftbench.cli import main
-from peftbench.errors import UserError
+from peftbench.errors import ResultError, UserError
+from peftbench.fs import atomic_write_json
 from peftbench.record.results import (
     ACCEL_MEM_MAX,
     CPU_PEAK_RSS,
@@ -21,7 +22,6 @@ from peftbench.record.results import (
     M_TRAIN_LOSS,
     M_TRAIN_TOTAL_TOKENS,
     M_VALID_ACC,
-    atomic_write_json,
     empty_result,
     item_id,
     write_predictions,
@@ -472,13 +472,19 @@ def test_paired_correctness_copes_with_a_copied_file(two_runs, tmp_path):
     assert len(ids) == 20 and x == y
 
 
-def test_nonsense_accuracies_and_statusless_files_do_not_crash(tmp_path):
+def test_accuracies_outside_0_1_are_skipped_with_a_warning_and_statusless_files_do_not_crash(tmp_path):
     write_run(tmp_path / "pct.json", make_result("x/pct", 47.8))  # a percentage where a fraction belongs
+    write_run(tmp_path / "nan.json", make_result("x/nan", float("nan")))
     (tmp_path / "bare.json").write_text(json.dumps({"run_info": None, "train_info": {"status": None, "metrics": None}}))
-    frame = compare.leaderboard(compare.load_runs([tmp_path]))
+    warnings = []
+    frame = compare.leaderboard(compare.load_runs([tmp_path], warn=warnings.append))
     ranked, other = by_experiment(frame), by_experiment(frame, ranked=False)
-    assert ranked["x/pct"]["test_acc"] == 47.8 and ranked["x/pct"]["test_acc_lo"] is None
+    assert "x/pct" not in ranked and "x/nan" not in ranked
+    assert sorted(warnings) == [f"warning: skipped {tmp_path / 'nan.json'}: unreadable result (test accuracy nan is not a fraction in [0, 1])",
+                                f"warning: skipped {tmp_path / 'pct.json'}: unreadable result (test accuracy 47.8 is not a fraction in [0, 1])"]
     assert other["bare"]["status"] == "unknown"  # no status and no accuracy: listed, not ranked
+    with pytest.raises(ResultError, match="nan.json"):
+        compare.load_runs([tmp_path], strict=True)
 
 
 def test_predictions_named_in_the_result_are_found(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from peftbench import fs
 from peftbench.record import results
 from peftbench.cli import main
 from peftbench.record.results import M_TEST_ACC, M_TEST_ACC_FLEX, M_VALID_ACC, M_VALID_ACC_FLEX
@@ -64,7 +65,7 @@ def _make_result(folder: Path, rows=ROWS, record_predictions: bool = True) -> Pa
     sha = results.write_predictions(pred_path, rows)
     if record_predictions:
         result["run_info"]["predictions"] = {"file": pred_path.name, "sha256": sha}
-    results.atomic_write_json(path, result)
+    fs.atomic_write_json(path, result)
     return path
 
 
@@ -102,7 +103,7 @@ def test_write_updates_accuracies_rows_sha_and_grader_version_and_nothing_else(t
     assert updated["meta_info"]["grader_version"] == GRADER_VERSION
 
     pred_path = results.predictions_path_for(path)
-    assert updated["run_info"]["predictions"] == {"file": pred_path.name, "sha256": results.sha256_file(pred_path)}
+    assert updated["run_info"]["predictions"] == {"file": pred_path.name, "sha256": fs.sha256_file(pred_path)}
     rows = results.read_predictions(pred_path)
     assert [(r["extracted"], r["extracted_flexible"], r["correct_strict"], r["correct_flexible"]) for r in rows] == [
         ("72", "72", True, True),
@@ -195,7 +196,7 @@ def test_not_a_result_is_a_user_error(tmp_path, capsys):
     path = tmp_path / "x.json"
     path.write_text('{"hello": 1}')
     assert main(["rescore", str(path)]) == 2
-    assert "not a readable result file" in capsys.readouterr().err
+    assert "x.json: unreadable result (not a peftbench result" in capsys.readouterr().err
 
 
 def test_sha256_mismatch_warns_and_still_rescores(tmp_path, capsys):

@@ -26,7 +26,7 @@ from peftbench.experiment import planning  # noqa: E402
 from peftbench.cli import build_parser, main  # noqa: E402
 from peftbench.commands import run_all  # noqa: E402
 from peftbench.experiment.executors import RunItem, child  # noqa: E402
-from peftbench.record.results import read_result  # noqa: E402
+from peftbench.record.results import load as read_result  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 FULL = "experiments/full-finetuning/tiny"

@@ -11,7 +11,8 @@ import pytest
 from peftbench import cli
 from peftbench.experiment import catalog
 from peftbench.errors import UserError
-from peftbench.record.results import M_STEP, M_TEST_ACC, atomic_write_json, empty_result
+from peftbench.fs import atomic_write_json
+from peftbench.record.results import M_STEP, M_TEST_ACC, empty_result
 
 SUITE = Path(__file__).resolve().parents[2]
 

@@ -21,6 +21,7 @@ from conftest import make_suite  # noqa: E402
 
 from peftbench.training import checkpoint as C  # noqa: E402
 from peftbench.record import lock as L  # noqa: E402
+from peftbench.fs import atomic_write_json  # noqa: E402
 from peftbench.record import results as R  # noqa: E402
 from peftbench.cli import main  # noqa: E402
 from peftbench.training.loop import NoScaler, TrainState  # noqa: E402
@@ -67,6 +68,55 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     lock.release()
     assert not path.exists()
 
+@pytest.mark.parametrize("note", ['{"host": "HOST", "started_at": "earlier"}', '{"pid": "abc", "host": "HOST"}',
+                                  "[]", "", "not json", '{"pid": -5, "host": "HOST"}', '{"pid": true, "host": "HOST"}'],
+                         ids=["no-pid", "pid-text", "list", "empty", "not-json", "negative-pid", "pid-bool"])
+def test_an_unusable_lock_note_neither_blocks_nor_raises(tmp_path, note):
+    path = tmp_path / "x.lock"
+    path.write_text(note.replace("HOST", socket.gethostname()))
+    assert L.running_holder(path) is None  # status / run-all: not "running now"
+    messages = []
+    lock = L.ExperimentLock(path, log=messages.append).acquire()
+    assert L.read_holder(path)["pid"] == os.getpid()
+    assert len(messages) == 1 and messages[0].startswith(f"taking over stale lock {path}")
+    lock.release()
+
+
+def test_a_pid_reused_after_a_restart_does_not_block(tmp_path):
+    # This process is alive, but it started after the note says its writer did: after a
+    # container restart, pids are handed out again from 1 and a note's pid may be anyone's.
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started_at": "2001-01-01T00:00:00+0000"}))
+    assert L.running_holder(path) is None
+    L.ExperimentLock(path, log=lambda _: None).acquire().release()
+    assert not path.exists()
+
+
+def test_a_note_of_a_live_process_started_before_it_is_respected(tmp_path):
+    path = tmp_path / "x.lock"
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "started_at": "2999-01-01T00:00:00+0000"}
+    path.write_text(json.dumps(holder))
+    assert L.running_holder(path) == holder
+    with pytest.raises(L.LockHeld, match=f"being run by pid {os.getppid()}"):
+        L.ExperimentLock(path).acquire()
+
+
+def test_a_lock_dies_with_its_process_even_when_its_note_stays(tmp_path):
+    path = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert L.running_holder(path)["pid"] == holder.pid
+        with pytest.raises(L.LockHeld):
+            L.ExperimentLock(path).acquire()
+    finally:
+        holder.kill()  # SIGKILL: no release, the note stays behind
+        holder.wait()
+    assert L.read_holder(path)["pid"] == holder.pid
+    assert L.running_holder(path) is None
+    L.ExperimentLock(path, log=lambda _: None).acquire().release()
+
+
 
 def test_lock_held_on_another_host_is_respected(tmp_path):
     path = tmp_path / "x.lock"
@@ -105,7 +155,7 @@ def _fail_fsync(fd):
 
 
 @pytest.mark.parametrize("write", [
-    lambda path: R.atomic_write_json(path, {"new": True}),
+    lambda path: atomic_write_json(path, {"new": True}),
     lambda path: R.write_predictions(path, [{"split": "test", "index": 0}]),
 ], ids=["result", "predictions"])
 def test_crash_while_writing_a_result_leaves_the_old_file_intact(tmp_path, monkeypatch, write):

@@ -23,7 +23,9 @@ from peftbench.record import runkey  # noqa: E402
 from peftbench.record import provenance
 from peftbench.experiment import suite as S  # noqa: E402
 from peftbench.cli import main  # noqa: E402
-from peftbench.record.results import Status, read_result, sha256_file  # noqa: E402
+from peftbench.fs import sha256_file  # noqa: E402
+from peftbench.record.results import Status  # noqa: E402
+from peftbench.record.results import load as read_result  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",

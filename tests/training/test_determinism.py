@@ -21,7 +21,7 @@ MACHINE_KEYS = {R.M_TRAIN_TIME, R.M_EVAL_TIME, R.M_TOKENS_PER_SEC, R.M_MEM_ALLOC
 
 
 def results_by_name(suite: Path) -> dict[str, dict]:
-    return {p.name: R.read_result(p) for p in sorted((suite / "temporary_results").glob("*.json"))}
+    return {p.name: R.load(p) for p in sorted((suite / "temporary_results").glob("*.json"))}
 
 
 def model_numbers(result: dict) -> list[dict]:

@@ -86,7 +86,7 @@ def test_reproducing_an_edited_result_fails_shows_the_number_and_warns_of_change
 
 
 def test_rebuilt_experiment_has_the_recorded_configs_and_run_key(fresh, tmp_path):
-    recorded = R.read_result(fresh)
+    recorded = R.load(fresh)
     exp = load_experiment(P.rebuild(recorded, tmp_path))
     assert (exp.method, exp.name) == ("lora", "tiny-r4")
     assert exp.train_config.to_dict() == recorded["run_info"]["train_config"]
@@ -95,7 +95,7 @@ def test_rebuilt_experiment_has_the_recorded_configs_and_run_key(fresh, tmp_path
 
 
 def test_full_finetuning_result_is_rebuilt_without_an_adapter_config(fresh, tmp_path):
-    recorded = R.read_result(fresh)
+    recorded = R.load(fresh)
     recorded["run_info"].update(experiment_name="full-finetuning/tiny", peft_config=None)
     exp = load_experiment(P.rebuild(recorded, tmp_path))
     assert exp.peft_config is None and exp.experiment_name == "full-finetuning/tiny"
@@ -103,7 +103,7 @@ def test_full_finetuning_result_is_rebuilt_without_an_adapter_config(fresh, tmp_
 
 
 def test_recorded_peft_fields_the_installed_peft_does_not_know_are_dropped(fresh, tmp_path):
-    recorded = R.read_result(fresh)
+    recorded = R.load(fresh)
     recorded["run_info"]["peft_config"]["option_of_a_future_peft"] = 1
     exp = load_experiment(P.rebuild(recorded, tmp_path))  # the loader refuses unknown options
     assert exp.peft_config.r == 4 and exp.peft_config.target_modules == {"q_proj", "v_proj"}

@@ -21,7 +21,7 @@ from conftest import make_suite  # noqa: E402
 from peftbench.record import lock as L  # noqa: E402
 from peftbench.cli import main  # noqa: E402
 from peftbench.training.reproduction import NOT_COMPARED  # noqa: E402
-from peftbench.record.results import read_result  # noqa: E402
+from peftbench.record.results import load as read_result  # noqa: E402
 
 LORA = "experiments/lora/tiny-r4"
 STEM = "lora--tiny-r4"

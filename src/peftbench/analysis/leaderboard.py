@@ -2,9 +2,11 @@
 
 Which files count (documented in `peftbench compare --help` too):
 
-- A suite folder (it has `results/` or `cancelled_results/`): the main results in `results/` and
-  the failed/cancelled runs in `cancelled_results/`. `temporary_results/` only when asked
-  (`include_temporary`): those runs were made from an unclean or non-main checkout.
+- A suite folder (it has `results/`, `cancelled_results/` or `temporary_results/`): the main
+  results in `results/` and the failed/cancelled runs in `cancelled_results/`.
+  `temporary_results/` only when asked (`include_temporary`): those runs were made from an
+  unclean or non-main checkout, or outside git; when they are all there is, the error says so.
+- A file that `results.load` refuses is skipped with a warning on stderr (an error with `strict`).
 - Any other folder: every `*.json` in it is a result file (the published results are such a folder).
 - A file: that result.
 
@@ -32,20 +34,20 @@ Statistics:
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from peftbench.analysis import stats
 from peftbench.experiment.config import suggest
-from peftbench.errors import UserError
+from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
 from peftbench.record.results import (
@@ -61,14 +63,31 @@ from peftbench.record.results import (
     M_TRAIN_LOSS,
     M_TRAIN_TOTAL_TOKENS,
     M_VALID_ACC,
+    RI_CREATED_AT,
+    RI_ERROR_MSG,
+    RI_EXPERIMENT_NAME,
+    RI_PEFT_CONFIG,
+    RI_SEED,
+    RI_TOTAL_TIME,
+    RI_TRAIN_CONFIG,
+    RUN_INFO,
+    TI_EVAL_TIME,
+    TI_FILE_SIZE,
+    TI_METRICS,
+    TI_NUM_TOTAL_PARAMS,
+    TI_NUM_TRAINABLE_PARAMS,
+    TI_STATUS,
+    TI_TEST_TIME,
+    TI_TRAIN_TIME,
+    TRAIN_INFO,
     Status,
     final_metrics,
-    normalize_result,
     named_predictions_path,
     predictions_path_for,
     read_predictions,
 )
-from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS
+from peftbench.record.results import load as load_result
+from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS, parse_result_name
 
 GSM8K_TEST_SIZE = 1319  # items in GSM8K's test split (openai/grade-school-math)
 
@@ -167,7 +186,7 @@ def find_result_files(paths: Sequence[str | os.PathLike], include_temporary: boo
             raise UserError(f"{path}: no such file or folder")
         if path.is_file():
             found.append((path, "file"))
-        elif (path / RESULTS).is_dir() or (path / CANCELLED_RESULTS).is_dir():
+        elif any((path / sub).is_dir() for sub in (RESULTS, CANCELLED_RESULTS, TEMPORARY_RESULTS)):
             folders = [(RESULTS, "main"), (CANCELLED_RESULTS, "cancelled")]
             if include_temporary:
                 folders.append((TEMPORARY_RESULTS, "temporary"))
@@ -176,7 +195,7 @@ def find_result_files(paths: Sequence[str | os.PathLike], include_temporary: boo
         else:
             files = sorted(path.glob("*.json"))
             if not files:
-                raise UserError(f"{path}: no result files (*.json) and no {RESULTS}/ or {CANCELLED_RESULTS}/ folder")
+                raise UserError(f"{path}: no result files (*.json) and no {RESULTS}/, {CANCELLED_RESULTS}/ or {TEMPORARY_RESULTS}/ folder")
             found += [(f, "file") for f in files]
     seen: set[Path] = set()
     unique = []
@@ -189,41 +208,66 @@ def find_result_files(paths: Sequence[str | os.PathLike], include_temporary: boo
 
 
 def read_run(path: Path, origin: str = "file") -> Run:
-    """Read one result file; a file that is not a result is a UserError naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        result = normalize_result(data)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable peftbench result: {exc}") from None
+    """Read one result file and its predictions; ResultError (a UserError) names the file and
+    the reason when either cannot be used."""
+    result = load_result(path)
     _clean_metrics(result)
     return Run(path=path, origin=origin, result=result, predictions=_read_predictions_of(path, result))
 
 
-def load_runs(paths: Sequence[str | os.PathLike], include_temporary: bool = False) -> list[Run]:
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_runs(paths: Sequence[str | os.PathLike], include_temporary: bool = False, strict: bool = False,
+              warn: Callable[[str], None] = _warn) -> list[Run]:
+    """Every result named by `paths` (see `find_result_files`). An unreadable file is skipped
+    with a warning naming it and the reason, so that one bad file does not hide all the others;
+    `strict` makes it an error instead. Nothing readable at all is an error that says why."""
     files = find_result_files(paths, include_temporary)
     if not files:
-        raise UserError(f"no result files found in {', '.join(map(str, paths))}")
-    return [read_run(f, origin) for f, origin in files]
+        raise UserError(f"no result files found in {', '.join(map(str, paths))}{_temporary_hint(paths, include_temporary)}")
+    runs, skipped = [], []
+    for f, origin in files:
+        try:
+            runs.append(read_run(f, origin))
+        except ResultError as exc:
+            if strict:
+                raise
+            skipped.append(str(exc))
+            warn(f"warning: skipped {exc}")
+    if not runs:
+        raise UserError("no readable result files:\n" + "\n".join(f"  - {s}" for s in skipped))
+    return runs
+
+
+def _temporary_hint(paths: Sequence[str | os.PathLike], include_temporary: bool) -> str:
+    """Why a suite shows nothing when its only results are in temporary_results/."""
+    if include_temporary:
+        return ""
+    if any(any((Path(p) / TEMPORARY_RESULTS).glob("*.json")) for p in paths if Path(p).is_dir()):
+        return (f"; {TEMPORARY_RESULTS}/ holds results (runs made outside branch main or from a dirty "
+                f"tree, or outside git): add --include-temporary to read them")
+    return ""
 
 
 def _clean_metrics(result: dict[str, Any]) -> None:
     """Keep only well-formed metrics entries (objects), so that hand-edited or truncated files
     still load; what is dropped was never usable."""
-    metrics = result["train_info"].get("metrics")
-    result["train_info"]["metrics"] = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
+    metrics = result[TRAIN_INFO].get(TI_METRICS)
+    result[TRAIN_INFO][TI_METRICS] = [m for m in metrics if isinstance(m, dict)] if isinstance(metrics, list) else []
 
 
 def _read_predictions_of(path: Path, result: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Predictions saved beside the result: the file named in run_info["predictions"]["file"],
     else `<base>.predictions.jsonl.gz`. None when there are none; an unreadable file is an error."""
-    named = named_predictions_path(path, result["run_info"])
+    named = named_predictions_path(path, result[RUN_INFO])
     for candidate in ([named] if named else []) + [predictions_path_for(path)]:
         if candidate.is_file():
             try:
                 rows = read_predictions(candidate)
             except (OSError, EOFError, ValueError) as exc:
-                raise UserError(f"{candidate}: unreadable predictions file: {exc}") from None
+                raise ResultError(path, f"its predictions file {candidate.name} is unreadable: {exc}") from None
             return [r for r in rows if isinstance(r, dict)]
     return None
 
@@ -288,28 +332,28 @@ def _dict(value: Any) -> dict[str, Any]:
 def experiment_name(run: Run) -> str:
     """run_info experiment_name, else "<method>/<name>" from the file name
     (`<method>--<name>[--seed<N> | --<timestamp>].json`)."""
-    name = run.result["run_info"].get("experiment_name")
+    name = run.result[RUN_INFO].get(RI_EXPERIMENT_NAME)
     if isinstance(name, str) and name.strip():
         return name.strip()
-    parts = run.path.name.removesuffix(".json").split("--")
+    parsed = parse_result_name(run.path.name)
+    if parsed:
+        return parsed.experiment_name
+    parts = run.path.name.removesuffix(".json").split("--")  # a foreign name: its first two parts
     return f"{parts[0]}/{parts[1]}" if len(parts) >= 2 else parts[0]
 
 
 def run_seed(run: Run) -> int | None:
-    info = run.result["run_info"]
-    for value in (info.get("seed"), _dict(info.get("train_config")).get("seed")):
+    info = run.result[RUN_INFO]
+    for value in (info.get(RI_SEED), _dict(info.get(RI_TRAIN_CONFIG)).get("seed")):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-    stem = run.path.name.removesuffix(".json")
-    last = stem.split("--")[-1]
-    if last.startswith("seed") and last[4:].isdigit():
-        return int(last[4:])
-    return None
+    parsed = parse_result_name(run.path.name)
+    return parsed.seed if parsed else None
 
 
 def created_at(run: Run) -> datetime | None:
     """When the run was made: run_info created_at (ISO 8601), else the file's modification time."""
-    value = run.result["run_info"].get("created_at")
+    value = run.result[RUN_INFO].get(RI_CREATED_AT)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -323,7 +367,7 @@ def created_at(run: Run) -> datetime | None:
 
 
 def run_status(run: Run) -> str:
-    status = run.result["train_info"].get("status")
+    status = run.result[TRAIN_INFO].get(TI_STATUS)
     return status if isinstance(status, str) and status else "unknown"
 
 
@@ -341,12 +385,12 @@ def is_ranked(run: Run) -> bool:
 def tokens_per_second(result: dict[str, Any]) -> float | None:
     """Mean of the logged "tokens / sec" over the metrics entries; else train total tokens /
     train time."""
-    rates = [r for r in (_num(m.get(M_TOKENS_PER_SEC)) for m in result["train_info"]["metrics"]) if r is not None]
+    rates = [r for r in (_num(m.get(M_TOKENS_PER_SEC)) for m in result[TRAIN_INFO][TI_METRICS]) if r is not None]
     if rates:
         return float(np.mean(rates))
-    total = next((_num(m.get(M_TRAIN_TOTAL_TOKENS)) for m in reversed(result["train_info"]["metrics"])
+    total = next((_num(m.get(M_TRAIN_TOTAL_TOKENS)) for m in reversed(result[TRAIN_INFO][TI_METRICS])
                   if _num(m.get(M_TRAIN_TOTAL_TOKENS)) is not None), None)
-    train_time = _num(result["train_info"].get("train_time"))
+    train_time = _num(result[TRAIN_INFO].get(TI_TRAIN_TIME))
     return total / train_time if total is not None and train_time else None
 
 
@@ -355,7 +399,7 @@ def number_of_test_items(run: Run) -> tuple[int, str]:
     rows = rows_of_test_split(run)
     if rows:
         return len(rows), "predictions"
-    configured = _dict(run.result["run_info"].get("train_config")).get("test_size")
+    configured = _dict(run.result[RUN_INFO].get(RI_TRAIN_CONFIG)).get("test_size")
     if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         return configured, "test_size"
     return GSM8K_TEST_SIZE, "gsm8k"
@@ -363,7 +407,7 @@ def number_of_test_items(run: Run) -> tuple[int, str]:
 
 def last_value(result: dict[str, Any], key: str) -> float | None:
     """The last logged value of metric `key` over the metrics entries."""
-    for entry in reversed(result["train_info"]["metrics"]):
+    for entry in reversed(result[TRAIN_INFO][TI_METRICS]):
         value = _num(entry.get(key))
         if value is not None:
             return value
@@ -374,7 +418,7 @@ def learning_curve(result: dict[str, Any]) -> dict[str, list[float | None]]:
     """Validation accuracy and train loss against step, from the intermediate metrics entries
     (the final entry, holding the test accuracy, is left out: it is not a validation point)."""
     steps, valid, loss = [], [], []
-    for entry in result["train_info"]["metrics"]:
+    for entry in result[TRAIN_INFO][TI_METRICS]:
         step = _num(entry.get(M_STEP))
         if step is None or M_TEST_ACC in entry:
             continue
@@ -386,14 +430,14 @@ def learning_curve(result: dict[str, Any]) -> dict[str, list[float | None]]:
 
 def run_row(run: Run) -> dict[str, Any]:
     """The leaderboard fields of one run, missing values as None."""
-    info, train = run.result["run_info"], run.result["train_info"]
+    info, train = run.result[RUN_INFO], run.result[TRAIN_INFO]
     final = final_metrics(run.result)
-    peft_config = info.get("peft_config") if isinstance(info.get("peft_config"), dict) else None
-    train_config = _dict(info.get("train_config"))
+    peft_config = info.get(RI_PEFT_CONFIG) if isinstance(info.get(RI_PEFT_CONFIG), dict) else None
+    train_config = _dict(info.get(RI_TRAIN_CONFIG))
     n_test, n_source = number_of_test_items(run)
     acc = _num(final.get(M_TEST_ACC))
-    trainable, total = _num(train.get("num_trainable_params")), _num(train.get("num_total_params"))
-    error = info.get("error_msg")
+    trainable, total = _num(train.get(TI_NUM_TRAINABLE_PARAMS)), _num(train.get(TI_NUM_TOTAL_PARAMS))
+    error = info.get(RI_ERROR_MSG)
     when = created_at(run)
     return {
         "family": family_name(peft_config, train_config),
@@ -409,10 +453,10 @@ def run_row(run: Run) -> dict[str, Any]:
         "mem_avg": _num(train.get(ACCEL_MEM_AVG)),
         "mem_99": _num(train.get(ACCEL_MEM_99)),
         "cpu_rss": _num(train.get(CPU_PEAK_RSS)),
-        "train_time": _num(train.get("train_time")),
-        "total_time": _num(info.get("total_time")),
+        "train_time": _num(train.get(TI_TRAIN_TIME)),
+        "total_time": _num(info.get(RI_TOTAL_TIME)),
         "tokens_per_s": tokens_per_second(run.result),
-        "file_size": _num(train.get("file_size")),
+        "file_size": _num(train.get(TI_FILE_SIZE)),
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": trainable / total if trainable is not None and total else None,

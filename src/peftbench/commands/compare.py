@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from peftbench.analysis.texttable import format_table
+from peftbench.commands.options import add_result_reading_options
 
 HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
 DESCRIPTION = """\
@@ -21,6 +22,9 @@ What is read:
                (temporary_results/ too with --include-temporary)
   other folder: every *.json in it            file: that result
   Default: the current folder. Result files of the original PEFT method comparison load too.
+  A file that is not a readable result (truncated, a newer schema_version, an accuracy outside
+  [0, 1], ...) is skipped with a warning on stderr naming it and the reason; --strict makes it an
+  error (exit 2). A suite whose results are all in temporary_results/ needs --include-temporary.
 
 Statistics:
   test acc [lo, hi]  95% Wilson score interval on n test items; n comes from the saved
@@ -63,8 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", metavar="EXPR", help='keep rows matching EXPR, e.g. \'family == "LoRA" and test_acc > 0.4\'')
     parser.add_argument("--pareto", metavar="X,Y",
                         help="mark the rows on the Pareto front of two columns (column `pareto`), e.g. mem_max,test_acc")
-    parser.add_argument("--include-temporary", action="store_true",
-                        help="also read temporary_results/ of suite folders")
+    add_result_reading_options(parser)
     parser.add_argument("--list-columns", action="store_true", help="list the columns and exit")
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_columns:
         print(list_columns())
         return 0
-    frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary))
+    frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict))
     if args.pareto:
         frame = compare.mark_pareto(frame, *compare.parse_pareto_axes(args.pareto))
     frame = compare.filter_rows(frame, args.filter)

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], str | None]:
     from peftbench.analysis import families
     from peftbench.experiment.config import load_experiment
-    from peftbench.errors import UserError
-    from peftbench.record.results import M_TEST_ACC, final_metrics, read_result
+    from peftbench.errors import ResultError, UserError
+    from peftbench.record.results import M_TEST_ACC, final_metrics, load
     from peftbench.experiment.suite import RESULTS, result_stem
 
     try:
@@ -84,10 +84,10 @@ def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], s
     result, accuracy = "-", ""
     if path.is_file():
         try:
-            acc = final_metrics(read_result(path)).get(M_TEST_ACC)
+            acc = final_metrics(load(path)).get(M_TEST_ACC)
             result, accuracy = "yes", ("" if acc is None else f"{100 * acc:.1f}%")
-        except (OSError, ValueError) as exc:
-            result = f"unreadable ({exc})"
+        except ResultError as exc:
+            result = f"unreadable result ({exc.reason})"
     return [family, variant if variant != family else "", entry.experiment_name, trainable, result, accuracy], None
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from peftbench.commands.options import add_result_reading_options
 
 HELP = "write a self-contained HTML report (leaderboard, Pareto plot, learning curves, failures)"
 DESCRIPTION = """\
@@ -18,7 +19,8 @@ Write one HTML file that works offline: data, script and style are inlined, noth
   - learning curves (validation accuracy and train loss against step) of chosen experiments;
   - the failed and cancelled runs with their errors.
 
-Inputs are read as by `peftbench compare`: suite folders, folders of result files, or files.
+Inputs are read as by `peftbench compare`: suite folders, folders of result files, or files;
+an unreadable file is skipped with a warning on stderr (an error with --strict).
 
 Screenshot for a quick look (Debian package chromium):
   peftbench report ../shared/data/peft-results -o report.html
@@ -33,25 +35,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="suite folders, folders of result files, or result files (default: .)")
     parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
     parser.add_argument("--title", default=None, help="page title (default: peftbench report)")
-    parser.add_argument("--include-temporary", action="store_true",
-                        help="also read temporary_results/ of suite folders")
+    add_result_reading_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import html_report as report
     from peftbench.errors import UserError
-    from peftbench.record.results import atomic_write_bytes
+    from peftbench.fs import atomic_write_bytes
 
-    runs = compare.load_runs(args.paths, include_temporary=args.include_temporary)
+    runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
     page = report.build_report(runs, sources=args.paths, title=args.title)
     output = Path(args.output)
     if output.is_dir():
         raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
-    atomic_write_bytes(output, page.encode("utf-8"))
-    # the atomic write's temporary file is private (0600); a report is meant to be shared
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(output, 0o666 & ~umask)
+    atomic_write_bytes(output, page.encode("utf-8"))  # fs gives it shared permissions (0666 less umask)
     print(f"wrote {output} ({len(runs)} result files, {len(page) / 1024:.0f} KiB)")
     return 0

@@ -67,7 +67,7 @@ def run(args) -> int:
         reproduced_path, code = _rerun(recorded, folder, args)
         if reproduced_path is None:
             return code
-        reproduced = R.read_result(reproduced_path)
+        reproduced = R.load(reproduced_path)
     rows = P.compare(recorded, reproduced, args.tolerance)
     print(format_rows(rows))
     _print_adapter_hashes(recorded, reproduced)

@@ -11,6 +11,7 @@ from typing import Any
 
 from peftbench.record import results
 from peftbench.errors import UserError
+from peftbench.fs import atomic_write_json, sha256_file
 from peftbench.record.results import (
     M_TEST_ACC,
     M_TEST_ACC_FLEX,
@@ -103,12 +104,7 @@ def run(args) -> int:
 def _load_raw(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no such result file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        results.normalize_result(raw)  # only validates; the raw object is what gets written back
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable result file ({exc})") from exc
+    raw, _ = results.load_raw(path)  # the raw object is what gets written back
     return raw
 
 
@@ -121,7 +117,7 @@ def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> t
             raise UserError(f"{path}: its predictions file {pred_path} is missing; "
                             "without it the run cannot be rescored (rerun it)")
         expected = info.get("sha256")
-        if expected and results.sha256_file(pred_path) != expected:
+        if expected and sha256_file(pred_path) != expected:
             warnings.append(f"{pred_path}: sha256 differs from the one recorded in {path.name}; "
                             "the file changed after the run, rescoring it as it is now")
             return pred_path, True
@@ -225,4 +221,4 @@ def write(plan: Rescore) -> None:
     if not isinstance(meta, dict):
         meta = raw["meta_info"] = {}
     meta["grader_version"] = GRADER_VERSION
-    results.atomic_write_json(plan.result_path, raw)
+    atomic_write_json(plan.result_path, raw)

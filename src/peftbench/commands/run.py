@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from peftbench.commands.options import add_common_run_options, add_verbose_option, seed_list
+from peftbench.errors import ExitCode
+
 HELP = "train, evaluate and record one experiment (or several, one after another)"
 DESCRIPTION = """\
 Train the experiment's PEFT adapter (or the full model when the folder has no
@@ -24,34 +27,10 @@ examples:
 """
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("no seed given")
-    return seeds
-
-
-def add_common_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `run` and `run-all`."""
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a training parameter, typed by its field (repeatable); "
-                             "KEY.SUB=VALUE changes one key of a mapping, e.g. optimizer_kwargs.lr=1e-3")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, help="run with this seed (default: the suite's)")
-    seeds.add_argument("--seeds", type=parse_seeds, help="run once per seed, e.g. 0,1,2")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start from step 0 even when a checkpoint of the same run exists")
-    parser.add_argument("--keep-checkpoint", action="store_true", help="keep the last checkpoint after success")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
                         help="experiment folder(s): <suite>/experiments/<peft-method>/<name>/")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print validation lines and progress details")
+    add_verbose_option(parser, "print validation lines and progress details")
     parser.add_argument("--output-dir", help="save the trained adapter here (default: a temporary folder, printed)")
     parser.add_argument("--clean", action="store_true", help="delete the saved adapter after the run")
     parser.add_argument("--if-stale", action="store_true",
@@ -60,12 +39,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outcome-file", help=argparse.SUPPRESS)
     parser.add_argument("--expected-run-key", help=argparse.SUPPRESS)
     add_common_run_options(parser)
-
-
-def seed_list(args) -> list[int | None]:
-    if args.seeds:
-        return list(args.seeds)
-    return [args.seed] if args.seed is not None else [None]
 
 
 def run(args) -> int:
@@ -105,15 +78,15 @@ def _run(args) -> int:
         raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
     opts = RunOptions(verbose=args.verbose, output_dir=args.output_dir, clean=args.clean, resume=args.resume,
                       keep_checkpoint=args.keep_checkpoint, if_stale=args.if_stale, progress=args.progress)
-    worst = 0
+    worst = ExitCode.OK
     for exp, default_seed in jobs:
         outcome = run_experiment(exp, opts, default_seed)
         print(f"{exp.experiment_name} (seed {exp.train_config.seed}): {outcome.message}", file=sys.stderr)
         if args.outcome_file:
             _write_outcome(args, exp, outcome)
-        if outcome.exit_code == 130:
-            return 130
-        worst = max(worst, outcome.exit_code)
+        if outcome.exit_code == ExitCode.CANCELLED:
+            return ExitCode.CANCELLED
+        worst = max(worst, ExitCode(outcome.exit_code))
     return worst
 
 

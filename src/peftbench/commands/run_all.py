@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from peftbench.errors import ExitCode
 from peftbench.experiment.executors import EXECUTORS, RAN, Outcome, Outcomes, RunItem, Settings
 
 HELP = "run every experiment that is not up to date, each in a fresh process, then summarise"
@@ -40,7 +41,7 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from peftbench.commands.run import add_common_run_options
+    from peftbench.commands.options import add_common_run_options
 
     parser.add_argument("targets", nargs="*", default=["."], metavar="SUITE_OR_EXPERIMENT_DIR",
                         help="suite, experiments folder, method folder or experiment (default: .)")
@@ -111,7 +112,8 @@ def settings_of(args) -> Settings:
 
 def run(args) -> int:
     from peftbench.experiment import planning
-    from peftbench.commands.status import format_plan, plan_counts, seeds_of
+    from peftbench.commands.options import seeds_of
+    from peftbench.commands.status import format_plan, plan_counts
     from peftbench.experiment.config import parse_overrides
 
     settings_of(args)  # bad executor options are reported before anything is planned
@@ -119,7 +121,7 @@ def run(args) -> int:
     print(format_plan(items))
     print(plan_counts(items), flush=True)
     if args.dry_run:
-        return 2 if any(i.action == "invalid" for i in items) else 0
+        return ExitCode.BAD_INPUT if any(i.action == "invalid" for i in items) else ExitCode.OK
     if not any(i.action == "run" for i in items):
         print("nothing to run: see the reason on each line above")
     outcomes, interrupted = _run_plan(items, args)
@@ -149,11 +151,11 @@ def _run_plan(items, args) -> tuple[list[Outcome], bool]:
 def exit_status(outcomes: list[Outcome], interrupted: bool) -> int:
     """130 cancelled; else 2 when a config is invalid; else 1 when a run did not succeed; else 0."""
     if interrupted:
-        return 130
+        return ExitCode.CANCELLED
     words = {o.status for o in outcomes}
     if "invalid" in words:
-        return 2
-    return 1 if words & {"failed", "cancelled"} else 0
+        return ExitCode.BAD_INPUT
+    return ExitCode.FAILED if words & {"failed", "cancelled"} else ExitCode.OK
 
 
 def format_summary(outcomes: list[Outcome]) -> str:

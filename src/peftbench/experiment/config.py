@@ -383,7 +383,9 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
         for _, layer in layers:
             below.update(layer if isinstance(layer, dict) else {})
         layers.append(("--set", {k: _update_mapping(k, below, v) for k, v in overrides.items()}))
-    problems: list[str] = []
+    from peftbench.experiment.suite import name_problems  # suite imports this module's constants
+
+    problems: list[str] = name_problems(method, name)
     train_config = None
     try:
         train_config = build_train_config(layers)

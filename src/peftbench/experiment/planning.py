@@ -3,57 +3,65 @@ with the run keys recorded in its results, and say why it is or is not up to dat
 
 Which results count: on branch main with a clean tree only `results/` (a result made from a dirty
 tree must not stand in for a main result); elsewhere `results/` and `temporary_results/`.
-Failed and cancelled attempts come from `cancelled_results/`."""
+Failed and cancelled attempts come from `cancelled_results/`.
+
+A result file that `results.load` refuses (truncated, not a result, a newer schema) is never
+taken for "never run": the main result `results/<stem>.json` is the file a run would replace, so
+while it is unreadable the experiment is left alone ("unreadable result (<reason>)") unless
+--force; a forced run then moves the file aside (`suite.checked_result_path`), never deletes it."""
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peftbench.experiment import suite as S
-from peftbench.errors import UserError
-from peftbench.record.results import Status, normalize_result
+from peftbench.errors import ResultError, UserError
+from peftbench.record import results as R
+from peftbench.record.results import Status
 
-_STAMP = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:-\d+)?"
+UNREADABLE = "unreadable"  # Recorded.status of a file `results.load` refuses
 
 
 @dataclass
 class Recorded:
     path: Path
-    status: str
+    status: str  # a Status value, "" when the file has none, or UNREADABLE
     run_key: str | None
     run_key_inputs: dict | None
     created_at: str
-    error: str
+    error: str  # the run's error_msg; for an UNREADABLE file, why it cannot be read
 
 
-def _read(path: Path) -> Recorded | None:
+def _read(path: Path) -> Recorded:
     try:
-        with open(path, encoding="utf-8") as f:
-            result = normalize_result(json.load(f))
-    except (OSError, ValueError):
-        return None  # not a result (or unreadable): status shows nothing rather than crash
-    info = result["run_info"]
-    return Recorded(path, result["train_info"].get("status") or "", info.get("run_key"), info.get("run_key_inputs"),
-                    info.get("created_at") or "", info.get("error_msg") or "")
+        result = R.load(path)
+    except ResultError as exc:
+        return Recorded(path, UNREADABLE, None, None, "", exc.reason)
+    info = result[R.RUN_INFO]
+    return Recorded(path, result[R.TRAIN_INFO].get(R.TI_STATUS) or "", info.get(R.RI_RUN_KEY),
+                    info.get(R.RI_RUN_KEY_INPUTS), info.get(R.RI_CREATED_AT) or "", info.get(R.RI_ERROR_MSG) or "")
 
 
 def recorded_results(suite: Path, stem: str) -> dict[str, list[Recorded]]:
-    """Results of one stem by folder, newest first."""
-    pattern = re.compile(re.escape(stem) + r"--" + _STAMP + r"\.json$")
+    """Results of one stem by folder, newest first; unreadable files last, with their reason."""
     out: dict[str, list[Recorded]] = {}
     for folder in (S.RESULTS, S.TEMPORARY_RESULTS, S.CANCELLED_RESULTS):
         d = suite / folder
         if not d.is_dir():
             out[folder] = []
             continue
-        names = [p for p in d.iterdir() if p.name == f"{stem}.json" or pattern.match(p.name)]
-        found = [r for r in map(_read, names) if r is not None]
-        out[folder] = sorted(found, key=lambda r: (r.created_at, r.path.name), reverse=True)
+        names = [p for p in d.iterdir() if (parsed := S.parse_result_name(p.name)) and parsed.stem == stem]
+        found = sorted(map(_read, names), key=lambda r: (r.created_at, r.path.name), reverse=True)
+        out[folder] = [r for r in found if r.status != UNREADABLE] + [r for r in found if r.status == UNREADABLE]
     return out
+
+
+def unreadable_main_result(recorded: dict[str, list[Recorded]]) -> Recorded | None:
+    """The unreadable `results/<stem>.json`, the one file a run of the stem would replace."""
+    return next((r for r in recorded[S.RESULTS] if r.status == UNREADABLE and S.parse_result_name(r.path.name).stamp is None),
+                None)
 
 
 def find_up_to_date(suite: Path, stem: str, run_key: str, main_and_clean: bool) -> Path | None:
@@ -88,7 +96,10 @@ def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_an
     current = [r for r in successes if r.run_key == run_key]
     if current:
         return "skip", "up to date", current[0].path
-    attempts = recorded[S.CANCELLED_RESULTS]
+    unreadable = unreadable_main_result(recorded)
+    if unreadable is not None:
+        return "skip", f"{UNREADABLE} result ({unreadable.error})", unreadable.path
+    attempts = [r for r in recorded[S.CANCELLED_RESULTS] if r.status != UNREADABLE]
     newest_attempt = attempts[0] if attempts else None
     if newest_attempt and (not successes or newest_attempt.created_at >= successes[0].created_at):
         what = "cancelled" if newest_attempt.status == Status.CANCELLED.value else "failed"
@@ -135,10 +146,12 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
             stem = S.result_stem(exp.method, exp.name, seed_value, default_seed)
             key, inputs = runkey.compute(exp, device.split(":")[0])
             action, reason, path = decide(suite, stem, key, inputs, git.is_main_and_clean)
-            holder = L.read_holder(S.state_dir(suite) / "locks" / f"{stem}.lock")
-            if holder is not None and not L.is_stale(holder):
+            holder = L.running_holder(S.state_dir(suite) / "locks" / f"{stem}.lock")
+            if holder is not None:
                 action, reason = "skip", f"running now (pid {holder.get('pid')} on {holder.get('host')})"
             elif force and action == "skip":
                 action, reason = "run", f"forced ({reason})"
+            elif action == "skip" and reason.startswith(UNREADABLE):
+                reason += "; left alone (--force moves it aside and runs)"
             items.append(PlanItem(name, exp_dir, seed_value, stem, action, reason, path))
     return items

@@ -6,7 +6,11 @@ results folders. The repository root is the MetaMathQA suite; `demo/` is the CPU
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from peftbench.experiment.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
 from peftbench.errors import UserError
@@ -50,10 +54,58 @@ def suite_of(experiment_dir: Path) -> Path:
     return suite
 
 
+# Result file names: `<method>--<name>[--seed<N>][--<UTC time>[-<n>]].json`. "--" separates the
+# parts, so a method or experiment name holding "--" (or starting or ending with "-") could make
+# two experiments share one file: `lora/tiny--seed1` and `lora/tiny` with seed 1 would both be
+# `lora--tiny--seed1.json`. `name_problems` refuses such names when an experiment is loaded;
+# `parse_result_name` below is the one reader of these names.
+SEP = "--"
+_STAMP_RE = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:-\d+)?"
+_PART = rf"(?:(?!{SEP}).)+"  # a method or name: anything without "--"
+_NAME_RE = re.compile(rf"^(?P<stem>(?P<method>{_PART}){SEP}(?P<name>{_PART})(?:{SEP}seed(?P<seed>\d+))?)"
+                      rf"(?:{SEP}(?P<stamp>{_STAMP_RE}))?\.json$")
+
+
+def name_problems(method: str, name: str) -> list[str]:
+    """Why `<method>/<name>` cannot name an experiment (empty when it can)."""
+    problems = []
+    for what, value in (("method folder", method), ("experiment name", name)):
+        if SEP in value or value.startswith("-") or value.endswith("-"):
+            problems.append(
+                f"{what} {value!r} holds '{SEP}' or starts or ends with '-': result files are named "
+                f"<method>{SEP}<name>[{SEP}seed<N>][{SEP}<time>].json, so two experiments could share "
+                f"one result file; rename the folder (e.g. {value.replace(SEP, '-').strip('-')!r})")
+    return problems
+
+
 def result_stem(method: str, name: str, seed: int, default_seed: int) -> str:
     """`<method>--<name>`, plus `--seed<N>` when the seed is not the suite's default."""
-    stem = f"{method}--{name}"
-    return stem if seed == default_seed else f"{stem}--seed{seed}"
+    stem = f"{method}{SEP}{name}"
+    return stem if seed == default_seed else f"{stem}{SEP}seed{seed}"
+
+
+@dataclass(frozen=True)
+class ResultName:
+    """A result file name taken apart: `stem` is `<method>--<name>[--seed<N>]`."""
+    stem: str
+    method: str
+    name: str
+    seed: int | None  # None: the suite's default seed (not in the name)
+    stamp: str | None  # None: a main result in results/
+
+    @property
+    def experiment_name(self) -> str:
+        return f"{self.method}/{self.name}"
+
+
+def parse_result_name(filename: str) -> ResultName | None:
+    """The parts of a result file name, or None when it is not one (predictions, moved-aside
+    files, anything else)."""
+    match = _NAME_RE.match(filename)
+    if match is None:
+        return None
+    seed = match["seed"]
+    return ResultName(match["stem"], match["method"], match["name"], None if seed is None else int(seed), match["stamp"])
 
 
 def timestamp(now: _dt.datetime | None = None) -> str:
@@ -71,6 +123,44 @@ def result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, st
     while path.exists():  # two runs finishing in the same second must not overwrite each other
         n += 1
         path = suite / folder / f"{stem}--{stamp}-{n}.json"
+    return path
+
+
+def move_aside(path: Path, stamp: str) -> Path:
+    """Rename an unusable result (and its predictions) to `<name>.unreadable-<time>`, never
+    deleting it. The new name does not end in .json, so no command reads it as a result again."""
+    from peftbench.record.results import predictions_path_for
+
+    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    predictions = predictions_path_for(path)
+    if predictions.exists():
+        os.replace(predictions, predictions.with_name(f"{predictions.name}.unreadable-{stamp}"))
+    os.replace(path, aside)
+    return aside
+
+
+def checked_result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, stamp: str,
+                        experiment_name: str, log: Callable[[str], None]) -> Path:
+    """`result_path`, made safe for the existing main result it would replace: one of another
+    experiment is left alone (the new result goes to temporary_results/ instead), an unreadable
+    one is moved aside (`move_aside`). Only `results/<stem>.json` is ever replaced."""
+    from peftbench.errors import ResultError
+    from peftbench.record import results as R
+
+    path = result_path(suite, stem, status, main_and_clean, stamp)
+    if not path.exists() or path.parent.name != RESULTS:
+        return path
+    try:
+        other = R.load(path)[R.RUN_INFO].get(R.RI_EXPERIMENT_NAME)
+    except ResultError as exc:
+        aside = move_aside(path, stamp)
+        log(f"moved the unreadable result {path} aside to {aside} ({exc.reason})")
+        return path
+    if isinstance(other, str) and other and other != experiment_name:
+        elsewhere = result_path(suite, stem, status, False, stamp)
+        log(f"{path} holds the result of experiment {other!r}, not {experiment_name!r}: left alone; "
+            f"this result goes to {elsewhere}")
+        return elsewhere
     return path
 
 

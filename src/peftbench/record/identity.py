@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from peftbench.fs import sha256_file, update_with_file
+
 
 def files_sha256(paths: list[Path]) -> dict[str, Any]:
     """sha256 over the names and contents of files (order-independent)."""
@@ -30,11 +32,7 @@ def _stat_key(path) -> tuple[int, int]:
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     """A file's sha256, computed once per process while its size and mtime stay the same
     (a 400 MB MetaMathQA file is shared by every experiment of a suite)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def folder_sha256(folder: str | os.PathLike) -> str:
@@ -44,9 +42,7 @@ def folder_sha256(folder: str | os.PathLike) -> str:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             h.update(str(path.relative_to(folder)).encode() + b"\0")
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            update_with_file(h, path)
     return h.hexdigest()
 
 

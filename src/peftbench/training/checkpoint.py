@@ -7,14 +7,13 @@ the run key. A checkpoint of another run key (config, code or libraries changed)
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from peftbench.training.loop import TrainState
+from peftbench.fs import atomic_write_with
 
 
 def trainable_state_dict(model) -> dict[str, Any]:
@@ -55,18 +54,7 @@ def save(path: Path, run_key: str, state: TrainState, model, optimizer, schedule
         "scaler": scaler.state_dict(),
         "rng": rng_states(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, lambda f: torch.save(payload, f))
 
 
 def load(path: Path, run_key: str) -> dict[str, Any] | None:

@@ -41,13 +41,8 @@ def read_recorded(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"result file {str(path)!r} does not exist")
-    try:
-        result = R.read_result(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot be read ({exc})") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: not a peftbench result ({exc})") from None
-    info = result["run_info"]
+    result = R.load(path)  # ResultError (a UserError) names the file and the reason
+    info = result[R.RUN_INFO]
     problems = []
     if not isinstance(info.get("train_config"), dict):
         problems.append("run_info.train_config is missing: the result does not say how it was trained")

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from peftbench.record import results as R
 from peftbench.experiment.config import Experiment
-from peftbench.errors import RunCancelled, UserError
+from peftbench.errors import ExitCode, RunCancelled, UserError
 from peftbench.record.results import Status
 from peftbench.training.signals import sigterm_raises
 
@@ -52,7 +52,7 @@ class RunOutcome:
     error: str | None = None  # the recorded error_msg of a failed or cancelled run
 
 
-EXIT_CODES = {Status.SUCCESS: 0, Status.FAILED: 1, Status.CANCELLED: 130}
+EXIT_CODES = {Status.SUCCESS: ExitCode.OK, Status.FAILED: ExitCode.FAILED, Status.CANCELLED: ExitCode.CANCELLED}
 
 
 class _NoBar:
@@ -118,7 +118,7 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
     try:
         lock.acquire()
     except L.LockHeld as held:
-        return RunOutcome(None, None, f"skipped: {held}", exit_code=0)
+        return RunOutcome(None, None, f"skipped: {held}", exit_code=ExitCode.OK)
     try:
         return _run_locked(run)
     finally:
@@ -389,7 +389,7 @@ def _pct(value) -> str:
 
 def _finish(run: _Run) -> None:
     """Save the adapter and record sizes."""
-    from peftbench.record.results import sha256_file
+    from peftbench.fs import sha256_file
 
     model, info = run.loaded.model, run.result["train_info"]
     if run.exp.train_config.max_steps == 0:
@@ -422,6 +422,7 @@ def _finish(run: _Run) -> None:
 def _write_result(run: _Run, status: Status, error: BaseException | None) -> Path:
     """Write predictions then the result, both atomically; decide the folder by status and git."""
     from peftbench.experiment import suite as S
+    from peftbench.fs import atomic_write_json
     from peftbench.training import loop as T
 
     info, train_info = run.result["run_info"], run.result["train_info"]
@@ -437,13 +438,14 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
         info["error_msg"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         info["traceback"] = "".join(traceback.format_exception(error))
     info["total_time"] = run.clock()
-    path = S.result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp())
+    path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp(),
+                                 run.exp.experiment_name, run.opts.log)
     rows = (state.last_valid_rows if state is not None else []) + run.test_rows
     if rows or status is Status.SUCCESS:
         pred_path = R.predictions_path_for(path)
         digest = R.write_predictions(pred_path, rows)
         info["predictions"] = {"file": pred_path.name, "sha256": digest}
-    R.atomic_write_json(path, run.result)
+    atomic_write_json(path, run.result)
     if status is Status.SUCCESS and not run.opts.keep_checkpoint:
         if run.checkpoint_path is not None and run.checkpoint_path.exists():
             run.checkpoint_path.unlink()
