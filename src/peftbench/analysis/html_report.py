@@ -120,8 +120,12 @@ def _asset(name: str) -> str:
     return resources.files("peftbench.analysis").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
-def render_html(data: dict[str, Any], title: str | None = None) -> str:
-    """The page: static skeleton, inlined style, the data block and the drawing script."""
+def render_html(data: dict[str, Any], title: str | None = None,
+                capabilities: Sequence[dict[str, Any]] | None = None) -> str:
+    """The page: static skeleton, inlined style, the data block and the drawing script.
+    capabilities: the suite's cached capability rows (capabilities.matrix.cached_rows), or None."""
+    from peftbench.analysis.capability_html import capability_section
+
     title = title or data["title"]
     data = {**data, "title": title}
     script, style = _asset("report.js"), _asset("report.css")
@@ -147,7 +151,7 @@ def render_html(data: dict[str, Any], title: str | None = None) -> str:
 <h1>{html.escape(title)}</h1>
 <p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
 from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
-<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#failures">Failed runs</a></nav>
+<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
 </header>
 <main>
 <section id="leaderboard">
@@ -174,6 +178,10 @@ level (exact McNemar on paired predictions, else two-proportion z-test; no multi
 <h2>Failed and cancelled runs</h2>
 <div id="failures-body"></div>
 </section>
+<section id="capabilities">
+<h2>Capabilities</h2>
+{capability_section(capabilities)}
+</section>
 </main>
 <div id="tooltip" role="tooltip" hidden></div>
 <script type="application/json" id="peftbench-data">{embed_json(data)}</script>
@@ -183,5 +191,6 @@ level (exact McNemar on paired predictions, else two-proportion z-test; no multi
 """
 
 
-def build_report(runs: Sequence[compare.Run], sources: Sequence[str] = (), title: str | None = None) -> str:
-    return render_html(report_data(runs, sources), title)
+def build_report(runs: Sequence[compare.Run], sources: Sequence[str] = (), title: str | None = None,
+                 capabilities: Sequence[dict[str, Any]] | None = None) -> str:
+    return render_html(report_data(runs, sources), title, capabilities)

@@ -30,6 +30,8 @@ Examples:
   peftbench list              the suite in the current folder
   peftbench list demo         the CPU demo suite
   peftbench list --no-params  skip building the model (fast)
+  peftbench list --capabilities   what each method can do: merge, unmerge, several adapters,
+                                  int8/int4 base (about 2 min the first time, then cached)
 """
 
 NO_MODEL_CONFIG = "model config not available offline"
@@ -40,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="suite folder holding experiments/ and default_training_params.json (default: .)")
     parser.add_argument("--no-params", action="store_true",
                         help="do not count trainable parameters (no model config is read)")
+    parser.add_argument("--capabilities", action="store_true",
+                        help="print the capability matrix instead: per experiment, whether its adapter merges "
+                             "into the base weights, unmerges, loads beside a second adapter, trains on an "
+                             "int8/int4 base, and its trainable parameters and adapter size, measured on a tiny "
+                             "model (cached in <suite>/.peftbench/capabilities/)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="with --capabilities: measure again, ignoring the cache")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.analysis.texttable import format_table
 
     suite = Path(args.suite)
+    if args.refresh and not args.capabilities:
+        from peftbench.errors import UserError
+
+        raise UserError("--refresh measures the capability matrix again: use it with --capabilities")
+    if args.capabilities:
+        from peftbench.commands import list_capabilities
+
+        return list_capabilities.run(suite, refresh=args.refresh)
     entries = catalog.catalog(suite)
     counter = None if args.no_params else ParamCounter()
     rows, problems = [], []

@@ -17,7 +17,9 @@ Write one HTML file that works offline: data, script and style are inlined, noth
   - a Pareto scatter with selectable axes (log scale optional), the front drawn, points
     coloured by method family (click the legend to hide a family), hover for details;
   - learning curves (validation accuracy and train loss against step) of chosen experiments;
-  - the failed and cancelled runs with their errors.
+  - the failed and cancelled runs with their errors;
+  - for a suite folder given, the capability matrix `peftbench list --capabilities` measured
+    and cached (merge, unmerge, several adapters, int8/int4 base); never measured here.
 
 Inputs are read as by `peftbench compare`: suite folders, folders of result files, or files;
 an unreadable file is skipped with a warning on stderr (an error with --strict).
@@ -45,10 +47,23 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.fs import atomic_write_bytes
 
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
-    page = report.build_report(runs, sources=args.paths, title=args.title)
+    page = report.build_report(runs, sources=args.paths, title=args.title, capabilities=_capabilities(args.paths))
     output = Path(args.output)
     if output.is_dir():
         raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
     atomic_write_bytes(output, page.encode("utf-8"))  # fs gives it shared permissions (0666 less umask)
     print(f"wrote {output} ({len(runs)} result files, {len(page) / 1024:.0f} KiB)")
     return 0
+
+
+def _capabilities(paths: list[str]) -> list[dict] | None:
+    """The capability rows `peftbench list --capabilities` cached for the suites among `paths`
+    (the report reads them, never measures); None when no suite has a complete cache."""
+    from peftbench.capabilities import matrix
+    from peftbench.experiment.config import DEFAULTS_FILE, EXPERIMENTS_DIR
+
+    rows = []
+    for path in map(Path, paths):
+        if (path / DEFAULTS_FILE).is_file() and (path / EXPERIMENTS_DIR).is_dir():
+            rows.extend(matrix.cached_rows(path) or [])
+    return rows or None

@@ -114,27 +114,20 @@ def _editable_commit(name: str) -> str | None:
 
 
 def system_info(device: str) -> dict[str, Any]:
-    import torch
+    """The machine, and the hardware and kernel libraries that decide a run's last bits
+    (record/hardware.py says why each field is there)."""
+    from peftbench.record import hardware
+    from peftbench.training.cpu_kernels import pinned_level
 
     info: dict[str, Any] = {
         "system": platform.system(), "release": platform.release(), "version": platform.version(),
         "machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-        "accelerator": None, "driver": None,
+        "device": device,
     }
-    if device.startswith("cuda"):
-        info["accelerator"] = torch.cuda.get_device_name(torch.device(device))
-        info["driver"] = f"cuda {torch.version.cuda}"
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
-            info["driver"] += f", nvidia driver {out.stdout.strip().splitlines()[0]}" if out.returncode == 0 else ""
-        except (OSError, subprocess.TimeoutExpired, IndexError):
-            pass
-    elif device.startswith("xpu"):
-        info["accelerator"] = torch.xpu.get_device_name(torch.device(device))
-    elif device == "mps":
-        info["accelerator"] = "Apple MPS"
+    info.update(hardware.cpu_info())
+    info.update(hardware.kernel_libraries())
+    info["cpu_kernels_pinned"] = pinned_level(torch_capability=info["torch_cpu_capability"])
+    info.update(hardware.gpu_info(device))
     return info
 
 
