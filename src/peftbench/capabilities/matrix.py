@@ -19,6 +19,9 @@ Hugging Face cache only, never the network):
   adapter bytes   bytes of the adapter's state dict as save_pretrained writes it (tensor bytes,
                   safetensors header left out); the whole model in its dtype for full fine-tuning
 
+Besides: perturbed_change, the largest change of a logit the perturbed adapter makes against the
+base model (below PERTURBED_MIN_EFFECT the merge checks would prove nothing: "not measured").
+
 A cell is "yes", "no", "n/a" (does not apply: full fine-tuning has nothing to merge, a prompt
 method adds no weights to merge) or "not measured", each with a detail saying why.
 

@@ -28,8 +28,8 @@ def run(suite: Path, refresh: bool = False) -> int:
     for line in notes(rows):
         print(line)
     cached = len(rows) - measured
-    print(f"{len(rows)} experiments: {measured} measured now, {cached} from the cache "
-          f"({matrix.cache_dir(suite)}), {seconds:.1f} s")
+    print(f"{len(rows)} experiments: {measured} measured now, {cached} from the cache ({matrix.cache_dir(suite)}) "
+          f"or sharing another experiment's adapter config; {seconds:.1f} s")
     return 1 if any(r.get("error") for r in rows) else 0
 
 
