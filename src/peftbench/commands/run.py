@@ -70,11 +70,15 @@ def _run(args) -> int:
 
     # Validate everything before running anything: a typo in the third experiment must not
     # surface after two hours of training.
+    from peftbench.training.meta_check import check_builds
+
     jobs = []
     for path in args.experiments:
-        for seed in seed_list(args):
+        for i, seed in enumerate(seed_list(args)):
             exp_overrides = dict(overrides, **({"seed": seed} if seed is not None else {}))
             exp = load_experiment(path, exp_overrides)
+            if i == 0:  # model and adapter on the meta device: PEFT's own checks, nothing written
+                check_builds(exp)
             jobs.append((exp, suite_default_seed(exp.suite_dir)))
     if args.output_dir and len(jobs) > 1:
         from peftbench.errors import UserError
@@ -102,6 +106,7 @@ def _write_outcome(args, exp, outcome) -> None:
                         status=status, result_path=outcome.result_path,
                         detail=outcome.message.removeprefix("skipped: ") if outcome.status is None else None,
                         error=outcome.error, run_key=outcome.run_key, expected_run_key=args.expected_run_key)
+
 
 def _pin_cpu_kernels_if_deterministic(paths, overrides) -> None:
     """`deterministic: true` pins PyTorch, MKL and oneDNN to their AVX2 paths

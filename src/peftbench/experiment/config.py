@@ -19,14 +19,20 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import types as _types
 
 from peftbench.errors import ConfigError, UserError
+from peftbench.experiment import limits
 
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
 LR_SCHEDULERS = (None, "cosine", "constant")
 # Experiment trackers, named as transformers' TrainingArguments.report_to (training/trackers.py).
 REPORT_TO_CHOICES = ("none", "tensorboard", "mlflow", "trackio", "wandb")
-# Optimizers from peft.optimizers, selected by these names; any other name is a torch.optim class.
-PEFT_OPTIMIZERS = ("lora+", "lora-fa", "riemannian")
+# Optimizers from peft.optimizers, selected by these names (value: the label a reader knows them
+# by); any other name is a torch.optim class. The one list: training.methods builds them,
+# analysis.families labels them.
+PEFT_OPTIMIZERS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Riemannian"}
 DEFAULT_QUERY_TEMPLATE = "Question: {query} Think step by step.\nAnswer:"
+# "dynamic": a batch that refills as rows finish, stopped at the grader's cut points
+# (training.generation); "static": the reference study's fixed batches in item order.
+EVAL_ENGINES = ("dynamic", "static")
 
 TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
 DEFAULTS_FILE = "default_training_params.json"
@@ -61,6 +67,9 @@ class TrainConfig:
     # transformers refuses max_length together with max_new_tokens; the evaluator turns the
     # pair into one max_new_tokens per batch: min(max_new_tokens, max_length - prompt length).
     generation_kwargs: dict = field(default_factory=lambda: {"max_length": 800, "max_new_tokens": 300})
+    # The evaluation engine; the one each evaluation used is recorded as train_info eval_engine_used
+    # (methods that "dynamic" cannot generate run "static").
+    eval_engine: str = "dynamic"
     query_template: str = DEFAULT_QUERY_TEMPLATE
     init_kv_cache_prefix: str | None = None
     train_on_prompt: bool = True  # prompt tokens count in the loss, as in the reference results
@@ -68,6 +77,10 @@ class TrainConfig:
     eval_dataset: str = "openai/gsm8k"
     valid_size: int = 50
     test_size: int | None = None  # None: the whole test split
+    # > 0: a tuning trial of `peftbench tune`: validate on this many rows of the eval dataset's
+    # train split (drawn with their own seed, training.data.TUNE_SPLIT_SEED) and never generate
+    # on the test split. 0: an ordinary run.
+    tune_valid_size: int = 0
     # 1300 characters of query + " " + response keep ~94% of MetaMathQA and fit 768 tokens.
     char_limit: int = 1300
     # hub text dataset as "id:config" (split "test"), a local .txt/.jsonl file, or None to skip.
@@ -170,6 +183,8 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"checkpoint_steps: must be >= 1 or null, got {cfg.checkpoint_steps}")
     if cfg.valid_size < 0:
         p.append(f"valid_size: must be >= 0, got {cfg.valid_size}")
+    if cfg.tune_valid_size < 0:
+        p.append(f"tune_valid_size: must be >= 0 (0: an ordinary run), got {cfg.tune_valid_size}")
     if cfg.test_size is not None and cfg.test_size < 1:
         p.append(f"test_size: must be >= 1 or null (the whole test split), got {cfg.test_size}")
     if cfg.forgetting_size < 1:
@@ -179,18 +194,40 @@ def validate(cfg: TrainConfig) -> list[str]:
     if not 0 <= cfg.warmup_ratio < 1:
         p.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
     p.extend(_report_to_problems(cfg.report_to))
+    p.extend(limits.problems(cfg))
     if cfg.lr_scheduler not in LR_SCHEDULERS:
         p.append(f"lr_scheduler: {cfg.lr_scheduler!r} is not one of null, 'cosine', 'constant'")
     p.extend(_template_problems(cfg.query_template))
     p.extend(_optimizer_problems(cfg))
     p.extend(_generation_problems(cfg.generation_kwargs))
+    if cfg.eval_engine not in EVAL_ENGINES:
+        p.append(f"eval_engine: {cfg.eval_engine!r} is not one of {', '.join(EVAL_ENGINES)};{suggest(cfg.eval_engine, EVAL_ENGINES)}")
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "xpu", "mps"):
         p.append(f"device: {cfg.device!r} is not auto, cpu, cuda[:N], xpu[:N] or mps")
     if cfg.dtype in ("int8", "int4") and cfg.device.split(":")[0] not in ("auto", "cuda"):
         p.append(f"dtype: {cfg.dtype} needs bitsandbytes on a CUDA device, but device is {cfg.device!r}")
+    p.extend(source_problems(cfg))
+    return p
+
+
+def source_problems(cfg: TrainConfig) -> list[str]:
+    """The checks of `validate` that look at the file system (local data paths), apart so that
+    a plan whose other checks are cached (experiment/plan_cache.py) still runs them every time."""
+    p: list[str] = []
     for name in ("train_dataset", "eval_dataset", "forgetting_dataset"):
         p.extend(_dataset_problems(name, getattr(cfg, name)))
+    if isinstance(cfg.eval_dataset, str) and os.path.isdir(os.path.expanduser(cfg.eval_dataset)):
+        missing = eval_folder_missing(Path(os.path.expanduser(cfg.eval_dataset)), tuning=cfg.tune_valid_size > 0)
+        if missing:
+            p.append(f"eval_dataset: folder {cfg.eval_dataset!r} lacks {', '.join(missing)} (GSM8K question/answer rows)")
     return p
+
+
+def eval_folder_missing(folder: Path, tuning: bool = False) -> list[str]:
+    """The files a local eval_dataset folder lacks: train.jsonl (validation rows are drawn from it)
+    and test.jsonl (not read by a tuning trial). One rule for validation and training/data.py."""
+    needed = ("train.jsonl",) if tuning else ("train.jsonl", "test.jsonl")
+    return [name for name in needed if not (folder / name).is_file()]
 
 
 def _report_to_problems(report_to: str | list) -> list[str]:
@@ -200,13 +237,28 @@ def _report_to_problems(report_to: str | list) -> list[str]:
 
 
 def _template_problems(template: str) -> list[str]:
+    """Only a bare `{query}` may appear in braces (`{{` and `}}` are literal braces).
+
+    str.format evaluates attribute and index lookups (`{query.__class__.__mro__}`) and format
+    specs (`{query:>1000000000}` pads every prompt to a gigabyte), so each field is checked as
+    string.Formatter parses it instead of trying the template on a sample string."""
+    import string
+
     try:
-        template.format(query="q")
-    except (KeyError, IndexError, ValueError) as exc:
-        return [f"query_template: {template!r} cannot be formatted ({type(exc).__name__}: {exc}); only {{query}} may appear in braces"]
-    if "{query}" not in template:
+        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:  # a lone "{" or "}"
+        return [f"query_template: {template!r} cannot be formatted ({exc}); write {{{{ and }}}} for literal braces"]
+    bad = [_field_text(*f) for f in fields if f != ("query", None, "")]
+    if bad:
+        return [f"query_template: {template!r} has {', '.join(map(repr, bad))}; only a bare {{query}} may appear "
+                f"in braces (write {{{{ and }}}} for literal braces)"]
+    if not fields:
         return [f"query_template: {template!r} has no {{query}} placeholder"]
     return []
+
+
+def _field_text(name: str, conversion: str | None, spec: str) -> str:
+    return "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
 
 
 def _optimizer_problems(cfg: TrainConfig) -> list[str]:
@@ -219,17 +271,53 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
                and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != "Optimizer"}
     if name not in classes:
         return [f"optimizer_type: unknown optimizer {name!r};{suggest(name, classes | set(PEFT_OPTIMIZERS))}"]
-    if "lr" in cfg.optimizer_kwargs and not isinstance(cfg.optimizer_kwargs["lr"], (int, float)):
-        return [f"optimizer_kwargs.lr: expected a number, got {cfg.optimizer_kwargs['lr']!r}"]
-    return []
+    if name in UNSUITABLE_OPTIMIZERS:
+        return [f"optimizer_type: {name!r} cannot train here: {UNSUITABLE_OPTIMIZERS[name]}"]
+    lr = cfg.optimizer_kwargs.get("lr")
+    if "lr" in cfg.optimizer_kwargs and (not isinstance(lr, (int, float)) or isinstance(lr, bool)):
+        return [f"optimizer_kwargs.lr: expected a number, got {lr!r}"]
+    if isinstance(lr, (int, float)) and lr <= 0:  # NaN and infinity: limits.non_finite
+        return [f"optimizer_kwargs.lr: must be > 0, got {lr!r}"]
+    # torch.optim raises TypeError for an unknown keyword only when the run builds the optimizer
+    import inspect
+
+    accepted = [n for n in inspect.signature(getattr(torch.optim, name)).parameters if n != "params"]
+    return [f"optimizer_kwargs: {name} has no option {k!r};{suggest(k, accepted)}"
+            for k in cfg.optimizer_kwargs if k not in accepted]
+
+
+# torch.optim classes the training loop cannot drive, with the reason.
+UNSUITABLE_OPTIMIZERS = {
+    "LBFGS": "its step() needs a closure that re-evaluates the loss, and the training loop calls step() without one",
+    "SparseAdam": "it accepts only sparse gradients, and a causal LM's gradients are dense",
+}
+
+
+# The keys of generation_kwargs evaluation accepts. Evaluation is greedy by design (reproducible
+# results), so only the budget and stop rules may change; anything else handed to generate()
+# unchecked could change the decoding (num_beams, temperature) or its memory (num_beams=1000000
+# took 20 GB and was killed). training/evaluate.py reads exactly these.
+GENERATION_KEYS = ("max_length", "max_new_tokens", "stop_strings")
 
 
 def _generation_problems(kwargs: dict) -> list[str]:
     p = []
+    for key in kwargs:
+        if key == "do_sample":
+            continue  # false is what evaluation does anyway; true gets its own message below
+        if key not in GENERATION_KEYS:
+            p.append(f"generation_kwargs.{key}: not accepted; evaluation is greedy by design and takes only "
+                     f"the budget and stop keys {', '.join(GENERATION_KEYS)}")
     for key in ("max_length", "max_new_tokens"):
         value = kwargs.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             p.append(f"generation_kwargs.{key}: must be a positive integer, got {value!r}")
+        elif value is not None and value > limits.GENERATION_MAXIMA[key]:
+            p.append(f"generation_kwargs.{key}: {value} cannot be meant; at most {limits.GENERATION_MAXIMA[key]:,} "
+                     "(GSM8K answers take ~300 tokens)")
+    stops = kwargs.get("stop_strings")
+    if stops is not None and not (isinstance(stops, list) and all(isinstance(x, str) and x for x in stops)):
+        p.append(f"generation_kwargs.stop_strings: expected a list of non-empty strings, got {stops!r}")
     if kwargs.get("max_length") is None and kwargs.get("max_new_tokens") is None:
         p.append("generation_kwargs: needs max_new_tokens or max_length, or generation never stops")
     if kwargs.get("do_sample"):
@@ -412,6 +500,44 @@ def _update_mapping(key: str, below: dict[str, Any], value: Any) -> Any:
     return {**current, **value} if isinstance(current, dict) else value
 
 
+def _peft_value_problems(config_cls, adapter_config: dict) -> list[str]:
+    """Types of PEFT's plain scalar options and the range of a rank `r`: PEFT checks neither when
+    it loads a config, so `"r": "four"` or `"r": -4` would fail only when the model is built.
+    (Everything else PEFT checks when `run` builds the model on the meta device.)"""
+    try:
+        hints = get_type_hints(config_cls)
+    except Exception:  # noqa: BLE001 - an annotation this Python cannot resolve: leave it to PEFT
+        hints = {}
+    p = []
+    for key, value in adapter_config.items():
+        allowed = _scalar_types(hints.get(key))
+        if allowed is None or value is None:  # PEFT writes null for what it fills in from the model
+            continue
+        ok = (isinstance(value, bool) if bool in allowed else not isinstance(value, bool)) and (
+            isinstance(value, tuple(t for t in allowed if t is not type(None)))
+            or (float in allowed and isinstance(value, int) and not isinstance(value, bool)))
+        if not ok:
+            p.append(f"{key}: expected {_type_names(allowed)}, got {value!r}")
+        else:
+            p.extend(limits.non_finite(key, value))
+    r = adapter_config.get("r")
+    if isinstance(r, int) and not isinstance(r, bool) and r < 1:
+        p.append(f"r: the rank must be >= 1, got {r}")
+    return p
+
+
+def _scalar_types(annotation) -> tuple[type, ...] | None:
+    """(int, float), (float, NoneType) ... for an annotation of plain scalars; None for anything else.
+
+    An `int` option also takes a float: PEFT annotates scaling factors such as lora_alpha as int
+    but computes with whatever number it is given, and published configs hold floats there."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, _types.UnionType) else (annotation,)
+    scalars = (int, float, bool, str, type(None))
+    if not args or not all(a in scalars for a in args) or args == (type(None),):
+        return None
+    return tuple(args) + ((float,) if int in args and float not in args else ())
+
+
 def load_peft_config(exp_dir: Path, adapter_config: Any):
     """Load adapter_config.json the way PEFT does, turning its errors into one clear message."""
     where = str(exp_dir / ADAPTER_CONFIG_FILE)
@@ -435,6 +561,9 @@ def load_peft_config(exp_dir: Path, adapter_config: Any):
     if unknown:
         raise ConfigError([f"{where}: unknown option {k!r} for {config_cls.__name__};{suggest(k, known_fields)}"
                            for k in unknown], "PEFT config")
+    problems = _peft_value_problems(config_cls, adapter_config)
+    if problems:
+        raise ConfigError([f"{where}: {q}" for q in problems], "PEFT config")
     try:
         return PeftConfig.from_pretrained(str(exp_dir))
     except TypeError as exc:  # an unknown or misspelt option

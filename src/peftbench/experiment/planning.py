@@ -119,24 +119,28 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
     from peftbench.experiment import config as C
     from peftbench.record import lock as L
     from peftbench.record import provenance
+    from peftbench.experiment import plan_cache
     from peftbench.record import runkey
-    from peftbench.training.modeling import resolve_device
 
     items: list[PlanItem] = []
     exp_dirs = [d for t in targets for d in S.discover_experiments(t)]
     if not exp_dirs:
         raise UserError(f"no experiment folders found under {', '.join(targets)}")
     git_cache: dict[Path, Any] = {}
+    caches: dict[Path, plan_cache.PlanCache] = {}  # resolved configs by file content, per suite
     for exp_dir in dict.fromkeys(exp_dirs):
         suite = S.suite_of(exp_dir)
         default_seed = C.suite_default_seed(suite)
-        git = git_cache.setdefault(suite, provenance.git_state(suite))
+        if suite not in git_cache:  # five git commands: once per suite, not per experiment
+            git_cache[suite] = provenance.git_state(suite)
+            caches[suite] = plan_cache.PlanCache(suite)
+        git, cache = git_cache[suite], caches[suite]
         for seed in seeds if seeds is not None else [None]:
             exp_overrides = dict(overrides or {}, **({"seed": seed} if seed is not None else {}))
             name = f"{exp_dir.parent.name}/{exp_dir.name}"
             try:
-                exp = C.load_experiment(exp_dir, exp_overrides)
-                device = resolve_device(exp.train_config.device)
+                exp = plan_cache.load_experiment(exp_dir, exp_overrides, cache)
+                device = plan_cache.device_kind(exp.train_config.device, cache)
             except UserError as exc:
                 problems = getattr(exc, "problems", None) or [str(exc)]
                 items.append(PlanItem(name, exp_dir, seed if seed is not None else default_seed, "", "invalid",
@@ -144,7 +148,12 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
                 continue
             seed_value = exp.train_config.seed
             stem = S.result_stem(exp.method, exp.name, seed_value, default_seed)
-            key, inputs = runkey.compute(exp, device.split(":")[0])
+            try:
+                key, inputs = runkey.compute(exp, device)
+            except UserError as exc:  # e.g. the demo's packaged model is not installed: this row only
+                items.append(PlanItem(name, exp_dir, seed_value, stem, "invalid",
+                                      "cannot be checked: " + " ".join(str(exc).split())))
+                continue
             action, reason, path = decide(suite, stem, key, inputs, git.is_main_and_clean)
             holder = L.running_holder(S.state_dir(suite) / "locks" / f"{stem}.lock")
             if holder is not None:
@@ -154,4 +163,6 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
             elif action == "skip" and reason.startswith(UNREADABLE):
                 reason += "; left alone (--force moves it aside and runs)"
             items.append(PlanItem(name, exp_dir, seed_value, stem, action, reason, path))
+    for cache in caches.values():
+        cache.save()
     return items

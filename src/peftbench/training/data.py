@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,9 @@ from peftbench.errors import UserError
 # The validation rows are drawn with this fixed seed, independent of the training seed, so that
 # runs with different seeds are validated on the same items.
 VALID_SPLIT_SEED = 0
+# The tuning split of `peftbench tune` (train_config tune_valid_size > 0) has a seed of its own:
+# it is a different draw from the 50 validation rows that ordinary runs report.
+TUNE_SPLIT_SEED = 1
 IGNORE_INDEX = -100  # label value the loss ignores (torch CrossEntropyLoss default)
 # Batches per bucket: long enough to group similar lengths, short enough to keep the order
 # random at the scale of an epoch.
@@ -40,7 +44,9 @@ def _is_demo(source: str) -> bool:
 
 def dataset_identity(source: str | None, role: str) -> dict[str, Any] | None:
     """What identifies the data a field names, without loading it: the built-in generator's
-    version and hash, sha256 of local files, or the hub revision. `role` is train/eval/forgetting."""
+    version and hash, sha256 of local files, or the hub revision. `role` is train/eval/forgetting,
+    or tune: the eval dataset of a tuning trial, which reads only the train split (a local folder
+    is then identified by train.jsonl alone, so that a new test set leaves trials up to date)."""
     if source is None:
         return None
     if _is_demo(source):
@@ -49,11 +55,23 @@ def dataset_identity(source: str | None, role: str) -> dict[str, Any] | None:
         return {"source": "builtin", "id": source, **demo_data.identity()}
     path = Path(os.path.expanduser(source))
     if path.exists():
-        if role == "eval" and path.is_dir():
-            return identity.files_sha256([path / "train.jsonl", path / "test.jsonl"])
+        if role in ("eval", "tune") and path.is_dir():
+            return identity.files_sha256(eval_folder_files(source, tuning=role == "tune"))
         return identity.files_sha256(_local_files(path, (".json", ".jsonl", ".parquet", ".txt")))
     repo_id, _, config = source.partition(":")
     return identity.hub_revision(repo_id, "dataset") | ({"config": config} if config else {})
+
+
+def eval_folder_files(source: str, tuning: bool = False) -> list[Path]:
+    """train.jsonl and test.jsonl of a local eval_dataset folder (train.jsonl alone for a tuning
+    trial); a missing one is bad input, named, never a FileNotFoundError."""
+    from peftbench.experiment.config import eval_folder_missing
+
+    folder = Path(os.path.expanduser(source))
+    missing = eval_folder_missing(folder, tuning)
+    if missing:
+        raise UserError(f"eval_dataset {source!r}: folder lacks {', '.join(missing)} (GSM8K question/answer rows)")
+    return [folder / "train.jsonl"] + ([] if tuning else [folder / "test.jsonl"])
 
 
 def _read_local_table(path: Path) -> list[dict[str, Any]]:
@@ -109,35 +127,47 @@ def load_train_rows(source: str, char_limit: int) -> tuple[list[dict[str, str]],
     return kept, ident
 
 
-def load_eval_splits(source: str, valid_size: int, test_size: int | None) -> EvalSplits:
+def load_eval_splits(source: str, valid_size: int, test_size: int | None, tune_valid_size: int = 0) -> EvalSplits:
     """GSM8K rows (question, answer). Valid: `valid_size` rows of the train split drawn with a
-    fixed local RNG; test: the first `test_size` rows of the test split (all when None)."""
+    fixed local RNG; test: the first `test_size` rows of the test split (all when None).
+
+    Tuning mode (`tune_valid_size` > 0): valid is `tune_valid_size` rows of the train split drawn
+    with TUNE_SPLIT_SEED, and the test split is not read at all (test is empty): a trial that is
+    chosen on validation data must not see the test set."""
+    tuning = tune_valid_size > 0
     if _is_demo(source):
         from peftbench.demo import word_problems as demo_data
 
-        train, test = demo_data.eval_rows("train"), demo_data.eval_rows("test")
+        train, test = demo_data.eval_rows("train"), ([] if tuning else demo_data.eval_rows("test"))
     elif os.path.exists(os.path.expanduser(source)):
-        folder = Path(os.path.expanduser(source))
-        paths = [folder / "train.jsonl", folder / "test.jsonl"]
-        missing = [p.name for p in paths if not p.is_file()]
-        if missing:
-            raise UserError(f"eval_dataset {source!r}: folder lacks {', '.join(missing)} (GSM8K question/answer rows)")
-        train, test = (_read_local_table(p) for p in paths)
+        paths = eval_folder_files(source, tuning)
+        train, test = _read_local_table(paths[0]), ([] if tuning else _read_local_table(paths[1]))
     else:
         from datasets import load_dataset
 
         train = list(load_dataset(source, "main", split="train"))
-        test = list(load_dataset(source, "main", split="test"))
-    ident = dataset_identity(source, "eval")
+        test = [] if tuning else list(load_dataset(source, "main", split="test"))
+    ident = dataset_identity(source, "tune" if tuning else "eval")
     for name, rows in (("train", train), ("test", test)):
         if rows and not {"question", "answer"} <= set(rows[0]):
             raise UserError(f"eval_dataset {source!r}: {name} rows lack question/answer fields")
-    if valid_size > len(train):
-        raise UserError(f"valid_size {valid_size} is larger than the {len(train)} rows of the eval train split")
-    valid = [train[i] for i in sorted(random.Random(VALID_SPLIT_SEED).sample(range(len(train)), valid_size))]
-    test = test[:test_size] if test_size is not None else test
-    ident.update({"valid_rows": len(valid), "test_rows": len(test), "valid_split_seed": VALID_SPLIT_SEED})
+    size, seed, name = (tune_valid_size, TUNE_SPLIT_SEED, "tune_valid_size") if tuning else (valid_size, VALID_SPLIT_SEED, "valid_size")
+    # One rule for both sizes (limits.py refuses what cannot be meant): a size larger than its
+    # split is clamped to the split, and said on stderr.
+    size = _clamped(name, size, len(train), "eval train split")
+    valid = [train[i] for i in sorted(random.Random(seed).sample(range(len(train)), size))]
+    if test_size is not None and not tuning:
+        test = test[:_clamped("test_size", test_size, len(test), "eval test split")]
+    ident.update({"valid_rows": len(valid), "test_rows": len(test), "valid_split_seed": seed})
     return EvalSplits([_qa(r) for r in valid], [_qa(r) for r in test], ident)
+
+
+def _clamped(name: str, size: int, available: int, split: str) -> int:
+    if size <= available:
+        return size
+    print(f"peftbench: warning: {name} {size} is larger than the {available} rows of the {split}; "
+          f"using all {available}", file=sys.stderr, flush=True)
+    return available
 
 
 def _qa(row: dict[str, Any]) -> dict[str, str]:
