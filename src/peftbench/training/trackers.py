@@ -224,7 +224,7 @@ class WandbTracker(NullTracker):
         folder.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, name=run.run_name,
                                config={"params": run.params, **run.tags}, dir=str(folder), mode=mode,
-                               tags=[run.tags["experiment"]], reinit="create_new")
+                               tags=[run.tags["experiment"]])
         self.run_id, self.location = self._run.id, str(Path(self._run.dir).parent)
 
     def log(self, values: dict[str, float], step: int) -> None:
