@@ -101,17 +101,23 @@ _SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>|</s>")
 _CALCULATOR_RE = re.compile(r"<<[^<>\n]*>>")
 
 
-def cut_continuation(text: str) -> str:
-    """The part of a generated text before a hallucinated next question or a special token,
-    without GSM8K calculator annotations. A header before any other text is the model restating
-    the question, not a continuation, and stays."""
+def continuation_start(text: str) -> int:
+    """Where a hallucinated next question or a special token starts in a generated text
+    (len(text) when there is none): everything from here on is ignored by the grade. A header
+    before any other text is the model restating the question, not a continuation."""
     end = len(text)
     for pattern in (_CONTINUATION_LINE_RE, _CONTINUATION_INLINE_RE, _SPECIAL_TOKEN_RE):
         for m in pattern.finditer(text, 0, end):
             if text[: m.start()].strip():
                 end = m.start()
                 break
-    return _CALCULATOR_RE.sub("", text[:end])
+    return end
+
+
+def cut_continuation(text: str) -> str:
+    """The part of a generated text before a hallucinated next question or a special token
+    (`continuation_start`), without GSM8K calculator annotations."""
+    return _CALCULATOR_RE.sub("", text[: continuation_start(text)])
 
 
 # --------------------------------------------------------------------------------------------

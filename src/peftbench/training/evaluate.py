@@ -17,6 +17,7 @@ class EvalOutcome:
     accuracy_flexible: float | None
     generated_tokens: int
     seconds: float
+    engine: str = "static"  # the engine that ran (TrainConfig.eval_engine, or static as its fallback)
 
 
 def _is_prompt_learning(model) -> bool:
@@ -112,44 +113,55 @@ def _generation_batches(model, tokenizer, prompts: list[str], batch_size: int) -
 
 def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, template: str,
                   batch_size: int, generation_kwargs: dict[str, Any], grade: Callable,
-                  extra_kwargs_fn: Callable | None = None, progress=None) -> EvalOutcome:
+                  extra_kwargs_fn: Callable | None = None, progress=None, engine: str = "static") -> EvalOutcome:
     """Generate an answer for every row and grade it. `grade(generated, reference)` returns an
-    object with extracted, extracted_flexible, correct_strict, correct_flexible."""
+    object with extracted, extracted_flexible, correct_strict, correct_flexible. `engine` is a
+    TrainConfig.eval_engine; "dynamic" runs the static loop for models it cannot generate
+    (generation.unsupported_reason), and EvalOutcome.engine says which one ran."""
     import time
+
+    from peftbench.training import generation
 
     start = time.perf_counter()
     was_training = model.training
     model.eval()
     out_rows: list[dict[str, Any]] = []
-    total_tokens = 0
     all_prompts = [format_prompt(template, r["question"]) for r in rows]
+    if engine == "dynamic" and generation.unsupported_reason(model, generation_kwargs) is not None:
+        engine = "static"
+
+    def record(index: int, text: str, count: int) -> None:
+        row = rows[index]
+        g = grade(text, row["answer"])
+        out_rows.append({
+            "split": split, "index": index, "item_id": R.item_id(row["question"]),
+            "question": row["question"], "prompt": all_prompts[index], "generated": text,
+            "reference": row["answer"], "extracted": g.extracted,
+            "extracted_flexible": g.extracted_flexible, "correct_strict": bool(g.correct_strict),
+            "correct_flexible": bool(g.correct_flexible), "num_generated_tokens": count,
+        })
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(acc=f"{sum(r['correct_strict'] for r in out_rows) / len(out_rows):.3f}")
+
     try:
-        for indices in _generation_batches(model, tokenizer, all_prompts, batch_size):
-            chunk = [rows[i] for i in indices]
-            prompts = [all_prompts[i] for i in indices]
-            extra = extra_kwargs_fn(len(chunk)) if extra_kwargs_fn else None
-            texts, counts = generate_batch(model, tokenizer, prompts, generation_kwargs, extra)
-            for index, row, prompt, text, count in zip(indices, chunk, prompts, texts, counts):
-                g = grade(text, row["answer"])
-                out_rows.append({
-                    "split": split, "index": index, "item_id": R.item_id(row["question"]),
-                    "question": row["question"], "prompt": prompt, "generated": text,
-                    "reference": row["answer"], "extracted": g.extracted,
-                    "extracted_flexible": g.extracted_flexible, "correct_strict": bool(g.correct_strict),
-                    "correct_flexible": bool(g.correct_flexible), "num_generated_tokens": count,
-                })
-                total_tokens += count
-            if progress is not None:
-                done = len(out_rows)
-                progress.update(len(chunk))
-                progress.set_postfix(acc=f"{sum(r['correct_strict'] for r in out_rows) / done:.3f}")
+        if engine == "dynamic":
+            generation.generate_dynamic(model, tokenizer, all_prompts, generation_kwargs, batch_size, record)
+        else:
+            for indices in _generation_batches(model, tokenizer, all_prompts, batch_size):
+                extra = extra_kwargs_fn(len(indices)) if extra_kwargs_fn else None
+                texts, counts = generate_batch(model, tokenizer, [all_prompts[i] for i in indices],
+                                               generation_kwargs, extra)
+                for index, text, count in zip(indices, texts, counts):
+                    record(index, text, count)
     finally:
         model.train(was_training)
     out_rows.sort(key=lambda r: r["index"])
     n = len(out_rows)
     acc = sum(r["correct_strict"] for r in out_rows) / n if n else None
     acc_flex = sum(r["correct_flexible"] for r in out_rows) / n if n else None
-    return EvalOutcome(out_rows, acc, acc_flex, total_tokens, time.perf_counter() - start)
+    total_tokens = sum(r["num_generated_tokens"] for r in out_rows)
+    return EvalOutcome(out_rows, acc, acc_flex, total_tokens, time.perf_counter() - start, engine=engine)
 
 
 def text_cross_entropy(model, tokenizer, texts: list[str], max_seq_length: int, batch_size: int) -> float | None:

@@ -272,11 +272,19 @@ def _setup(run: _Run) -> None:
 
 
 def _forgetting_loss(run: _Run) -> float | None:
+    import time
+
     from peftbench.training.evaluate import text_cross_entropy
 
     cfg = run.exp.train_config
-    return text_cross_entropy(run.loaded.model, run.loaded.tokenizer, run.forgetting_texts,
+    start = time.perf_counter()
+    loss = text_cross_entropy(run.loaded.model, run.loaded.tokenizer, run.forgetting_texts,
                               cfg.max_seq_length, cfg.batch_size_eval)
+    if run.forgetting_texts:
+        # measured twice (adapter off before training, on after): the time is the sum of both
+        info = run.result["train_info"]
+        info[R.TI_FORGETTING_TIME] = (info.get(R.TI_FORGETTING_TIME) or 0.0) + time.perf_counter() - start
+    return loss
 
 
 def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
@@ -289,12 +297,15 @@ def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
     def validate():
         bar = _bar(run.opts.progress, len(rows), f"{split} eval")
         try:
-            return evaluate_rows(
+            outcome = evaluate_rows(
                 run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
                 batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
-                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n, run.device), progress=bar)
+                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n, run.device), progress=bar,
+                engine=cfg.eval_engine)
         finally:
             bar.close()
+        run.result["train_info"][R.TI_EVAL_ENGINE_USED] = outcome.engine
+        return outcome
 
     return validate
 
