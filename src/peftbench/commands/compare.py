@@ -10,6 +10,7 @@ from typing import Any
 
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_result_reading_options
+from peftbench.errors import ExitCode
 
 HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
 DESCRIPTION = """\
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_columns:
         print(list_columns())
-        return 0
+        return ExitCode.OK
     frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict))
     warning = compare.engine_mix_warning(frame)
     if warning:
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     machine = args.format in ("csv", "json")
     shown = compare.select_columns(frame, args.columns, default=[c.name for c in compare.COLUMNS] if machine else DEFAULT_COLUMNS)
     sys.stdout.write(render(shown, frame, args.format))
-    return 0
+    return ExitCode.OK
 
 
 def list_columns() -> str:

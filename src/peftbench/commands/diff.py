@@ -7,6 +7,8 @@ import dataclasses
 import json
 import sys
 
+from peftbench.errors import ExitCode
+
 HELP = "paired comparison of two results on the same test items (bootstrap CI, McNemar)"
 DESCRIPTION = """\
 Compare two runs item by item, from the predictions saved beside each result
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         sys.stdout.write(render_text(result, names, [str(r.path) for r in runs], args.flexible))
-    return 0
+    return ExitCode.OK
 
 
 def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.training import methods
+from peftbench.errors import ExitCode
 
 HELP = "list a suite's experiments: method family, trainable parameters, main result"
 DESCRIPTION = """\
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(_summary(suite, entries, counter))
     for problem in problems:
         print(f"error: {problem}")
-    return 1 if problems else 0
+    return ExitCode.FAILED if problems else ExitCode.OK
 
 
 def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], str | None]:

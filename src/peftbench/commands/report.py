@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from peftbench.commands.options import add_result_reading_options
+from peftbench.errors import ExitCode
 
 HELP = "write a self-contained HTML report (leaderboard, Pareto plot, learning curves, failures)"
 DESCRIPTION = """\
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
     atomic_write_bytes(output, page.encode("utf-8"))  # fs gives it shared permissions (0666 less umask)
     print(f"wrote {output} ({len(runs)} result files, {len(page) / 1024:.0f} KiB)")
-    return 0
+    return ExitCode.OK
 
 
 def _capabilities(paths: list[str]) -> list[dict] | None:

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from peftbench.errors import ExitCode
+
 HELP = "re-run the experiment a result file records and check that its numbers come out the same"
 DESCRIPTION = """\
 Rebuild the experiment from the result file alone (its recorded training config and PEFT config)
@@ -58,7 +60,7 @@ def run(args) -> int:
     from peftbench.errors import UserError
 
     recorded = P.read_recorded(args.result)
-    missing = P.missing_local_paths(recorded["run_info"]["train_config"])
+    missing = P.missing_local_paths(recorded[R.RUN_INFO][R.RI_TRAIN_CONFIG])
     if missing:
         lines = "\n".join(f"  - {m}" for m in missing)
         raise UserError(f"{args.result} was made from local files that no longer exist:\n{lines}\n"
@@ -110,7 +112,7 @@ def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
     outcome = run_experiment(exp, opts, exp.train_config.seed)
     if outcome.status is not Status.SUCCESS:
         print(f"the reproduction did not succeed: {outcome.message}", file=sys.stderr)
-        return None, outcome.exit_code or 1
+        return None, outcome.exit_code or ExitCode.FAILED
     return outcome.result_path, 0
 
 

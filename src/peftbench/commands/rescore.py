@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.record import results
-from peftbench.errors import UserError
+from peftbench.errors import ExitCode, UserError
 from peftbench.fs import atomic_write_json, sha256_file
 from peftbench.record.results import (
     M_TEST_ACC,
@@ -68,7 +68,7 @@ class Rescore:
 
     @property
     def old_grader_version(self) -> str | None:
-        return (self.raw.get("meta_info") or {}).get("grader_version")
+        return (self.raw.get(results.META_INFO) or {}).get(results.MI_GRADER_VERSION)
 
     @property
     def needs_write(self) -> bool:
@@ -98,7 +98,7 @@ def run(args) -> int:
                 print("  unchanged, nothing written")
     if not args.write:
         print("(dry run: pass --write to update the files)")
-    return 0
+    return ExitCode.OK
 
 
 def _load_raw(path: Path) -> dict[str, Any]:
@@ -110,8 +110,8 @@ def _load_raw(path: Path) -> dict[str, Any]:
 
 def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> tuple[Path, bool]:
     """The predictions file of a result and whether the result's record of it is stale."""
-    info = raw["run_info"].get("predictions")
-    pred_path = results.named_predictions_path(path, raw["run_info"])
+    info = raw[results.RUN_INFO].get(results.RI_PREDICTIONS)
+    pred_path = results.named_predictions_path(path, raw[results.RUN_INFO])
     if pred_path is not None:
         if not pred_path.is_file():
             raise UserError(f"{path}: its predictions file {pred_path} is missing; "
@@ -167,7 +167,7 @@ def rescore_file(path: Path) -> Rescore:
         rows_changed += any(row.get(name) != new_row[name] for name in _GRADE_FIELDS)
         rows.append(new_row)
 
-    metrics = raw["train_info"].get("metrics") or []
+    metrics = raw[results.TRAIN_INFO].get(results.TI_METRICS) or []
     changes = []
     for split, entry_key, metric_modes in _SPLIT_METRICS:
         index = _last_entry_with(metrics, entry_key)
@@ -208,17 +208,17 @@ def write(plan: Rescore) -> None:
     """Rewrite the predictions rows, then the result that names their new sha256 (both atomic)."""
     sha256 = results.write_predictions(plan.predictions_path, plan.rows)
     raw = plan.raw
-    metrics = raw["train_info"].get("metrics") or []
+    metrics = raw[results.TRAIN_INFO].get(results.TI_METRICS) or []
     for c in plan.changes:
         if c.new is not None and c.entry_index is not None:
             metrics[c.entry_index][c.metric] = c.new
-    info = raw["run_info"].get("predictions")
+    info = raw[results.RUN_INFO].get(results.RI_PREDICTIONS)
     if not isinstance(info, dict):
-        info = raw["run_info"]["predictions"] = {}
+        info = raw[results.RUN_INFO][results.RI_PREDICTIONS] = {}
     info["file"] = plan.predictions_path.name
     info["sha256"] = sha256
-    meta = raw.get("meta_info")
+    meta = raw.get(results.META_INFO)
     if not isinstance(meta, dict):
-        meta = raw["meta_info"] = {}
-    meta["grader_version"] = GRADER_VERSION
+        meta = raw[results.META_INFO] = {}
+    meta[results.MI_GRADER_VERSION] = GRADER_VERSION
     atomic_write_json(plan.result_path, raw)

@@ -46,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("targets", nargs="*", default=["."], metavar="SUITE_OR_EXPERIMENT_DIR",
                         help="suite, experiments folder, method folder or experiment (default: .)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the reason for each line; run nothing")
-    parser.add_argument("--force", action="store_true", help="also rerun experiments whose result is up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="also rerun experiments whose result is up to date, and those whose main result is "
+                             "unreadable (the old file is moved aside to <name>.json.unreadable-<time>, never deleted)")
     parser.add_argument("-v", "--verbose", action="store_true", help="pass -v to every run")
     parser.add_argument("--keep-adapters", action="store_true",
                         help="keep each trained adapter in its temporary folder (default: delete it after the "

@@ -18,6 +18,8 @@ For every experiment (and seed) below the given folders, say whether its newest 
 date, and if not, why `peftbench run-all` would run it: never run, config changed, data or model
 changed, code or library changed, last attempt failed or cancelled, or running right now.
 The newest relevant result and its test accuracy are shown beside it. Nothing is run or written.
+A main result that cannot be read (truncated, a newer schema_version, ...) shows as
+"unreadable result (<reason>)" and is left alone: `run-all --force` moves it aside and runs.
 
 Exit status: 0, or 2 when an experiment config is invalid (as for `run-all --dry-run`).
 

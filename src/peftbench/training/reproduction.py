@@ -44,12 +44,12 @@ def read_recorded(path: str | os.PathLike) -> dict[str, Any]:
     result = R.load(path)  # ResultError (a UserError) names the file and the reason
     info = result[R.RUN_INFO]
     problems = []
-    if not isinstance(info.get("train_config"), dict):
+    if not isinstance(info.get(R.RI_TRAIN_CONFIG), dict):
         problems.append("run_info.train_config is missing: the result does not say how it was trained")
-    name = info.get("experiment_name")
+    name = info.get(R.RI_EXPERIMENT_NAME)
     if not isinstance(name, str) or name.count("/") != 1:
         problems.append(f"run_info.experiment_name {name!r} is not '<method>/<name>'")
-    status = result["train_info"].get("status")
+    status = result[R.TRAIN_INFO].get(R.TI_STATUS)
     if status != R.Status.SUCCESS.value:
         problems.append(f"the run's status is {status!r}; only a successful run has numbers to reproduce")
     if problems:
@@ -76,10 +76,10 @@ def missing_local_paths(train_config: dict[str, Any]) -> list[str]:
 
 def recorded_device(result: dict[str, Any]) -> str:
     """The device the run used: the configured one, or for "auto" the kind it resolved to."""
-    configured = result["run_info"]["train_config"].get("device", "auto")
+    configured = result[R.RUN_INFO][R.RI_TRAIN_CONFIG].get("device", "auto")
     if configured != "auto":
         return configured
-    inputs = result["run_info"].get("run_key_inputs") or {}
+    inputs = result[R.RUN_INFO].get(R.RI_RUN_KEY_INPUTS) or {}
     return (inputs.get("train_config") or {}).get("device") or "auto"
 
 
@@ -98,9 +98,9 @@ def adapter_config_for(peft_config: dict[str, Any]) -> dict[str, Any]:
 
 def rebuild(result: dict[str, Any], folder: Path, device: str | None = None) -> Path:
     """Write a suite with the one recorded experiment under `folder`; return the experiment folder."""
-    info = result["run_info"]
-    method, name = info["experiment_name"].split("/")
-    train_config = dict(info["train_config"])
+    info = result[R.RUN_INFO]
+    method, name = info[R.RI_EXPERIMENT_NAME].split("/")
+    train_config = dict(info[R.RI_TRAIN_CONFIG])
     train_config["device"] = device or recorded_device(result)
     suite = Path(folder) / "suite"
     exp_dir = suite / EXPERIMENTS_DIR / method / name
@@ -174,8 +174,8 @@ def compare(recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: flo
     """One row per compared number: every numeric (or null) key of every metrics entry, entries
     matched by position, except the timing and memory keys. A key present on one side only, or a
     different number of entries, is a mismatch."""
-    old = recorded["train_info"].get("metrics") or []
-    new = reproduced["train_info"].get("metrics") or []
+    old = recorded[R.TRAIN_INFO].get(R.TI_METRICS) or []
+    new = reproduced[R.TRAIN_INFO].get(R.TI_METRICS) or []
     rows = []
     for index in range(max(len(old), len(new))):
         a = old[index] if index < len(old) else {}

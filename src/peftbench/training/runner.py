@@ -154,7 +154,7 @@ def _run_locked(run: _Run) -> RunOutcome:
             status, error = Status.FAILED, exc
         path = _write_result(run, status, error)
     return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
-                      run.result["run_info"].get("error_msg"))
+                      run.result[R.RUN_INFO].get(R.RI_ERROR_MSG))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _run_locked(run: _Run) -> RunOutcome:
 def _record_static_info(run: _Run) -> None:
     from peftbench.record import provenance
 
-    exp, info = run.exp, run.result["run_info"]
+    exp, info = run.exp, run.result[R.RUN_INFO]
     git = provenance.git_state(exp.suite_dir)
     run.git = git
     info.update(
@@ -207,7 +207,7 @@ def _preflight(run: _Run) -> None:
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
     run.run_key, run.run_key_inputs = runkey.compute(run.exp, run.device.split(":")[0])
-    run.result["run_info"].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
+    run.result[R.RUN_INFO].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
 
 
 def _quiet_libraries() -> None:
@@ -255,7 +255,7 @@ def _setup(run: _Run) -> None:
     run.train_samples = data.tokenize_train_rows(train_rows, tokenizer, cfg.query_template, cfg.max_seq_length)
     model_info = dict(run.run_key_inputs["model"])
     model_info.setdefault("loaded_commit", getattr(modeling.unwrap_base(model).config, "_commit_hash", None))
-    run.result["meta_info"].update(
+    run.result[R.META_INFO].update(
         model_info=model_info,
         dataset_info={"train": train_identity, "eval": run.splits.identity, "forgetting": forgetting_identity},
         package_info=provenance.package_versions(), system_info=provenance.system_info(run.device),
@@ -263,7 +263,7 @@ def _setup(run: _Run) -> None:
         peftbench_version=run.run_key_inputs["code"]["peftbench_version"],
         code_sha256=run.run_key_inputs["code"]["sources_sha256"])
     trainable, total = modeling.count_parameters(model)
-    run.result["train_info"].update(num_trainable_params=trainable, num_total_params=total)
+    run.result[R.TRAIN_INFO].update(num_trainable_params=trainable, num_total_params=total)
     log(f"model: {cfg.model_id} on {run.device}, {trainable:,} trainable of {total:,} parameters")
     if cfg.init_kv_cache_prefix and exp.peft_config is not None and exp.peft_config.peft_type.value in ("PREFIX_TUNING", "CARTRIDGE"):
         from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
@@ -282,7 +282,7 @@ def _forgetting_loss(run: _Run) -> float | None:
                               cfg.max_seq_length, cfg.batch_size_eval)
     if run.forgetting_texts:
         # measured twice (adapter off before training, on after): the time is the sum of both
-        info = run.result["train_info"]
+        info = run.result[R.TRAIN_INFO]
         info[R.TI_FORGETTING_TIME] = (info.get(R.TI_FORGETTING_TIME) or 0.0) + time.perf_counter() - start
     return loss
 
@@ -304,7 +304,7 @@ def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
                 engine=cfg.eval_engine)
         finally:
             bar.close()
-        run.result["train_info"][R.TI_EVAL_ENGINE_USED] = outcome.engine
+        run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
         return outcome
 
     return validate
@@ -332,7 +332,7 @@ def _train(run: _Run) -> None:
             state = C.restore(payload, model, optimizer, scheduler, scaler)
             run.elapsed_base = state.elapsed_before
             run.started = time.perf_counter()
-            run.result["run_info"]["resumed_from_step"] = state.step
+            run.result[R.RUN_INFO][R.RI_RESUMED_FROM_STEP] = state.step
             log(f"resuming from the checkpoint at step {state.step} ({ckpt_path})")
     run.state = state
 
@@ -368,13 +368,13 @@ def _forgetting_with_adapter_disabled(run: _Run) -> float | None:
 def _test(run: _Run) -> None:
     outcome = _validate_fn(run, "test", run.splits.test)()
     run.test_rows = outcome.rows
-    run.result["train_info"]["test_time"] = outcome.seconds
+    run.result[R.TRAIN_INFO][R.TI_TEST_TIME] = outcome.seconds
     forgetting_after = _forgetting_loss(run)
     state = run.state
     forgetting = None
     if forgetting_after is not None and run.forgetting_before is not None:
         forgetting = forgetting_after - run.forgetting_before
-    run.result["train_info"]["metrics"] = state.metrics + [{
+    run.result[R.TRAIN_INFO][R.TI_METRICS] = state.metrics + [{
         R.M_STEP: state.step,
         R.M_TEST_ACC: outcome.accuracy,
         R.M_TEST_ACC_FLEX: outcome.accuracy_flexible,
@@ -402,31 +402,31 @@ def _finish(run: _Run) -> None:
     """Save the adapter and record sizes."""
     from peftbench.fs import sha256_file
 
-    model, info = run.loaded.model, run.result["train_info"]
+    model, info = run.loaded.model, run.result[R.TRAIN_INFO]
     if run.exp.train_config.max_steps == 0:
         # Evaluation only: nothing was trained, so there is nothing to save or count.
-        info["file_size"], info["num_trainable_params"] = 0, 0
+        info[R.TI_FILE_SIZE], info[R.TI_NUM_TRAINABLE_PARAMS] = 0, 0
         return
     if run.exp.peft_config is None:
         # Full fine-tuning: the "adapter" is the whole model; its size is parameters x bytes.
-        info["file_size"] = sum(p.numel() * p.element_size() for p in model.parameters())
+        info[R.TI_FILE_SIZE] = sum(p.numel() * p.element_size() for p in model.parameters())
         if run.opts.output_dir:
             model.save_pretrained(run.opts.output_dir)
-            run.result["run_info"]["adapter_dir"] = str(Path(run.opts.output_dir).resolve())
+            run.result[R.RUN_INFO][R.RI_ADAPTER_DIR] = str(Path(run.opts.output_dir).resolve())
         return
     out = Path(run.opts.output_dir) if run.opts.output_dir else Path(tempfile.mkdtemp(prefix=f"peftbench-{run.stem}-"))
     model.save_pretrained(str(out))
     weights = out / "adapter_model.safetensors"
     if weights.exists():
-        info["file_size"] = weights.stat().st_size
-        run.result["run_info"]["adapter_sha256"] = sha256_file(weights)
+        info[R.TI_FILE_SIZE] = weights.stat().st_size
+        run.result[R.RUN_INFO][R.RI_ADAPTER_SHA256] = sha256_file(weights)
     else:
-        info["file_size"] = 0
+        info[R.TI_FILE_SIZE] = 0
     if run.opts.clean:
         shutil.rmtree(out, ignore_errors=True)
         run.opts.log(f"adapter saved to {out} and deleted (--clean)")
     else:
-        run.result["run_info"]["adapter_dir"] = str(out.resolve())
+        run.result[R.RUN_INFO][R.RI_ADAPTER_DIR] = str(out.resolve())
         run.opts.log(f"adapter saved to {out}")
 
 
@@ -436,26 +436,26 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
     from peftbench.fs import atomic_write_json
     from peftbench.training import loop as T
 
-    info, train_info = run.result["run_info"], run.result["train_info"]
-    train_info["status"] = status.value
+    info, train_info = run.result[R.RUN_INFO], run.result[R.TRAIN_INFO]
+    train_info[R.TI_STATUS] = status.value
     state = run.state
     if state is not None:
-        train_info["train_time"] = state.train_time
-        train_info["eval_time"] = state.eval_time
-        if status is not Status.SUCCESS and not train_info["metrics"]:
-            train_info["metrics"] = state.metrics
+        train_info[R.TI_TRAIN_TIME] = state.train_time
+        train_info[R.TI_EVAL_TIME] = state.eval_time
+        if status is not Status.SUCCESS and not train_info[R.TI_METRICS]:
+            train_info[R.TI_METRICS] = state.metrics
         train_info.update(T.memory_summary(state, run.device))
     if error is not None:
-        info["error_msg"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        info["traceback"] = "".join(traceback.format_exception(error))
-    info["total_time"] = run.clock()
+        info[R.RI_ERROR_MSG] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        info[R.RI_TRACEBACK] = "".join(traceback.format_exception(error))
+    info[R.RI_TOTAL_TIME] = run.clock()
     path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp(),
                                  run.exp.experiment_name, run.opts.log)
     rows = (state.last_valid_rows if state is not None else []) + run.test_rows
     if rows or status is Status.SUCCESS:
         pred_path = R.predictions_path_for(path)
         digest = R.write_predictions(pred_path, rows)
-        info["predictions"] = {"file": pred_path.name, "sha256": digest}
+        info[R.RI_PREDICTIONS] = {"file": pred_path.name, "sha256": digest}
     atomic_write_json(path, run.result)
     if status is Status.SUCCESS and not run.opts.keep_checkpoint:
         if run.checkpoint_path is not None and run.checkpoint_path.exists():

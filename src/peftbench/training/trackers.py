@@ -262,6 +262,11 @@ class Trackers:
         self._step = 0
 
     @classmethod
+    def none(cls) -> "Trackers":
+        """The stand-in group of a run with report_to "none" (and of one not started yet)."""
+        return cls([], warn=lambda msg: None)
+
+    @classmethod
     def start(cls, report_to, run: RunDescription, warn: Callable[[str], None]) -> "Trackers":
         trackers = [TRACKERS[name]() for name in tracker_names(report_to)]
         group = cls(trackers, warn)
@@ -296,15 +301,15 @@ class Trackers:
         self._step = entry.get(R.M_STEP, self._step)
         self._call("log", validation_values(entry), self._step)
 
-    def finish(self, result: dict[str, Any], status: str) -> dict[str, dict[str, Any]]:
+    def finish(self, result: dict[str, Any], status: str) -> dict[str, dict[str, Any]] | None:
         """Send the final figures of `result` and the status, close every tracker, and return what
-        goes into run_info["trackers"]."""
+        goes into run_info["trackers"] (None when no tracker was asked for)."""
         final = final_values(result)
         if final:
             self._call("log", final, R.final_metrics(result).get(R.M_STEP, self._step))
         self._call("finish", status)
         self._live = []
-        return self.summary()
+        return self.summary() or None
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """name -> {run_id, location, failed, error} for every tracker asked for."""
