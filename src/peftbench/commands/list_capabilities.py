@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
+from peftbench.errors import ExitCode
 
 HEADER = ["experiment", "merge", "unmerge", "multi", "int8", "int4", "trainable", "adapter", "tiny file"]
 # the generic reason every int8/int4 cell gives on CPU is said once, below the table
@@ -30,7 +31,7 @@ def run(suite: Path, refresh: bool = False) -> int:
     cached = len(rows) - measured
     print(f"{len(rows)} experiments: {measured} measured now, {cached} from the cache ({matrix.cache_dir(suite)}) "
           f"or sharing another experiment's adapter config; {seconds:.1f} s")
-    return 1 if any(r.get("error") for r in rows) else 0
+    return ExitCode.FAILED if any(r.get("error") for r in rows) else ExitCode.OK
 
 
 def table_row(row: dict) -> list[str]:
