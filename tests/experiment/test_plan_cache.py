@@ -108,3 +108,36 @@ def test_device_auto_is_resolved_once_per_machine(tiny_suite, monkeypatch):
     assert plan_cache.device_kind("auto", plan_cache.PlanCache(tiny_suite)) == "cpu"
     assert plan_cache.device_kind("cpu", cache) == "cpu"
     assert calls == ["auto"]
+
+
+def test_the_cache_key_covers_every_module_config_loads_with():
+    # LOADING_SOURCES is a list: when config.py (or limits.py) imports another peftbench module,
+    # that module must join the list, or a change to it would leave stale cache entries.
+    import ast
+
+    from peftbench import experiment
+
+    root = Path(experiment.__file__).parent.parent
+    for rel in ("experiment/config.py", "experiment/limits.py"):
+        tree = ast.parse((root / rel).read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and node.module == "peftbench.experiment" for a in node.names}
+        ours = {m for m in imported if m.startswith("peftbench") and m != "peftbench.experiment"}
+        files = {m.removeprefix("peftbench.").replace(".", "/") + ".py" for m in ours}
+        assert files <= set(plan_cache.LOADING_SOURCES), (rel, files - set(plan_cache.LOADING_SOURCES))
+
+
+def test_list_no_params_from_the_cache_prints_the_same(tiny_suite, monkeypatch, capsys):
+    from peftbench.experiment import catalog
+
+    assert main(["list", str(tiny_suite), "--no-params"]) == 0
+    fresh = capsys.readouterr().out
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a warm cache must not load configs or ask peft")
+
+    monkeypatch.setattr(C, "load_experiment", must_not_run)
+    monkeypatch.setattr(catalog, "all_peft_types", must_not_run)
+    assert main(["list", str(tiny_suite), "--no-params"]) == 0
+    assert capsys.readouterr().out == fresh

@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.experiment import catalog
+    from peftbench.experiment import catalog, plan_cache
     from peftbench.analysis.texttable import format_table
 
     suite = Path(args.suite)
@@ -67,30 +67,37 @@ def run(args: argparse.Namespace) -> int:
         return list_capabilities.run(suite, refresh=args.refresh)
     entries = catalog.catalog(suite)
     counter = None if args.no_params else ParamCounter()
+    # Without parameter counts nothing needs peft or torch: the configs come from the plan cache
+    # that status and run-all share (experiment/plan_cache.py), loaded only when their files changed.
+    cache = plan_cache.PlanCache(suite) if args.no_params else None
     rows, problems = [], []
     for entry in entries:
-        row, problem = _row(suite, entry, counter)
+        row, problem = _row(suite, entry, counter, cache)
         rows.append(row)
         if problem:
             problems.append(f"{entry.experiment_name}: {problem}")
     header = ["family", "variant", "experiment", "trainable", "result", "test acc"]
     print(format_table(header, rows, right=[False, False, False, True, False, True], rule=True))
     print()
-    print(_summary(suite, entries, counter))
+    print(_summary(suite, entries, counter, cache))
+    if cache is not None:
+        cache.save()
     for problem in problems:
         print(f"error: {problem}")
     return ExitCode.FAILED if problems else ExitCode.OK
 
 
-def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], str | None]:
+def _row(suite: Path, entry, counter: ParamCounter | None, cache=None) -> tuple[list[str], str | None]:
     from peftbench.analysis import families
     from peftbench.experiment.config import load_experiment
     from peftbench.errors import ResultError, UserError
     from peftbench.record.results import M_TEST_ACC, final_metrics, load
     from peftbench.experiment.suite import RESULTS, result_stem
 
+    from peftbench.experiment import plan_cache
+
     try:
-        exp = load_experiment(entry.path)
+        exp = load_experiment(entry.path) if cache is None else plan_cache.load_experiment(entry.path, {}, cache)
     except UserError as exc:
         first_line = str(exc).splitlines()[0]
         return [entry.peft_type or "?", "", entry.experiment_name, "", "", ""], first_line
@@ -109,12 +116,12 @@ def _row(suite: Path, entry, counter: ParamCounter | None) -> tuple[list[str], s
     return [family, variant if variant != family else "", entry.experiment_name, trainable, result, accuracy], None
 
 
-def _summary(suite: Path, entries, counter: ParamCounter | None) -> str:
+def _summary(suite: Path, entries, counter: ParamCounter | None, cache=None) -> str:
     from peftbench.experiment import catalog
 
     covered = catalog.covered_methods(entries)
     full = sum(1 for e in entries if e.peft_type is None)
-    installed = catalog.installed_methods()
+    installed = catalog.installed_methods(None if cache is None else cache.peft_types())
     missing = [m for m in installed if m not in covered and m not in catalog.EXCLUDED_METHODS]
     lines = [f"{len(entries)} experiments: {len(covered)} of the {len(installed)} causal-LM methods of the "
              f"installed peft, and {full} full fine-tuning"]

@@ -37,12 +37,17 @@ class CatalogEntry:
         return f"{self.method}/{self.name}"
 
 
-def installed_methods() -> list[str]:
-    """peft_type names of the installed peft that apply to causal LMs, sorted."""
+def installed_methods(peft_types: list[str] | None = None) -> list[str]:
+    """peft_type names of the installed peft that apply to causal LMs, sorted. `peft_types`:
+    every method of the installed peft when already known (`PlanCache.peft_types`, no peft import)."""
+    return sorted(set(peft_types if peft_types is not None else all_peft_types()) - set(NOT_FOR_CAUSAL_LM))
+
+
+def all_peft_types() -> list[str]:
+    """Every peft_type of the installed peft (its PeftType -> config mapping), sorted."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    names = {getattr(t, "value", t) for t in PEFT_TYPE_TO_CONFIG_MAPPING}
-    return sorted(names - set(NOT_FOR_CAUSAL_LM))
+    return sorted({getattr(t, "value", t) for t in PEFT_TYPE_TO_CONFIG_MAPPING})
 
 
 def catalog(suite_dir: str | Path) -> list[CatalogEntry]:

@@ -9,8 +9,8 @@ configs (for the run key) and whether they are valid. Those depend on nothing bu
   - the bytes of the experiment's adapter_config.json and training_params.json, and of the
     suite's default_training_params.json,
   - the --set overrides and seed,
-  - the source of peftbench's experiment/ subpackage, walked (the loading and validation code
-    and the defaults: config.py, limits.py; a module added there counts without a list),
+  - the source of the modules that load and validate a config (LOADING_SOURCES; a test checks
+    that config.py imports no other peftbench module, so the list cannot silently fall behind),
   - the versions of torch, transformers, peft and datasets,
 
 so an entry keyed by a sha256 over all of them is as good as loading again. What can change
@@ -49,6 +49,11 @@ CACHE_FILE = "plan-cache.json"
 FORMAT = 1  # bump when the shape of an entry changes
 MAX_ENTRIES = 4096  # ~60 suites of 70 experiments; the least recently used go first
 _LIBRARIES = ("torch", "transformers", "peft", "datasets")
+# What decides a cached entry, relative to the package: config.py and the modules it imports (the
+# whole experiment/ folder would do too, but it also holds executors and tuning code that change
+# often and never change how a config loads), and this module, which shapes the entries.
+LOADING_SOURCES = (
+    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py")
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
@@ -90,6 +95,17 @@ class PlanCache:
     def put(self, key: str, value: Any) -> None:
         self._entries[key] = {"used": time.time(), "value": value}
         self._changed = True
+
+    def peft_types(self) -> list[str]:
+        """Every peft_type of the installed peft (`catalog.all_peft_types`), once per peft version."""
+        key = _sha256({"peft_types": library_versions()["peft"], "code": loading_source_sha256()})
+        hit = self.get(key)
+        if hit is None:
+            from peftbench.experiment.catalog import all_peft_types
+
+            hit = all_peft_types()
+            self.put(key, hit)
+        return list(hit)
 
     def save(self) -> None:
         if not self._changed:
@@ -153,7 +169,7 @@ def _experiment_key(exp_dir: Path, overrides: dict[str, Any]) -> str:
     files = {name: _file_sha256(exp_dir / name) for name in (C.ADAPTER_CONFIG_FILE, *C.TRAINING_PARAMS_FILES)}
     return _sha256({"format": FORMAT, "experiment": str(exp_dir), "files": files,
                     "defaults": _file_sha256(suite / C.DEFAULTS_FILE), "overrides": overrides,
-                    "code": experiment_source_sha256(), "libraries": library_versions()})
+                    "code": loading_source_sha256(), "libraries": library_versions()})
 
 
 def _to_entry(exp: C.Experiment) -> dict[str, Any]:
@@ -174,13 +190,12 @@ def _from_entry(exp_dir: Path, overrides: dict[str, Any], entry: dict[str, Any])
 
 
 @functools.cache
-def experiment_source_sha256() -> str:
-    """sha256 over the .py files of peftbench's experiment/ subpackage (names and contents)."""
-    root = Path(peftbench.__file__).parent / "experiment"
+def loading_source_sha256() -> str:
+    """sha256 over the source files of LOADING_SOURCES (names and contents)."""
+    root = Path(peftbench.__file__).parent
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in LOADING_SOURCES:
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     return h.hexdigest()
 
 
