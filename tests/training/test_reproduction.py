@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import make_suite  # noqa: E402
 
 import peftbench  # noqa: E402
 from peftbench.training import reproduction as P  # noqa: E402
@@ -26,7 +25,7 @@ LORA = "experiments/lora/tiny-r4"
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory, tiny_model_dir) -> Path:
+def fresh(make_suite, tmp_path_factory, tiny_model_dir) -> Path:
     """The result file of one tiny LoRA run."""
     suite = make_suite(tmp_path_factory.mktemp("reproduce") / "suite", tiny_model_dir)
     assert main(["run", str(suite / LORA), "--no-progress", "--clean"]) == 0
@@ -58,6 +57,7 @@ def test_reproducing_a_fresh_result_passes_and_leaves_the_results_folders_alone(
         assert rows[metric].rstrip().endswith("ok"), rows[metric]
     assert "adapter weights: identical" in captured.out
     assert "reproduced: all" in captured.out
+    assert "verdict: IDENTICAL" in captured.out and "hardware: same as recorded" in captured.out
     assert tree(suite) == before
 
 
@@ -81,6 +81,8 @@ def test_reproducing_an_edited_result_fails_shows_the_number_and_warns_of_change
     [bad] = [line for line in captured.out.splitlines() if "DIFFERS" in line]
     assert bad.startswith("final: test accuracy ") and "0.5" in bad
     assert "NOT REPRODUCED: 1 of" in captured.out
+    # the edited copy has no predictions file beside it: nothing to judge the difference by
+    assert "verdict: DIFFERENT (no paired comparison of the predictions" in captured.out
     assert "warning: training code differs" in captured.err
     assert "run key differs from the recorded one: code changed (sources_sha256)" in captured.err
 

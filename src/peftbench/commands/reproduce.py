@@ -19,13 +19,19 @@ each metrics entry (losses, accuracies, sample and token counts), the final test
 forgetting included. Timing and memory figures are not compared. Your results folders are not
 touched.
 
-The tolerance is absolute; the default 0 asks for identical numbers, which a CPU run gives.
-Runs on an accelerator vary in the last digits: give e.g. --tolerance 0.02 there.
-A warning says when the training code or library versions differ from the recorded ones.
+The tolerance is absolute; the default 0 asks for identical numbers, which a CPU run on the same
+hardware gives. When numbers differ, the two runs' test answers are compared item by item (as
+`peftbench diff` does: McNemar exact test, paired-bootstrap interval of the difference) and the
+verdict is one of:
+  identical                 every number the same (or "within tolerance" with --tolerance)
+  within run-to-run noise   numbers differ, but the test answers do not differ beyond chance (p >= 0.05)
+  different                 they do, or a recorded accuracy does not match its own predictions
+It names the hardware and library differences it sees (another CPU, GPU, MKL or torch version
+changes the last bits; `deterministic: true` pins the CPU kernels, see the README).
 Local model or data paths recorded in the result must still exist.
 
-Exit status: 0 every number within the tolerance, 1 a number outside it (or the run failed),
-2 bad input (not a successful result, missing local files), 130 cancelled.
+Exit status: 0 identical, within tolerance or within run-to-run noise; 1 different (or the run
+failed); 2 bad input (not a successful result, missing local files); 130 cancelled.
 
 examples:
   peftbench reproduce results/lora--llama-3.2-3B-rank32.json
@@ -55,6 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from peftbench.analysis import leaderboard, reproducibility
     from peftbench.training import reproduction as P
     from peftbench.record import results as R
     from peftbench.errors import UserError
@@ -70,6 +77,8 @@ def run(args) -> int:
         if reproduced_path is None:
             return code
         reproduced = R.load(reproduced_path)
+        # read both prediction files while the scratch folder still exists
+        verdict_runs = (leaderboard.read_run(Path(args.result)), leaderboard.read_run(Path(reproduced_path)))
     rows = P.compare(recorded, reproduced, args.tolerance)
     print(format_rows(rows))
     _print_adapter_hashes(recorded, reproduced)
@@ -77,9 +86,11 @@ def run(args) -> int:
     where = f"the reproduced run is kept in {folder}" if args.keep else "scratch folder removed"
     if bad:
         print(f"NOT REPRODUCED: {len(bad)} of {len(rows)} numbers outside tolerance {args.tolerance:g} ({where})")
-        return 1
-    print(f"reproduced: all {len(rows)} numbers within tolerance {args.tolerance:g} ({where})")
-    return 0
+    else:
+        print(f"reproduced: all {len(rows)} numbers within tolerance {args.tolerance:g} ({where})")
+    verdict = reproducibility.judge(*verdict_runs, numbers_ok=not bad, tolerance=args.tolerance)
+    print(reproducibility.render(verdict))
+    return ExitCode.OK if verdict.reproduced else ExitCode.FAILED
 
 
 def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
