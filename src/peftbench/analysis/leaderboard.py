@@ -56,6 +56,7 @@ from peftbench.record.results import (
     ACCEL_MEM_MAX,
     CPU_PEAK_RSS,
     M_FORGETTING,
+    META_INFO,
     M_STEP,
     M_TEST_ACC,
     M_TEST_ACC_FLEX,
@@ -89,6 +90,7 @@ from peftbench.record.results import (
     read_predictions,
 )
 from peftbench.record.results import load as load_result
+from peftbench.record.hardware import hardware_label
 from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS, parse_result_name
 
 GSM8K_TEST_SIZE = 1319  # items in GSM8K's test split (openai/grade-school-math)
@@ -136,6 +138,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("test_time", "test time", NUMBER, "seconds", "generation and grading on the test split", LOWER),
     Column("forgetting_time", "forget time", NUMBER, "seconds", "the forgetting measure, before and after training", LOWER),
     Column("eval_engine", "engine", TEXT, "text", "evaluation engine that ran (dynamic, static; null: not recorded, the static loop)"),
+    Column("hardware", "hardware", TEXT, "text", "accelerator, else CPU model [PyTorch CPU capability], that made the run"),
     Column("tokens_per_s", "tokens/s", NUMBER, "rate", "training throughput: mean of the logged tokens/sec", HIGHER),
     Column("file_size", "file size", NUMBER, "bytes", "size of the saved adapter (or model)", LOWER),
     Column("trainable_params", "trainable", NUMBER, "count", "number of trainable parameters", LOWER),
@@ -465,6 +468,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "test_time": _num(train.get(TI_TEST_TIME)),
         "forgetting_time": _num(train.get(TI_FORGETTING_TIME)),
         "eval_engine": train.get(TI_EVAL_ENGINE_USED),
+        "hardware": hardware_label(_dict(run.result.get(META_INFO)).get("system_info")),
         "tokens_per_s": tokens_per_second(run.result),
         "file_size": _num(train.get(TI_FILE_SIZE)),
         "trainable_params": trainable,
@@ -586,6 +590,19 @@ def engine_mix_warning(frame: pd.DataFrame) -> str | None:
     listed = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
     return (f"warning: this leaderboard mixes evaluation engines ({listed}); their greedy outputs agree up "
             "to float rounding, but eval and test times are not comparable across engines")
+
+
+def hardware_mix_warning(frame: pd.DataFrame) -> str | None:
+    """A warning when the ranked rows were made on different hardware: time, throughput and
+    memory depend on it (accuracy does only in the last bits). Results that predate the field
+    ("unknown") do not count as a second machine."""
+    ranked = frame[frame["ranked"] == True]  # noqa: E712 - a pandas mask
+    counts = ranked["hardware"][ranked["hardware"] != "unknown"].value_counts()
+    if len(counts) < 2:
+        return None
+    listed = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+    return (f"warning: this leaderboard mixes hardware ({listed}); time, tokens/s and memory columns are "
+            "not comparable across machines")
 
 
 def _candidate(row: dict[str, Any], group: list[Run]) -> stats.Candidate | None:

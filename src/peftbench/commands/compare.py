@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
         print(list_columns())
         return ExitCode.OK
     frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict))
-    warning = compare.engine_mix_warning(frame)
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (compare.engine_mix_warning(frame), compare.hardware_mix_warning(frame)):
+        if warning:
+            print(warning, file=sys.stderr)
     if args.pareto:
         frame = compare.mark_pareto(frame, *compare.parse_pareto_axes(args.pareto))
     frame = compare.filter_rows(frame, args.filter)

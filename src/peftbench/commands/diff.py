@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import stats
+    from peftbench.record.hardware import hardware_differences, hardware_label
     from peftbench.errors import UserError
 
     if args.bootstrap < 100:
@@ -63,13 +64,19 @@ def run(args: argparse.Namespace) -> int:
     _, a, b = compare.paired_correctness(runs[0], runs[1], field)
     result = stats.compare_paired(a, b, n_bootstrap=args.bootstrap, seed=args.seed)
     names = [compare.experiment_name(r) for r in runs]
+    system = [r.result.get("meta_info", {}).get("system_info") for r in runs]
+    machines = [hardware_label(s) for s in system]
     if args.format == "json":
-        out = {"a": {"experiment": names[0], "path": str(runs[0].path)},
-               "b": {"experiment": names[1], "path": str(runs[1].path)},
+        out = {"a": {"experiment": names[0], "path": str(runs[0].path), "hardware": machines[0]},
+               "b": {"experiment": names[1], "path": str(runs[1].path), "hardware": machines[1]},
                "grading": "flexible" if args.flexible else "strict", **dataclasses.asdict(result)}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         sys.stdout.write(render_text(result, names, [str(r.path) for r in runs], args.flexible))
+        # Another machine changes the last bits of every number (and all timings): say so.
+        differences = hardware_differences(*system)
+        sys.stdout.write(f"hardware      A {machines[0]}   B {machines[1]}"
+                         + (f" (differ: {'; '.join(differences)})" if differences else "") + "\n")
     return ExitCode.OK
 
 
