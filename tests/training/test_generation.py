@@ -1,0 +1,126 @@
+"""The dynamic evaluation engine gives the static loop's outputs, for every kind of method.
+
+A tiny random model never writes EOS, so every row would run to its budget and no row would
+leave the batch early. To exercise rows that finish at different steps (and the refill that
+follows), the tests make a token the model writes often in the middle of its outputs the EOS."""
+
+from __future__ import annotations
+
+import pytest
+
+from peftbench.scoring.grader import grade
+from peftbench.training.evaluate import evaluate_rows
+
+CONFIGS = {
+    "none": None,
+    "lora": {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False},
+    "prompt_tuning": {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 5},
+    "prefix_tuning": {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 5},
+    "adaption_prompt": {"peft_type": "ADAPTION_PROMPT", "adapter_len": 4, "adapter_layers": 1},
+}
+# the engine each method gets when "dynamic" is asked for: prompt learning keeps its own path
+ENGINE_USED = {"none": "dynamic", "lora": "dynamic", "prompt_tuning": "static", "prefix_tuning": "static",
+               "adaption_prompt": "dynamic"}
+GENERATION = {"max_length": 200, "max_new_tokens": 14}
+TEMPLATE = "Question: {query}\nAnswer:"
+
+
+def _rows(n: int = 11) -> list[dict[str, str]]:
+    words = "and then she gets some more of them from her friend at the shop".split()
+    return [{"question": f"Sara has {i + 2} pens " + " ".join(words[: (5 * i) % len(words)]) + "?",
+             "answer": f"#### {i + 2}"} for i in range(n)]
+
+
+def _model(tiny_model_dir, spec):
+    import torch
+    from peft import get_peft_model
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if spec is not None:
+        torch.manual_seed(1)
+        spec = dict(spec)
+        config = PEFT_TYPE_TO_CONFIG_MAPPING[spec.pop("peft_type")](task_type="CAUSAL_LM", **spec)
+        model = get_peft_model(model, config)
+        with torch.no_grad():  # make the adapter change the output
+            for name, p in model.named_parameters():
+                if p.requires_grad and "lora_A" not in name:
+                    p.add_(torch.randn_like(p) * 0.5)
+    model.eval()
+    return model, tok
+
+
+def _evaluate(model, tok, engine, batch_size=4):
+    return evaluate_rows(model, tok, _rows(), split="test", template=TEMPLATE, batch_size=batch_size,
+                         generation_kwargs=GENERATION, grade=grade, engine=engine)
+
+
+def _make_a_frequent_token_the_eos(model, tok):
+    """Make EOS (and pad) the token whose first appearance falls on the most different steps
+    across the rows, so that rows finish at different steps."""
+    import torch
+
+    first_steps: dict[int, set[int]] = {}
+    for row in _rows():
+        ids = tok(TEMPLATE.format(query=row["question"]), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+        new = out[0, ids.shape[1]:].tolist()
+        for token in set(new):
+            first_steps.setdefault(token, set()).add(new.index(token))
+    token = max(first_steps, key=lambda t: (len(first_steps[t]), -t))
+    tok.eos_token = tok.convert_ids_to_tokens(token)
+    tok.pad_token = tok.eos_token
+
+
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_dynamic_engine_gives_the_static_loops_outputs(tiny_model_dir, method):
+    model, tok = _model(tiny_model_dir, CONFIGS[method])
+    _make_a_frequent_token_the_eos(model, tok)
+    static, dynamic = _evaluate(model, tok, "static"), _evaluate(model, tok, "dynamic")
+    assert (static.engine, dynamic.engine) == ("static", ENGINE_USED[method])
+    assert [r["generated"] for r in dynamic.rows] == [r["generated"] for r in static.rows]
+    assert [r["num_generated_tokens"] for r in dynamic.rows] == [r["num_generated_tokens"] for r in static.rows]
+    assert [r["index"] for r in dynamic.rows] == list(range(len(_rows())))
+    if ENGINE_USED[method] == "dynamic":
+        # rows did leave early, so the refill path ran
+        assert len({r["num_generated_tokens"] for r in dynamic.rows}) >= 3
+
+
+def test_a_batch_of_one_and_a_batch_larger_than_the_split_give_the_same_outputs(tiny_model_dir):
+    model, tok = _model(tiny_model_dir, None)
+    _make_a_frequent_token_the_eos(model, tok)
+    texts = {b: [r["generated"] for r in _evaluate(model, tok, "dynamic", batch_size=b).rows] for b in (1, 3, 50)}
+    assert texts[1] == texts[3] == texts[50]
+
+
+def test_dynamic_engine_stops_where_the_grader_cuts_and_keeps_the_grade(tiny_model_dir):
+    from peftbench.training.generation import generate_dynamic
+
+    model, tok = _model(tiny_model_dir, None)
+    prompts = [TEMPLATE.format(query=r["question"]) for r in _rows(5)]
+    full, stopped = {}, {}
+    generate_dynamic(model, tok, prompts, GENERATION, 2, lambda i, t, n: full.setdefault(i, (t, n)),
+                     stop=lambda text: False)
+    # a stand-in stop rule: the second time a text gets longer than 20 characters
+    generate_dynamic(model, tok, prompts, GENERATION, 2, lambda i, t, n: stopped.setdefault(i, (t, n)),
+                     stop=lambda text: len(text) > 20)
+    for i in full:
+        text, count = stopped[i]
+        assert full[i][0].startswith(text) and count <= full[i][1]
+        assert len(text) > 20 or count == full[i][1]
+
+
+def test_engines_that_cannot_run_fall_back_to_static(tiny_model_dir):
+    from peftbench.training.generation import unsupported_reason
+
+    model, tok = _model(tiny_model_dir, None)
+    assert unsupported_reason(model, GENERATION) is None
+    assert "repetition_penalty" in unsupported_reason(model, {**GENERATION, "repetition_penalty": 1.2})
+    out = evaluate_rows(model, tok, _rows(3), split="test", template=TEMPLATE, batch_size=2,
+                        generation_kwargs={**GENERATION, "repetition_penalty": 1.2}, grade=grade, engine="dynamic")
+    assert out.engine == "static"
