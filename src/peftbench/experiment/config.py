@@ -88,7 +88,7 @@ class TrainConfig:
     forgetting_size: int = 50  # text chunks of up to max_seq_length tokens
     device: str = "auto"
     trust_remote_code: bool = False
-    deterministic: bool = False  # torch.use_deterministic_algorithms on accelerators
+    deterministic: bool = False  # deterministic algorithms on accelerators; AVX2-pinned kernels on a CPU (training/cpu_kernels.py)
     # "none", a tracker name, a list of them, or names separated by commas ("tensorboard,mlflow");
     # trackers do not change the numbers, so the run key leaves this out (record/runkey.py)
     report_to: str | list = "none"
