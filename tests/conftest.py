@@ -1,10 +1,19 @@
-"""Shared fixtures: a tiny Llama and tokenizer built locally, and a tiny suite around them.
+"""Shared fixtures. Tests take what they need as fixture arguments; no test module imports from
+this one or from another test module.
 
-Nothing here touches the network: the tokenizer is a byte-level BPE trained on a few sentences,
-the model a 2-layer Llama with hidden size 32 and random weights."""
+- `tiny_llama`: the one tiny-Llama builder (a 2-layer Llama with hidden size 32 and random
+  weights; keyword arguments change its LlamaConfig), `tiny_model_dir`: the same model saved with
+  a byte-level BPE tokenizer trained on a few sentences. Nothing touches the network.
+- `make_suite`, `tiny_suite`, `tiny_lora`, `write_jsonl`: suite folders with tiny local data.
+- `make_result`, `write_run`, `prediction_rows`, `questions`: result files without a run.
+- `repo_root`; `shared_data`: the real data beside the repository (../shared/data), skipping the
+  test with a reason when it or the asked-for subfolder is absent; `published_results`: its
+  peft-results/ folder.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -45,10 +54,29 @@ def gsm8k_rows(n: int, offset: int = 0) -> list[dict[str, str]]:
     return rows
 
 
-def build_tiny_model(folder: Path) -> Path:
+# The one tiny Llama of the tests; keyword arguments of _tiny_llama change it where a test needs
+# another shape (a vocabulary without a tokenizer, tied embeddings).
+TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+
+
+def _tiny_llama(**config):
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)  # the same weights for the same shape, in every test
+    return LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **config}))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """A function: tiny_llama(**LlamaConfig overrides) -> a fresh LlamaForCausalLM, seeded."""
+    return _tiny_llama
+
+
+def build_tiny_model(folder: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -57,12 +85,8 @@ def build_tiny_model(folder: Path) -> Path:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS * 5, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = _tiny_llama(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -74,7 +98,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
-def write_jsonl(path: Path, rows) -> Path:
+def _write_jsonl(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -84,12 +108,12 @@ TINY_LORA = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha"
              "target_modules": ["q_proj", "v_proj"], "bias": "none"}
 
 
-def make_suite(root: Path, model_dir: Path, **defaults) -> Path:
+def _make_suite(root: Path, model_dir: Path, **defaults) -> Path:
     """A suite folder with tiny local data, a LoRA and a full fine-tuning experiment."""
     data = root / "data"
-    write_jsonl(data / "metamath.jsonl", train_rows())
-    write_jsonl(data / "gsm8k" / "train.jsonl", gsm8k_rows(20))
-    write_jsonl(data / "gsm8k" / "test.jsonl", gsm8k_rows(6, offset=100))
+    _write_jsonl(data / "metamath.jsonl", train_rows())
+    _write_jsonl(data / "gsm8k" / "train.jsonl", gsm8k_rows(20))
+    _write_jsonl(data / "gsm8k" / "test.jsonl", gsm8k_rows(6, offset=100))
     (data / "forget.txt").write_text("\n\n".join(
         "The quick brown fox jumps over the lazy dog near the river bank while the sun sets slowly. " * 3
         for _ in range(4)), encoding="utf-8")
@@ -114,4 +138,129 @@ def make_suite(root: Path, model_dir: Path, **defaults) -> Path:
 
 @pytest.fixture
 def tiny_suite(tmp_path, tiny_model_dir) -> Path:
-    return make_suite(tmp_path / "suite", tiny_model_dir)
+    return _make_suite(tmp_path / "suite", tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def make_suite():
+    """A function: make_suite(root, model_dir, **default_training_params) -> a suite folder with
+    tiny local data, experiments lora/tiny-r4 and full-finetuning/tiny."""
+    return _make_suite
+
+
+@pytest.fixture(scope="session")
+def write_jsonl():
+    """A function: write_jsonl(path, rows) -> path, one JSON object a line (folders created)."""
+    return _write_jsonl
+
+
+@pytest.fixture
+def tiny_lora() -> dict:
+    """The adapter_config.json of the tiny suite's LoRA experiment (a fresh copy per test)."""
+    return copy.deepcopy(TINY_LORA)
+
+
+# --- result files without a run --------------------------------------------------------------
+
+
+def _make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", created_at="2026-01-01T00:00:00+00:00",
+                 peft_type="LORA", error="", train_config=None, **train_info):
+    """A result in the current schema with a test accuracy and two validation points."""
+    from peftbench.record.results import (ACCEL_MEM_MAX, M_FORGETTING, M_STEP, M_TEST_ACC, M_TEST_ACC_FLEX,
+                                          M_TOKENS_PER_SEC, M_TRAIN_LOSS, M_TRAIN_TOTAL_TOKENS, M_VALID_ACC,
+                                          empty_result)
+
+    result = empty_result()
+    info = result["run_info"]
+    info.update(experiment_name=experiment, seed=seed, created_at=created_at, total_time=120.0, error_msg=error,
+                train_config={"seed": seed, "optimizer_type": "AdamW", **(train_config or {})},
+                peft_config={"peft_type": peft_type, "r": 8} if peft_type else None)
+    metrics = [
+        {M_STEP: 10, M_VALID_ACC: 0.2, M_TRAIN_LOSS: 1.5, M_TOKENS_PER_SEC: 900.0},
+        {M_STEP: 20, M_VALID_ACC: 0.3, M_TRAIN_LOSS: 1.1, M_TOKENS_PER_SEC: 1100.0},
+    ]
+    if acc is not None:
+        metrics.append({M_STEP: 20, M_TEST_ACC: acc, M_TEST_ACC_FLEX: min(1.0, acc + 0.05), M_FORGETTING: 0.1,
+                        M_TRAIN_TOTAL_TOKENS: 40_000})
+    result["train_info"].update(status=status, train_time=100.0, file_size=1000, num_trainable_params=10,
+                                num_total_params=1000, metrics=metrics, **{ACCEL_MEM_MAX: 2e9})
+    result["train_info"].update(train_info)
+    return result
+
+
+def _questions(n: int) -> list[str]:
+    return [f"question number {i}" for i in range(n)]
+
+
+def _prediction_rows(correct, items=None) -> list[dict]:
+    """Test rows graded `correct` (one flag per item), plus one validation row."""
+    from peftbench.record.results import item_id
+
+    items = items or _questions(len(correct))
+    return [{"split": "test", "index": i, "item_id": item_id(q), "question": q, "correct_strict": bool(c),
+             "correct_flexible": bool(c)} for i, (q, c) in enumerate(zip(items, correct))] + [
+        {"split": "valid", "index": 0, "item_id": item_id("a valid question"), "correct_strict": True,
+         "correct_flexible": True}]
+
+
+def _write_run(path: Path, result: dict, predictions=None) -> Path:
+    """A result file, and its predictions file beside it when rows are given."""
+    from peftbench.record.results import predictions_path_for, write_predictions
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if predictions is not None:
+        write_predictions(predictions_path_for(path), predictions)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_result():
+    """A function: make_result(experiment, acc, *, seed, status, created_at, peft_type, error,
+    train_config, **train_info) -> a result dict in the current schema."""
+    return _make_result
+
+
+@pytest.fixture(scope="session")
+def write_run():
+    """A function: write_run(path, result, predictions=None) -> path."""
+    return _write_run
+
+
+@pytest.fixture(scope="session")
+def prediction_rows():
+    """A function: prediction_rows(correct_flags, items=None) -> predictions rows."""
+    return _prediction_rows
+
+
+@pytest.fixture(scope="session")
+def questions():
+    """A function: questions(n) -> n distinct question texts (the default items of prediction_rows)."""
+    return _questions
+
+
+# --- the repository and the real data beside it -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """A function: shared_data("gsm8k", ...) -> that path under ../shared/data; the calling test
+    is skipped, with the path in the reason, when it is absent."""
+    def locate(*parts: str) -> Path:
+        path = SHARED_DATA.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"real data not available: {path} is absent (expected beside the repository in ../shared/data)")
+        return path
+
+    return locate
+
+
+@pytest.fixture(scope="session")
+def published_results(shared_data) -> Path:
+    """The published results of PEFT's method comparison (../shared/data/peft-results)."""
+    return shared_data("peft-results")

@@ -1,11 +1,8 @@
 import json
-from pathlib import Path
 
 import pytest
 
 from peftbench.analysis.families import FULL_FINETUNING, family_name, variant_label, variant_labels
-
-PUBLISHED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
 
 
 def lora(**options):
@@ -62,7 +59,6 @@ def test_unknown_or_malformed_configs_still_get_a_family():
     assert variant_label({"peft_type": None}) == "unknown"
 
 
-@pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"published PEFT results not found at {PUBLISHED}")
 @pytest.mark.parametrize("file, family, variant", [
     ("lora--llama-3.2-3B-rank32.json", "LoRA", "LoRA"),
     ("lora--llama-3.2-3B-rank32-dora.json", "LoRA", "DoRA"),
@@ -74,8 +70,8 @@ def test_unknown_or_malformed_configs_still_get_a_family():
     ("full-finetuning--llama-3.2-3B-lr_0.00001.json", FULL_FINETUNING, FULL_FINETUNING),
     ("ia3--llama-3.2-3B-default.json", "IA3", "IA3"),
 ])
-def test_published_results_get_the_family_their_name_says(file, family, variant):
-    run_info = json.loads((PUBLISHED / file).read_text())["run_info"]
+def test_published_results_get_the_family_their_name_says(published_results, file, family, variant):
+    run_info = json.loads((published_results / file).read_text())["run_info"]
     assert family_name(run_info["peft_config"]) == family
     assert variant_label(run_info["peft_config"], run_info["train_config"]) == variant
 

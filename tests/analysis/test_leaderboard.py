@@ -1,8 +1,6 @@
 import csv
 import io
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,69 +8,11 @@ import pytest
 from peftbench.analysis import leaderboard as compare
 from peftbench.cli import main
 from peftbench.errors import ResultError, UserError
-from peftbench.fs import atomic_write_json
-from peftbench.record.results import (
-    ACCEL_MEM_MAX,
-    CPU_PEAK_RSS,
-    M_FORGETTING,
-    M_STEP,
-    M_TEST_ACC,
-    M_TEST_ACC_FLEX,
-    M_TOKENS_PER_SEC,
-    M_TRAIN_LOSS,
-    M_TRAIN_TOTAL_TOKENS,
-    M_VALID_ACC,
-    empty_result,
-    item_id,
-    write_predictions,
-)
-
-PUBLISHED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
-needs_published = pytest.mark.skipif(not PUBLISHED.is_dir(), reason=f"published PEFT results not found at {PUBLISHED}")
-
-
-def make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", created_at="2026-01-01T00:00:00+00:00",
-                peft_type="LORA", error="", train_config=None, **train_info):
-    """A result in the current schema with a test accuracy and two validation points."""
-    result = empty_result()
-    info = result["run_info"]
-    info.update(experiment_name=experiment, seed=seed, created_at=created_at, total_time=120.0, error_msg=error,
-                train_config={"seed": seed, "optimizer_type": "AdamW", **(train_config or {})},
-                peft_config={"peft_type": peft_type, "r": 8} if peft_type else None)
-    metrics = [
-        {M_STEP: 10, M_VALID_ACC: 0.2, M_TRAIN_LOSS: 1.5, M_TOKENS_PER_SEC: 900.0},
-        {M_STEP: 20, M_VALID_ACC: 0.3, M_TRAIN_LOSS: 1.1, M_TOKENS_PER_SEC: 1100.0},
-    ]
-    if acc is not None:
-        metrics.append({M_STEP: 20, M_TEST_ACC: acc, M_TEST_ACC_FLEX: min(1.0, acc + 0.05), M_FORGETTING: 0.1,
-                        M_TRAIN_TOTAL_TOKENS: 40_000})
-    result["train_info"].update(status=status, train_time=100.0, file_size=1000, num_trainable_params=10,
-                                num_total_params=1000, metrics=metrics, **{ACCEL_MEM_MAX: 2e9})
-    result["train_info"].update(train_info)
-    return result
-
-
-def questions(n):
-    return [f"question number {i}" for i in range(n)]
-
-
-def prediction_rows(correct, items=None):
-    items = items or questions(len(correct))
-    return [{"split": "test", "index": i, "item_id": item_id(q), "question": q, "correct_strict": bool(c),
-             "correct_flexible": bool(c)} for i, (q, c) in enumerate(zip(items, correct))] + [
-        {"split": "valid", "index": 0, "item_id": item_id("a valid question"), "correct_strict": True,
-         "correct_flexible": True}]
-
-
-def write_run(path, result, predictions=None):
-    atomic_write_json(path, result)
-    if predictions is not None:
-        write_predictions(compare.predictions_path_for(path), predictions)
-    return path
+from peftbench.record.results import M_TOKENS_PER_SEC, write_predictions
 
 
 @pytest.fixture
-def suite(tmp_path):
+def suite(make_result, write_run, tmp_path):
     """A suite folder: two experiments (one with two seeds and an older re-run), a failure and a
     cancellation in cancelled_results/, and a temporary result."""
     for sub in ("results", "cancelled_results", "temporary_results"):
@@ -132,7 +72,7 @@ def test_temporary_results_are_read_only_when_asked(suite):
     assert with_temp["ia3/b"]["test_acc"] == 0.90  # newer than the main result
 
 
-def test_the_newest_result_of_an_experiment_and_seed_wins(tmp_path):
+def test_the_newest_result_of_an_experiment_and_seed_wins(make_result, write_run, tmp_path):
     old = write_run(tmp_path / "old.json", make_result("lora/x", 0.2, created_at="2026-01-01T00:00:00+00:00"))
     new = write_run(tmp_path / "new.json", make_result("lora/x", 0.6, created_at="2026-03-01T00:00:00+00:00"))
     frame = compare.leaderboard(compare.load_runs([old, new]))
@@ -141,7 +81,7 @@ def test_the_newest_result_of_an_experiment_and_seed_wins(tmp_path):
     assert frame.loc[0, "path"] == str(new)
 
 
-def test_row_fields_come_from_the_result(tmp_path):
+def test_row_fields_come_from_the_result(make_result, write_run, tmp_path):
     path = write_run(tmp_path / "r.json", make_result("lora/x", 0.5, train_config={"optimizer_type": "lora+"}))
     row = compare.records(compare.leaderboard(compare.load_runs([path])))[0]
     assert row["family"] == "LoRA" and row["variant"] == "LoRA+"
@@ -154,7 +94,7 @@ def test_row_fields_come_from_the_result(tmp_path):
     assert row["n_test_source"] == "gsm8k"
 
 
-def test_tokens_per_second_falls_back_to_total_tokens_over_train_time(tmp_path):
+def test_tokens_per_second_falls_back_to_total_tokens_over_train_time(make_result, write_run, tmp_path):
     result = make_result()
     for entry in result["train_info"]["metrics"]:
         entry.pop(M_TOKENS_PER_SEC, None)
@@ -162,7 +102,7 @@ def test_tokens_per_second_falls_back_to_total_tokens_over_train_time(tmp_path):
     assert compare.records(compare.leaderboard(compare.load_runs([path])))[0]["tokens_per_s"] == pytest.approx(400.0)
 
 
-def test_number_of_test_items_comes_from_predictions_then_test_size_then_gsm8k(tmp_path):
+def test_number_of_test_items_comes_from_predictions_then_test_size_then_gsm8k(make_result, prediction_rows, write_run, tmp_path):
     with_preds = write_run(tmp_path / "a.json", make_result("m/a", 0.5, train_config={"test_size": 50}),
                            prediction_rows([True, False] * 10))
     with_size = write_run(tmp_path / "b.json", make_result("m/b", 0.5, train_config={"test_size": 50}))
@@ -174,7 +114,7 @@ def test_number_of_test_items_comes_from_predictions_then_test_size_then_gsm8k(t
     assert rows["m/b"]["test_acc_hi"] - rows["m/b"]["test_acc_lo"] > rows["m/c"]["test_acc_hi"] - rows["m/c"]["test_acc_lo"]
 
 
-def test_best_tier_is_paired_when_predictions_exist(tmp_path):
+def test_best_tier_is_paired_when_predictions_exist(make_result, prediction_rows, write_run, tmp_path):
     best = [True] * 60 + [False] * 40
     close = [True] * 57 + [False] * 43  # 3 discordant items: McNemar p = 0.25
     far = [False] * 60 + [True] * 20 + [False] * 20
@@ -211,7 +151,7 @@ def test_legacy_seed_schema_files_load(tmp_path):
     assert failed["lora/old2"]["status"] == "cancelled"
 
 
-def test_values_of_the_wrong_type_are_treated_as_missing(tmp_path):
+def test_values_of_the_wrong_type_are_treated_as_missing(make_result, write_run, tmp_path):
     result = make_result()
     result["train_info"].update(train_time="fast", file_size=True, num_total_params=0)
     result["train_info"]["metrics"].append("not an entry")
@@ -239,10 +179,9 @@ def test_missing_paths_and_empty_folders_are_user_errors(tmp_path):
 # --- the published results ------------------------------------------------------------------------
 
 
-@needs_published
-def test_all_published_results_load_and_rank():
-    frame = compare.leaderboard(compare.load_runs([PUBLISHED]))
-    assert len(frame) == len(list(PUBLISHED.glob("*.json"))) == 63
+def test_all_published_results_load_and_rank(published_results):
+    frame = compare.leaderboard(compare.load_runs([published_results]))
+    assert len(frame) == len(list(published_results.glob("*.json"))) == 63
     assert frame["ranked"].all()
     assert frame["test_acc"].notna().all()
     assert (frame["test_acc_lo"] <= frame["test_acc"]).all() and (frame["test_acc"] <= frame["test_acc_hi"]).all()
@@ -252,9 +191,8 @@ def test_all_published_results_load_and_rank():
     assert set(frame["family"]) >= {"LoRA", "IA3", "Full fine-tuning", "Prompt tuning"}
 
 
-@needs_published
-def test_published_results_in_the_old_memory_names_give_the_same_table(tmp_path):
-    for source in PUBLISHED.glob("*.json"):
+def test_published_results_in_the_old_memory_names_give_the_same_table(published_results, tmp_path):
+    for source in published_results.glob("*.json"):
         data = json.loads(source.read_text())
         for new, old in (("accelerator_memory_max", "cuda_memory_max"),
                          ("accelerator_memory_reserved_avg", "cuda_memory_reserved_avg"),
@@ -264,7 +202,7 @@ def test_published_results_in_the_old_memory_names_give_the_same_table(tmp_path)
             entry.pop("forgetting", None)
         (tmp_path / source.name).write_text(json.dumps(data))
     old = compare.leaderboard(compare.load_runs([tmp_path]))
-    new = compare.leaderboard(compare.load_runs([PUBLISHED]))
+    new = compare.leaderboard(compare.load_runs([published_results]))
     assert list(old["experiment"]) == list(new["experiment"])
     assert np.allclose(old["mem_max"], new["mem_max"])
     assert old["forgetting"].isna().all()
@@ -367,7 +305,7 @@ def test_compare_cli_csv_and_json_hold_raw_numbers(suite, capsys):
     assert len(data) == 4
 
 
-def test_compare_cli_markdown_escapes_pipes(tmp_path, capsys):
+def test_compare_cli_markdown_escapes_pipes(make_result, write_run, tmp_path, capsys):
     write_run(tmp_path / "r.json", make_result("lora/a|b", 0.5))
     assert main(["compare", str(tmp_path), "--format", "markdown", "--columns", "experiment,test_acc"]) == 0
     out = capsys.readouterr().out
@@ -397,82 +335,15 @@ def test_compare_cli_lists_columns(capsys):
     assert "test_acc" in out and "higher" in out and "mem_max" in out
 
 
-@needs_published
-def test_compare_cli_on_the_published_results(capsys):
-    assert main(["compare", str(PUBLISHED), "--filter", 'family in ("LoRA", "IA3") and test_acc > 0.4',
+def test_compare_cli_on_the_published_results(published_results, capsys):
+    assert main(["compare", str(published_results), "--filter", 'family in ("LoRA", "IA3") and test_acc > 0.4',
                  "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["family"] in ("LoRA", "IA3") and r["test_acc"] > 0.4 for r in rows)
 
 
-# --- diff -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def two_runs(tmp_path):
-    a_correct = [True] * 12 + [False] * 8  # 60%
-    b_correct = [True] * 6 + [False] * 6 + [True] * 2 + [False] * 6  # 40%: 6 only-A, 2 only-B
-    a = write_run(tmp_path / "lora--a.json", make_result("lora/a", 0.6), prediction_rows(a_correct))
-    b = write_run(tmp_path / "lora--b.json", make_result("lora/b", 0.4), prediction_rows(list(reversed(b_correct)), list(reversed(questions(20)))))
-    return a, b
-
-
-def test_diff_pairs_items_by_id_and_reports_the_counts(two_runs, capsys):
-    a, b = two_runs
-    assert main(["diff", str(a), str(b), "--format", "json", "--bootstrap", "2000"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert (out["n"], out["only_a"], out["only_b"], out["both"], out["neither"]) == (20, 6, 2, 6, 6)
-    assert out["acc_a"] == pytest.approx(0.6) and out["acc_b"] == pytest.approx(0.4)
-    assert out["diff"] == pytest.approx(0.2)
-    assert out["diff_lo"] < 0.2 < out["diff_hi"]
-    assert out["p_mcnemar"] == pytest.approx(2 * (1 + 8 + 28) / 256)  # 2 * P(X <= 2), X ~ Bin(8, 1/2)
-    assert out["a"]["experiment"] == "lora/a"
-
-
-def test_diff_is_deterministic(two_runs, capsys):
-    a, b = two_runs
-    main(["diff", str(a), str(b)])
-    first = capsys.readouterr().out
-    main(["diff", str(a), str(b)])
-    assert capsys.readouterr().out == first
-    assert "McNemar exact p" in first and "only A right  6" in first
-
-
-def test_diff_refuses_runs_tested_on_different_items(tmp_path, capsys):
-    a = write_run(tmp_path / "a.json", make_result("m/a"), prediction_rows([True] * 10))
-    b = write_run(tmp_path / "b.json", make_result("m/b"), prediction_rows([True] * 10, [f"other {i}" for i in range(10)]))
-    assert main(["diff", str(a), str(b)]) == 2
-    assert "different items" in capsys.readouterr().err
-
-
-def test_diff_refuses_a_result_without_predictions(tmp_path, capsys):
-    a = write_run(tmp_path / "a.json", make_result("m/a"), prediction_rows([True] * 10))
-    b = write_run(tmp_path / "b.json", make_result("m/b"))
-    assert main(["diff", str(a), str(b)]) == 2
-    err = capsys.readouterr().err
-    assert "b.json" in err and "no predictions" in err
-
-
-def test_diff_can_grade_flexibly(tmp_path, capsys):
-    rows_a = prediction_rows([False] * 4)
-    for row in rows_a[:4]:
-        row["correct_flexible"] = True
-    a = write_run(tmp_path / "a.json", make_result("m/a"), rows_a)
-    b = write_run(tmp_path / "b.json", make_result("m/b"), prediction_rows([False] * 4))
-    main(["diff", str(a), str(b), "--flexible", "--format", "json"])
-    assert json.loads(capsys.readouterr().out)["only_a"] == 4
-
-
-def test_paired_correctness_copes_with_a_copied_file(two_runs, tmp_path):
-    a, _ = two_runs
-    copy = tmp_path / "copy.json"
-    shutil.copy(a, copy)
-    shutil.copy(compare.predictions_path_for(a), compare.predictions_path_for(copy))
-    ids, x, y = compare.paired_correctness(compare.read_run(a), compare.read_run(copy))
-    assert len(ids) == 20 and x == y
-
-
-def test_accuracies_outside_0_1_are_skipped_with_a_warning_and_statusless_files_do_not_crash(tmp_path):
+def test_accuracies_outside_0_1_are_skipped_with_a_warning_and_statusless_files_do_not_crash(
+        make_result, write_run, tmp_path):
     write_run(tmp_path / "pct.json", make_result("x/pct", 47.8))  # a percentage where a fraction belongs
     write_run(tmp_path / "nan.json", make_result("x/nan", float("nan")))
     (tmp_path / "bare.json").write_text(json.dumps({"run_info": None, "train_info": {"status": None, "metrics": None}}))
@@ -487,7 +358,7 @@ def test_accuracies_outside_0_1_are_skipped_with_a_warning_and_statusless_files_
         compare.load_runs([tmp_path], strict=True)
 
 
-def test_predictions_named_in_the_result_are_found(tmp_path):
+def test_predictions_named_in_the_result_are_found(make_result, prediction_rows, write_run, tmp_path):
     result = make_result("m/a", 0.5)
     result["run_info"]["predictions"] = {"file": "renamed.predictions.jsonl.gz", "sha256": None}
     path = write_run(tmp_path / "a.json", result)
@@ -496,7 +367,7 @@ def test_predictions_named_in_the_result_are_found(tmp_path):
     assert (row["n_test"], row["n_test_source"]) == (3, "predictions")
 
 
-def test_an_unreadable_predictions_file_is_named(tmp_path):
+def test_an_unreadable_predictions_file_is_named(make_result, write_run, tmp_path):
     path = write_run(tmp_path / "a.json", make_result("m/a", 0.5))
     compare.predictions_path_for(path).write_bytes(b"not gzip")
     with pytest.raises(UserError, match="a.predictions.jsonl.gz"):

@@ -3,21 +3,19 @@ import hashlib
 import json
 import re
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
 from peftbench.analysis import leaderboard as compare
 from peftbench.analysis import html_report as report
 from peftbench.cli import main
-from test_leaderboard import PUBLISHED, make_result, needs_published, write_run
 
 XSS_NAME = "lora/<script>alert(1)</script>"
 XSS_ERROR = "</script><script>alert('error')</script><!-- & <img src=x onerror=alert(2)>"
 
 
 @pytest.fixture
-def hostile_suite(tmp_path):
+def hostile_suite(make_result, write_run, tmp_path):
     """A suite whose names and errors try to break out of the page."""
     (tmp_path / "results").mkdir()
     (tmp_path / "cancelled_results").mkdir()
@@ -105,9 +103,8 @@ def test_report_cli_bad_input_exits_2(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
-@needs_published
-def test_report_of_the_published_results(tmp_path):
-    data = report.report_data(compare.load_runs([PUBLISHED]))
+def test_report_of_the_published_results(published_results, tmp_path):
+    data = report.report_data(compare.load_runs([published_results]))
     assert len(data["rows"]) == 63
     assert len(data["curves"]) == 63
     front = data["fronts"]["mem_max|test_acc"]

@@ -12,7 +12,6 @@ import pytest
 
 from peftbench.analysis import leaderboard as compare
 from peftbench.analysis import html_report as report
-from test_leaderboard import PUBLISHED, make_result, needs_published, write_run
 
 pytestmark = pytest.mark.browser
 
@@ -86,7 +85,7 @@ def screenshot(driver, name):
 
 
 @pytest.fixture
-def hostile_report(tmp_path):
+def hostile_report(make_result, write_run, tmp_path):
     for sub in ("results", "cancelled_results"):
         (tmp_path / sub).mkdir()
     write_run(tmp_path / "results" / "lora--xss.json", make_result(XSS_NAME, 0.5))
@@ -146,10 +145,9 @@ def test_hovering_a_point_shows_its_experiment(browser, hostile_report):
     assert_no_alert(browser)
 
 
-@needs_published
-def test_published_report_draws_every_experiment(browser, tmp_path):
+def test_published_report_draws_every_experiment(published_results, browser, tmp_path):
     out = tmp_path / "published.html"
-    out.write_text(report.build_report(compare.load_runs([PUBLISHED]), sources=[str(PUBLISHED)]), encoding="utf-8")
+    out.write_text(report.build_report(compare.load_runs([published_results]), sources=[str(published_results)]), encoding="utf-8")
     open_report(browser, out)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")) == 63
     assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 63

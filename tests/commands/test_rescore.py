@@ -245,11 +245,8 @@ def test_rescore_needs_at_least_one_result(argv, capsys):
     assert exc.value.code == 2
 
 
-def test_published_seed_results_without_predictions_get_a_clear_message(capsys):
-    published = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "peft-results"
-    path = published / "lora--llama-3.2-3B-rank32.json"
-    if not path.is_file():
-        pytest.skip(f"real data not available: {path} is absent (expected in ../shared/data)")
+def test_published_seed_results_without_predictions_get_a_clear_message(shared_data, capsys):
+    path = shared_data("peft-results", "lora--llama-3.2-3B-rank32.json")
     before = path.read_bytes()
 
     assert main(["rescore", str(path)]) == 2

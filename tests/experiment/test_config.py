@@ -12,15 +12,19 @@ from peftbench.experiment.config import (TrainConfig, build_train_config, load_e
                               suite_default_seed)
 from peftbench.errors import ConfigError, UserError
 
-from conftest import TINY_LORA
 
 
-def _suite(tmp_path: Path, defaults: dict | None = None) -> Path:
-    suite = tmp_path / "s"
-    (suite / "experiments" / "lora" / "a").mkdir(parents=True)
-    (suite / "default_training_params.json").write_text(json.dumps(defaults or {"max_steps": 10, "eval_steps": 5}))
-    (suite / "experiments" / "lora" / "a" / "adapter_config.json").write_text(json.dumps(TINY_LORA))
-    return suite
+@pytest.fixture
+def lora_suite(tmp_path, tiny_lora):
+    """A function: lora_suite(defaults=None) -> a suite with one LoRA experiment, lora/a."""
+    def build(defaults: dict | None = None) -> Path:
+        suite = tmp_path / "s"
+        (suite / "experiments" / "lora" / "a").mkdir(parents=True)
+        (suite / "default_training_params.json").write_text(json.dumps(defaults or {"max_steps": 10, "eval_steps": 5}))
+        (suite / "experiments" / "lora" / "a" / "adapter_config.json").write_text(json.dumps(tiny_lora))
+        return suite
+
+    return build
 
 
 def test_defaults_are_the_reference_studys():
@@ -34,15 +38,14 @@ def test_defaults_are_the_reference_studys():
     assert (cfg.valid_size, cfg.test_size, cfg.char_limit, cfg.device) == (50, None, 1300, "auto")
 
 
-def test_repo_suite_defaults_load_and_match_the_dataclass():
-    repo = Path(__file__).resolve().parents[2]
-    exp = load_experiment(repo / "experiments" / "lora" / "llama-3.2-3B-rank32")
+def test_repo_suite_defaults_load_and_match_the_dataclass(repo_root):
+    exp = load_experiment(repo_root / "experiments" / "lora" / "llama-3.2-3B-rank32")
     assert exp.train_config == TrainConfig()
     assert exp.peft_config.r == 32 and exp.peft_config.peft_type.value == "LORA"
 
 
-def test_merge_order_defaults_then_experiment_then_set(tmp_path):
-    suite = _suite(tmp_path, {"max_steps": 10, "eval_steps": 5, "batch_size": 8, "optimizer_kwargs": {"lr": 1e-4, "weight_decay": 0.1}})
+def test_merge_order_defaults_then_experiment_then_set(lora_suite, tmp_path):
+    suite = lora_suite({"max_steps": 10, "eval_steps": 5, "batch_size": 8, "optimizer_kwargs": {"lr": 1e-4, "weight_decay": 0.1}})
     exp_dir = suite / "experiments" / "lora" / "a"
     (exp_dir / "training_params.json").write_text(json.dumps({"batch_size": 2, "optimizer_kwargs": {"lr": 5e-3}}))
     exp = load_experiment(exp_dir)
@@ -89,8 +92,8 @@ def test_max_steps_zero_means_evaluation_only():
     assert cfg.max_steps == 0
 
 
-def test_both_training_params_file_names_are_accepted_but_not_together(tmp_path):
-    suite = _suite(tmp_path)
+def test_both_training_params_file_names_are_accepted_but_not_together(lora_suite, tmp_path):
+    suite = lora_suite()
     exp_dir = suite / "experiments" / "lora" / "a"
     (exp_dir / "training_parameters.json").write_text(json.dumps({"batch_size": 3}))
     assert load_experiment(exp_dir).train_config.batch_size == 3
@@ -99,8 +102,8 @@ def test_both_training_params_file_names_are_accepted_but_not_together(tmp_path)
         load_experiment(exp_dir)
 
 
-def test_suite_default_seed_comes_from_the_defaults_file(tmp_path):
-    assert suite_default_seed(_suite(tmp_path, {"seed": 3})) == 3
+def test_suite_default_seed_comes_from_the_defaults_file(lora_suite, tmp_path):
+    assert suite_default_seed(lora_suite({"seed": 3})) == 3
 
 
 # A dozen malformed experiments: each exits 2, names the problem, and writes nothing.
@@ -125,8 +128,8 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("label,change,extra,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_exits_2_with_a_message_and_writes_nothing(tmp_path, capsys, label, change, extra, message):
-    suite = _suite(tmp_path)
+def test_bad_input_exits_2_with_a_message_and_writes_nothing(lora_suite, tmp_path, capsys, label, change, extra, message):
+    suite = lora_suite()
     exp_dir = suite / "experiments" / "lora" / "a"
     target = exp_dir
     if callable(change):

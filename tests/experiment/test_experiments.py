@@ -53,13 +53,16 @@ def _case_id(path: Path) -> str:
 _BASE: list = []
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _base_llama(tiny_llama):
+    """Builds the module's one base model with conftest's builder (the fixture argument)."""
+    model = tiny_llama(**TINY_LLAMA)
+    model.generation_config.pad_token_id = 0
+    _BASE[:] = [model.eval()]
+
+
 def tiny_llama():
     """A fresh copy of one tiny Llama, so every case starts from the same weights."""
-    if not _BASE:
-        torch.manual_seed(0)
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY_LLAMA))
-        model.generation_config.pad_token_id = 0
-        _BASE.append(model.eval())
     return copy.deepcopy(_BASE[0])
 
 

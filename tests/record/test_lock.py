@@ -17,12 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import make_suite  # noqa: E402
 
 from peftbench.training import checkpoint as C  # noqa: E402
 from peftbench.record import lock as L  # noqa: E402
-from peftbench.fs import atomic_write_json  # noqa: E402
 from peftbench.record import results as R  # noqa: E402
+from peftbench.fs import atomic_write_json  # noqa: E402
 from peftbench.cli import main  # noqa: E402
 from peftbench.training.loop import NoScaler, TrainState  # noqa: E402
 
@@ -67,6 +66,7 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     assert messages == [f"taking over stale lock {path} (pid {dead_pid} is gone)"]
     lock.release()
     assert not path.exists()
+
 
 @pytest.mark.parametrize("note", ['{"host": "HOST", "started_at": "earlier"}', '{"pid": "abc", "host": "HOST"}',
                                   "[]", "", "not json", '{"pid": -5, "host": "HOST"}', '{"pid": true, "host": "HOST"}'],
@@ -117,7 +117,6 @@ def test_a_lock_dies_with_its_process_even_when_its_note_stays(tmp_path):
     L.ExperimentLock(path, log=lambda _: None).acquire().release()
 
 
-
 def test_lock_held_on_another_host_is_respected(tmp_path):
     path = tmp_path / "x.lock"
     path.write_text(json.dumps({"pid": 1, "host": "another-machine", "started_at": "earlier"}))
@@ -126,7 +125,7 @@ def test_lock_held_on_another_host_is_respected(tmp_path):
     assert L.read_holder(path)["host"] == "another-machine"
 
 
-def test_two_run_all_processes_started_together_run_each_experiment_once(tmp_path, tiny_model_dir):
+def test_two_run_all_processes_started_together_run_each_experiment_once(make_suite, tmp_path, tiny_model_dir):
     suite = make_suite(tmp_path / "suite", tiny_model_dir)
     command = [sys.executable, "-m", "peftbench.cli", "run-all", str(suite), "--no-progress"]
     logs = [open(tmp_path / f"run-all-{n}.log", "w") for n in (1, 2)]

@@ -17,7 +17,6 @@ import pytest
 pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 
-from conftest import make_suite  # noqa: E402
 
 from peftbench.record import runkey  # noqa: E402
 from peftbench.record import provenance
@@ -46,7 +45,7 @@ def init_repo(repo: Path) -> str:
 
 
 @pytest.fixture
-def repo_suite(tmp_path, tiny_model_dir) -> tuple[Path, Path, str]:
+def repo_suite(make_suite, tmp_path, tiny_model_dir) -> tuple[Path, Path, str]:
     """A suite in a subfolder of a fresh git repository on main with a clean tree, no .gitignore."""
     repo = tmp_path / "repo"
     suite = make_suite(repo / "bench", tiny_model_dir)
@@ -148,7 +147,7 @@ def test_results_outside_a_git_repository_go_to_temporary_results_with_no_git_st
     assert S.result_path(tmp_path, "x", Status.SUCCESS, state.is_main_and_clean, "T").parent.name == "temporary_results"
 
 
-def test_results_of_one_suite_do_not_make_a_nested_or_enclosing_suite_dirty(tmp_path, tiny_model_dir):
+def test_results_of_one_suite_do_not_make_a_nested_or_enclosing_suite_dirty(make_suite, tmp_path, tiny_model_dir):
     # The repository root is a suite and demo/ is another one inside it, as in this project.
     repo = make_suite(tmp_path / "repo", tiny_model_dir)
     demo = make_suite(repo / "demo", tiny_model_dir)

@@ -1,7 +1,8 @@
 """The grader on real data nobody here wrote: every GSM8K reference, MetaMath's copy of the test
 set, and the model outputs MetaMath published for GSM8K backward questions.
 
-The data lies beside the repository (../shared/data); the tests skip when it is absent."""
+The data lies beside the repository (../shared/data, the `shared_data` fixture); the tests skip
+when it is absent."""
 
 from __future__ import annotations
 
@@ -14,21 +15,14 @@ import pytest
 
 from peftbench.scoring.grader import extract_answer, grade, is_correct, reference_answer
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-GSM8K = DATA / "gsm8k"
-METAMATH = DATA / "metamath-repo"
-
-
 def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        pytest.skip(f"real data not available: {path} is absent (expected in ../shared/data)")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 @pytest.fixture(scope="module")
-def gsm8k_rows() -> list[dict]:
-    return _jsonl(GSM8K / "train.jsonl") + _jsonl(GSM8K / "test.jsonl")
+def gsm8k_rows(shared_data) -> list[dict]:
+    return _jsonl(shared_data("gsm8k", "train.jsonl")) + _jsonl(shared_data("gsm8k", "test.jsonl"))
 
 
 def _gold(answer: str) -> str:
@@ -63,9 +57,9 @@ def test_gsm8k_gold_is_graded_wrong_against_a_neighbours_answer(gsm8k_rows):
     assert not any(is_correct(a["answer"], b["answer"]) for a, b in differing)
 
 
-def test_metamath_copy_of_the_test_set_grades_correct_against_gsm8k():
-    responses = _jsonl(METAMATH / "GSM8K_test.jsonl")
-    answers = {r["question"]: r["answer"] for r in _jsonl(GSM8K / "test.jsonl")}
+def test_metamath_copy_of_the_test_set_grades_correct_against_gsm8k(shared_data):
+    responses = _jsonl(shared_data("metamath-repo", "GSM8K_test.jsonl"))
+    answers = {r["question"]: r["answer"] for r in _jsonl(shared_data("gsm8k", "test.jsonl"))}
     assert len(responses) == 1319 and set(responses[0]) == {"query", "response"}
     matched = [(r["response"], answers[r["query"]]) for r in responses if r["query"] in answers]
     assert len(matched) > 1300
@@ -73,8 +67,8 @@ def test_metamath_copy_of_the_test_set_grades_correct_against_gsm8k():
 
 
 @pytest.fixture(scope="module")
-def backward_rows() -> list[dict]:
-    return _jsonl(METAMATH / "GSM8K_Backward.jsonl")
+def backward_rows(shared_data) -> list[dict]:
+    return _jsonl(shared_data("metamath-repo", "GSM8K_Backward.jsonl"))
 
 
 def test_metamath_model_outputs_are_graded_by_their_last_the_answer_is_line(backward_rows):

@@ -10,7 +10,6 @@ import pytest
 from peftbench.training import data
 from peftbench.errors import UserError
 
-from conftest import SHARED_DATA, write_jsonl
 
 
 class _PadIsEos:
@@ -88,15 +87,20 @@ def test_batch_stream_crosses_epochs_and_resumes_at_any_step():
     assert [next(resumed) for _ in range(7)] == first[5:]
 
 
-def _gsm8k_folder(tmp_path, n_train=30, n_test=10):
-    rows = lambda n, o: [{"question": f"q{i}", "answer": f"a\n#### {i}"} for i in range(o, o + n)]  # noqa: E731
-    write_jsonl(tmp_path / "g" / "train.jsonl", rows(n_train, 0))
-    write_jsonl(tmp_path / "g" / "test.jsonl", rows(n_test, 1000))
-    return tmp_path / "g"
+@pytest.fixture
+def gsm8k_folder(tmp_path, write_jsonl):
+    """A function: gsm8k_folder(n_train=30, n_test=10) -> a local GSM8K-shaped folder."""
+    def build(n_train=30, n_test=10):
+        rows = lambda n, o: [{"question": f"q{i}", "answer": f"a\n#### {i}"} for i in range(o, o + n)]  # noqa: E731
+        write_jsonl(tmp_path / "g" / "train.jsonl", rows(n_train, 0))
+        write_jsonl(tmp_path / "g" / "test.jsonl", rows(n_test, 1000))
+        return tmp_path / "g"
+
+    return build
 
 
-def test_valid_split_is_fixed_and_leaves_global_rng_alone(tmp_path):
-    folder = _gsm8k_folder(tmp_path)
+def test_valid_split_is_fixed_and_leaves_global_rng_alone(gsm8k_folder, tmp_path):
+    folder = gsm8k_folder()
     random.seed(123)
     state = random.getstate()
     a = data.load_eval_splits(str(folder), valid_size=5, test_size=None)
@@ -108,12 +112,12 @@ def test_valid_split_is_fixed_and_leaves_global_rng_alone(tmp_path):
     assert a.identity["source"] == "local" and len(a.identity["sha256"]) == 64
 
 
-def test_valid_size_larger_than_split_is_a_clear_error(tmp_path):
+def test_valid_size_larger_than_split_is_a_clear_error(gsm8k_folder, tmp_path):
     with pytest.raises(UserError, match="valid_size 99 is larger"):
-        data.load_eval_splits(str(_gsm8k_folder(tmp_path)), 99, None)
+        data.load_eval_splits(str(gsm8k_folder()), 99, None)
 
 
-def test_train_rows_over_the_char_limit_are_dropped(tmp_path):
+def test_train_rows_over_the_char_limit_are_dropped(write_jsonl, tmp_path):
     rows = [{"query": "q" * 10, "response": "r" * 10}, {"query": "q" * 100, "response": "r" * 100}]
     path = write_jsonl(tmp_path / "m.jsonl", rows)
     kept, identity = data.load_train_rows(str(path), char_limit=50)
@@ -121,7 +125,7 @@ def test_train_rows_over_the_char_limit_are_dropped(tmp_path):
     assert identity["rows"] == 2 and identity["rows_kept"] == 1
 
 
-def test_train_rows_without_metamath_fields_are_refused(tmp_path):
+def test_train_rows_without_metamath_fields_are_refused(write_jsonl, tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(UserError, match="query/response"):
         data.load_train_rows(str(path), 1300)
@@ -134,15 +138,14 @@ def test_train_rows_load_from_json_and_from_a_folder(tmp_path):
     assert data.load_train_rows(str(tmp_path / "d"), 100)[0] == rows
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "gsm8k").is_dir(), reason="../shared/data/gsm8k not present")
-def test_real_gsm8k_folder_loads_with_all_rows():
-    splits = data.load_eval_splits(str(SHARED_DATA / "gsm8k"), valid_size=50, test_size=None)
+def test_real_gsm8k_folder_loads_with_all_rows(shared_data):
+    splits = data.load_eval_splits(str(shared_data("gsm8k")), valid_size=50, test_size=None)
     assert len(splits.test) == 1319 and len(splits.valid) == 50
     assert all(r["answer"].rsplit("####", 1)[1].strip() for r in splits.test)
     assert splits.identity["test_rows"] == 1319
 
 
-def test_forgetting_texts_from_txt_and_jsonl(tmp_path):
+def test_forgetting_texts_from_txt_and_jsonl(write_jsonl, tmp_path):
     long = "word " * 60
     (tmp_path / "t.txt").write_text(f"{long}\n\nshort\n\n{long}")
     texts, identity = data.load_forgetting_texts(str(tmp_path / "t.txt"))

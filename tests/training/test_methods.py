@@ -27,14 +27,6 @@ def _batch() -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=64))
-
-
 # ------------------------------------------------------------------------------------------
 # check_supported
 
@@ -147,16 +139,16 @@ def test_methods_without_needs_get_no_extra_kwargs():
 # extra_loss / after_optimizer_step
 
 
-def test_kasa_regularisers_are_added_to_the_loss_and_plain_lora_adds_nothing():
+def test_kasa_regularisers_are_added_to_the_loss_and_plain_lora_adds_nothing(tiny_llama):
     from peft.tuners.lora.config import KasaConfig
 
     kasa = peft.LoraConfig(target_modules=QV, r=4, kasa_config=KasaConfig(beta=1e-2, gamma=1e-2))
-    model = peft.get_peft_model(_tiny_llama(), kasa)
+    model = peft.get_peft_model(tiny_llama(vocab_size=64), kasa)
     loss = methods.extra_loss(model, kasa)
     assert torch.is_tensor(loss) and loss.item() > 0 and loss.requires_grad
 
     plain = peft.LoraConfig(target_modules=QV, r=4)
-    assert methods.extra_loss(peft.get_peft_model(_tiny_llama(), plain), plain) == 0.0
+    assert methods.extra_loss(peft.get_peft_model(tiny_llama(vocab_size=64), plain), plain) == 0.0
 
 
 class _Recorder:

@@ -16,7 +16,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from conftest import make_suite  # noqa: E402
 
 from peftbench.record import lock as L  # noqa: E402
 from peftbench.cli import main  # noqa: E402
@@ -45,7 +44,7 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 
-def test_run_killed_after_a_checkpoint_resumes_there_and_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, capsys):
+def test_run_killed_after_a_checkpoint_resumes_there_and_matches_an_uninterrupted_run(make_suite, tmp_path, tiny_model_dir, capsys):
     # 40 steps, checkpoints at steps 10, 20 and 30.
     suite = make_suite(tmp_path / "killed", tiny_model_dir, max_steps=40, eval_steps=10)
     command = ["run", str(suite / LORA), "--no-progress", "--clean"]

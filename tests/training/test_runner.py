@@ -15,7 +15,6 @@ import pytest
 from peftbench.record import results as R
 from peftbench.cli import main
 
-from conftest import REPO
 
 
 def _only_result(folder: Path) -> dict:
@@ -129,7 +128,7 @@ def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, mon
 
 
 def _start_run(suite: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"), OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "peftbench.cli", "run", "-v", "--no-progress",
                              str(suite / "experiments/lora/tiny-r4"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -147,9 +146,7 @@ def _wait_for_training(proc: subprocess.Popen, suite: Path, timeout: float = 120
 
 
 @pytest.mark.parametrize("sig,status,code", [(signal.SIGINT, "cancelled", 130), (signal.SIGTERM, "cancelled", 130)])
-def test_a_signal_mid_run_writes_a_cancelled_result(tmp_path, tiny_model_dir, sig, status, code):
-    from conftest import make_suite
-
+def test_a_signal_mid_run_writes_a_cancelled_result(make_suite, tmp_path, tiny_model_dir, sig, status, code):
     suite = make_suite(tmp_path / "s", tiny_model_dir, max_steps=100000, eval_steps=20, valid_size=2)
     proc = _start_run(suite)
     _wait_for_training(proc, suite)
@@ -161,9 +158,7 @@ def test_a_signal_mid_run_writes_a_cancelled_result(tmp_path, tiny_model_dir, si
     assert result["train_info"]["metrics"], "the validation entries before the signal are kept"
 
 
-def test_results_on_main_with_a_clean_tree_go_to_results(tmp_path, tiny_model_dir):
-    from conftest import make_suite
-
+def test_results_on_main_with_a_clean_tree_go_to_results(make_suite, tmp_path, tiny_model_dir):
     repo = tmp_path / "repo"
     suite = make_suite(repo, tiny_model_dir)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
@@ -197,21 +192,17 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
 
 
-def test_run_py_at_the_repo_root_is_the_seed_entry_point(tiny_suite):
+def test_run_py_at_the_repo_root_is_the_seed_entry_point(repo_root, tiny_suite):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "-v", "--no-progress", "--clean",
+    proc = subprocess.run([sys.executable, str(repo_root / "run.py"), "-v", "--no-progress", "--clean",
                            str(tiny_suite / "experiments/lora/tiny-r4")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "test accuracy" in proc.stderr
     assert list((tiny_suite / "temporary_results").glob("lora--tiny-r4--*.json"))
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k").is_dir(),
-                    reason="../shared/data/gsm8k not present")
-def test_run_on_the_real_gsm8k_files(tmp_path, tiny_model_dir):
-    from conftest import SHARED_DATA, make_suite
-
-    suite = make_suite(tmp_path / "s", tiny_model_dir, eval_dataset=str(SHARED_DATA / "gsm8k"), valid_size=3,
+def test_run_on_the_real_gsm8k_files(make_suite, shared_data, tmp_path, tiny_model_dir):
+    suite = make_suite(tmp_path / "s", tiny_model_dir, eval_dataset=str(shared_data("gsm8k")), valid_size=3,
                        test_size=4)
     assert main(["run", "--no-progress", "--clean", str(suite / "experiments/lora/tiny-r4")]) == 0
     result, path = _only_result(suite / "temporary_results")
