@@ -4,6 +4,8 @@ promises, and the time bound of the symbolic check."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ import pytest
 from peftbench.scoring import grader as scoring
 from peftbench.scoring.grader import (
     GRADER_VERSION,
+    GRADES_SHA256,
     Grade,
     SymbolicChecker,
     accuracy,
@@ -134,8 +137,29 @@ def test_accuracy_of_nothing_is_an_error_not_zero():
         accuracy([])
 
 
-def test_grader_version_is_a_nonempty_string():
-    assert isinstance(GRADER_VERSION, str) and GRADER_VERSION
+def _grades_sha256() -> str:
+    """sha256 over every table case: its name, its inputs and what the grader makes of them."""
+    rows = []
+    for c in GRADE_CASES:
+        g = grade(c.output, c.reference)
+        rows.append(["grade", c.name, c.output, c.reference, g.extracted, g.extracted_flexible,
+                     g.correct_strict, g.correct_flexible])
+    for c in EXTRACT_CASES:
+        rows.append(["extract", c.name, c.text, c.mode, extract_answer(c.text, c.mode)])
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def test_the_grades_of_the_tables_are_the_ones_recorded_for_this_grader_version():
+    # Golden test: results record GRADER_VERSION, and `peftbench rescore` trusts it to say
+    # whether saved grades are current, so a change that alters a grade must bump it.
+    actual, recorded = _grades_sha256(), GRADES_SHA256.get(GRADER_VERSION)
+    assert actual == recorded, (
+        f"the grades of the cases in tests/scoring/scoring_cases.py hash to {actual}, but "
+        f"GRADES_SHA256[{GRADER_VERSION!r}] in src/peftbench/scoring/grader.py holds {recorded!r}.\n"
+        f"- If you changed the grader and it now grades some case differently: bump GRADER_VERSION "
+        f"and add GRADES_SHA256[<new version>] = {actual!r} (keep the old entries).\n"
+        f"- If the grader is unchanged and you only added or edited cases: set "
+        f"GRADES_SHA256[{GRADER_VERSION!r}] = {actual!r}.")
 
 
 def test_none_and_empty_inputs_are_wrong_not_errors():

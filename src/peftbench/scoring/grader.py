@@ -11,12 +11,14 @@ How an answer is found (`extract_answer`), in this order:
    such as "<|eot_id|>") after answering; only the text before it counts. GSM8K calculator
    annotations "<<48/2=24>>" are removed (they repeat the number that follows them).
 2. Markers: "The answer is: ", "The answer is ", "The final answer is", "#### N" and
-   `\\boxed{...}`. The phrases match in any case but only where a sentence or a concluding
-   clause starts ("The answer is: 72", "So the answer is 72", "..., so the answer is 72"), not
-   inside one ("We are given that the answer is 2, so ..."); "####" only before something that can
-   start an answer (a markdown heading "#### Step 2" is no marker). A blank line after the first
-   marker's answer starts a new paragraph that is not part of this answer (a continuation
-   without a "Question:" header), so the text is cut there too.
+   `\\boxed{...}`. A capitalised phrase counts wherever it stands, also after a word without a
+   period ("5+20+5=30 minutes The answer is 30.": chain-of-thought lines often lack it, and the
+   reference's parser accepts them). A lower-case phrase counts only where a sentence or a
+   concluding clause starts ("So the answer is 72", "..., so the answer is 72", "... 3 bolts so
+   the answer is 3"), not inside one ("We are given that the answer is 2, so ..."); "####" only
+   before something that can start an answer (a markdown heading "#### Step 2" is no marker).
+   A blank line after the first marker's answer starts a new paragraph that is not part of this
+   answer (a continuation without a "Question:" header), so the text is cut there too.
 3. Of the markers left, the one that ends the reasoning wins: the LAST occurrence, whatever its
    kind ("#### 15\\nThe answer is: 16" gives 16; "The final answer is $\\boxed{7}$" the box).
    Two exceptions, both about text that is not an answer: a marker whose answer starts with a
@@ -26,7 +28,7 @@ How an answer is found (`extract_answer`), in this order:
    prefix of the one before ("The answer is: 72\\nThe answer is: 7") is a repeat cut by the token
    limit, so the one before wins.
 4. The answer text (up to the end of its line, or the box's closing brace) is normalised:
-   thousands separators, currency, LaTeX wrappers, leading "about"/"approximately", trailing
+   thousands separators, currency, LaTeX wrappers, leading "about"/"approximately"/"therefore", trailing
    units or words and punctuation go; "x = 5" and "48/2 = 24" give what follows the last "=";
    "1.5 million" and "five" are numbers; a number comes back in a canonical form ("1,080" ->
    "1080", "$29.00" -> "29.00", "\\frac{3}{4}" -> "3/4", "25%" -> "25"); anything else (an
@@ -75,7 +77,14 @@ from typing import Iterable
 
 from peftbench.scoring.symbolic import MAX_SYMBOLIC_CHARS, SYMBOLIC_STARTUP_TIMEOUT_S, SYMBOLIC_TIMEOUT_S, SymbolicChecker, symbolic_equal  # noqa: F401  (re-exported: the grader's public surface)
 
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"
+# sha256 of the grades of every case in tests/scoring/scoring_cases.py, per grader version
+# (tests/scoring/test_grader.py computes it): a change here that alters a grade fails that test
+# until GRADER_VERSION is bumped. Version 2: a capitalised "The answer is" after a word without a
+# period, "so the answer is" after any word, "The answer is therefore 3".
+GRADES_SHA256 = {
+    "2": "b8f6afe383019875fbf7ab9e6cb29dc57d66422ff2a8a160e3b714d7cccd92dc",
+}
 
 MODES = ("strict", "flexible")
 
@@ -175,12 +184,19 @@ _SENTENCE_OPENING_RE = re.compile(
 )
 
 
+# Words that conclude whatever precedes them, punctuated or not; "and", "finally", "in total"
+# still need a sentence or clause boundary before them.
+_CONCLUDING_WORD_RE = re.compile(r"(?:so|thus|therefore|hence)\b", re.IGNORECASE)
+
+
 def _starts_sentence(text: str, pos: int) -> bool:
     """Whether a phrase marker at pos opens a sentence or a concluding clause (", so the answer
     is 72")."""
     window_start = max(0, pos - 80)  # reaches back past any opening words
     window = text[window_start:pos]
     opening = _SENTENCE_OPENING_RE.search(window)
+    if opening.group("word") and _CONCLUDING_WORD_RE.match(opening.group("word")):
+        return True  # "... 3 bolts of fabric so the answer is 3": a conclusion after any word
     before = window[: opening.start()].rstrip(" \t")
     if not before:
         return window_start == 0 or "\n" in window
@@ -191,7 +207,10 @@ def _starts_sentence(text: str, pos: int) -> bool:
 def _find_markers(text: str) -> list[_Marker]:
     markers = []
     for m in _MARKER_RE.finditer(text):
-        if m.group("phrase") and not _starts_sentence(text, m.start()):
+        phrase = m.group("phrase")
+        # A capitalised phrase counts after any word: chain-of-thought lines often end without a
+        # period ("5+20+5=30 minutes The answer is 30."), and the reference's parser accepts them.
+        if phrase and not (phrase[0].isupper() or _starts_sentence(text, m.start())):
             continue
         if m.group("boxed"):
             close = _closing_brace(text, m.end() - 1)
@@ -306,10 +325,11 @@ def _strip_wrappers(answer: str) -> str:
     return s
 
 
-# words before a number that do not change it: "about 7", "a total of 72", "\approx 33.3"
+# words before a number that do not change it: "about 7", "a total of 72", "\approx 33.3",
+# "therefore 3" (GSM8K's own "The answer is therefore 3.")
 _FILLER_RE = re.compile(
     r"^(?:(?:approximately|approx\.?|about|around|roughly|exactly|only|just|a\s+total\s+of|"
-    r"\\approx|~|\u2248)\s*)+",
+    r"therefore|thus|hence|then|\\approx|~|\u2248)\s*)+",
     re.IGNORECASE,
 )
 
