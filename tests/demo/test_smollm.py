@@ -88,8 +88,8 @@ def test_cache_root_prefers_argument_then_peftbench_cache_then_xdg(monkeypatch, 
 
 def test_gguf_sha256_is_hashed_once_then_read_from_the_cache(fake_gguf, tmp_path, monkeypatch):
     hashed = []
-    real_hash = smollm._file_sha256
-    monkeypatch.setattr(smollm, "_file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = smollm.sha256_file
+    monkeypatch.setattr(smollm, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
     first = smollm.gguf_sha256(tmp_path / "cache")
     second = smollm.gguf_sha256(tmp_path / "cache")
     assert first == second == real_hash(smollm.gguf_path())

@@ -295,21 +295,21 @@ def _discard(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
+    """One builder at a time. An OS file lock (through `filelock`) dies with its process, so a
+    builder killed half-way never blocks the next one; the rename in _build still never publishes
+    half a folder where file locks are not available."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path), thread_local=False)
     try:
-        import fcntl
-    except ImportError:  # Windows: no flock; the rename in _build still never publishes half a folder
+        lock.acquire(timeout=0)
+    except Timeout:
+        _say(f"waiting for another process that is building the model folder (lock {path})")
+        lock.acquire()
+    try:
         yield
-        return
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"waiting for another process that is building the model folder (lock {path})")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 def _cached_file_sha256(path: Path, cache_file: Path) -> str:
