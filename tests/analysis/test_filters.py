@@ -190,3 +190,17 @@ def test_the_depth_limit_leaves_room_for_real_filters():
     assert MAX_DEPTH >= 20 and MAX_CHARS >= 500
     nested = "(" * 10 + "not " * 10 + "near_best" + ")" * 10
     assert matching(nested) == ["lora/llama-rank32"]
+
+
+@pytest.mark.parametrize("hostile", [
+    "not (" * 200 + "near_best" + ")" * 200,
+    "near_best and " * 1000 + "near_best",
+    "__import__('os').system('touch /tmp/pwned')",
+])
+def test_compare_refuses_a_hostile_filter_with_exit_2_naming_it(hostile, make_result, write_run, tmp_path, capsys):
+    from peftbench.cli import main
+
+    write_run(tmp_path / "lora--a.json", make_result("lora/a", 0.5))
+    assert main(["compare", str(tmp_path), "--filter", hostile]) == 2
+    err = capsys.readouterr().err
+    assert "bad filter expression" in err and hostile[:20] in err and "Traceback" not in err
