@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from peftbench.errors import ExitCode
+from peftbench.record import results as R
 
 HELP = "re-run the experiment a result file records and check that its numbers come out the same"
 DESCRIPTION = """\
@@ -109,10 +110,10 @@ def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
         raise UserError(f"{exc.filename} already exists; give --keep an empty or new folder") from None
     exp = load_experiment(exp_dir)
     key, inputs = runkey.compute(exp, resolve_device(exp.train_config.device).split(":")[0])
-    recorded_inputs = recorded["run_info"].get("run_key_inputs")
+    recorded_inputs = recorded[R.RUN_INFO].get(R.RI_RUN_KEY_INPUTS)
     for warning in P.version_warnings(recorded_inputs, inputs):
         print(f"warning: {warning}; numbers may differ for that reason", file=sys.stderr)
-    if key == recorded["run_info"].get("run_key"):
+    if key == recorded[R.RUN_INFO].get(R.RI_RUN_KEY):
         print("run key: same as recorded (configs, data, model, code and libraries all match)", file=sys.stderr)
     elif recorded_inputs:
         print(f"run key differs from the recorded one: {runkey.explain_difference(recorded_inputs, inputs)}",
@@ -154,7 +155,7 @@ def format_rows(rows) -> str:
 def _print_adapter_hashes(recorded: dict, reproduced: dict) -> None:
     """Not a pass/fail check (the tolerance is about numbers), but identical bytes are the
     strongest sign of an exact reproduction."""
-    old, new = recorded["run_info"].get("adapter_sha256"), reproduced["run_info"].get("adapter_sha256")
+    old, new = recorded[R.RUN_INFO].get(R.RI_ADAPTER_SHA256), reproduced[R.RUN_INFO].get(R.RI_ADAPTER_SHA256)
     if old is None or new is None:
         return
     print(f"adapter weights: {'identical' if old == new else 'differ'} (sha256 {old[:12]} recorded, {new[:12]} reproduced)")

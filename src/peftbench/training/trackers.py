@@ -81,7 +81,7 @@ def _numbers(entry: dict[str, Any], prefix: str) -> dict[str, float]:
 def final_values(result: dict[str, Any]) -> dict[str, float]:
     """What the end of a run reports: the final metrics entry and the train_info figures, as
     `final/<key>`; values that were not measured (None) are left out."""
-    info = result["train_info"]
+    info = result[R.TRAIN_INFO]
     values = _numbers(R.final_metrics(result), "final/")
     values.update(_numbers({k: info.get(k) for k in _FINAL_TRAIN_INFO}, "final/"))
     return values
