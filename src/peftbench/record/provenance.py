@@ -12,7 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,34 @@ class GitState:
     commit: str | None
     dirty: bool
     diff_sha256: str | None  # hash of `git diff HEAD` plus untracked file names, when dirty
+    # `git status --porcelain` lines that make the tree dirty ("?? report.html"), for messages;
+    # not recorded in results (diff_sha256 stands for them there)
+    changes: list[str] = field(default_factory=list)
 
     @property
     def is_main_and_clean(self) -> bool:
         return self.root is not None and self.branch == "main" and not self.dirty
 
+    @property
+    def why_not_main_and_clean(self) -> str | None:
+        """Why a successful run goes to temporary_results/ ("tree is dirty: ?? report.html",
+        "branch is dev, not main"); None when it does not."""
+        if self.root is None:
+            return "the suite is not inside a git repository"
+        reasons = []
+        if self.branch != "main":
+            detached = self.branch in (None, "HEAD")
+            reasons.append("HEAD is detached, not on main" if detached else f"branch is {self.branch}, not main")
+        if self.dirty:
+            shown = ", ".join(self.changes[:3]) or "uncommitted changes"
+            more = f" and {len(self.changes) - 3} more" if len(self.changes) > 3 else ""
+            reasons.append(f"tree is dirty: {shown}{more}")
+        return "; ".join(reasons) or None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        recorded = asdict(self)
+        del recorded["changes"]
+        return recorded
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -67,7 +88,7 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
         h = hashlib.sha256(diff.encode())
         h.update(status.encode())
         diff_sha = h.hexdigest()
-    return GitState(str(root_path), branch, commit, dirty, diff_sha)
+    return GitState(str(root_path), branch, commit, dirty, diff_sha, [line for line in status.splitlines() if line.strip()])
 
 
 def _run_output_paths(root_path: Path, suite_dir: Path) -> list[str]:

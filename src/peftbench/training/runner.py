@@ -460,5 +460,7 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
     if status is Status.SUCCESS and not run.opts.keep_checkpoint:
         if run.checkpoint_path is not None and run.checkpoint_path.exists():
             run.checkpoint_path.unlink()
-    run.opts.log(f"{status.value}: result written to {path}")
+    # say why a success is not in results/, where compare looks ("tree is dirty: ?? report.html")
+    why = run.git.why_not_main_and_clean if status is Status.SUCCESS and path.parent.name == S.TEMPORARY_RESULTS else None
+    run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
     return path
