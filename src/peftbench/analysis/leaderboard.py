@@ -105,7 +105,7 @@ class Column:
     or lower is better (None when neither), how to show a value (`fmt`) and what it means."""
     name: str
     label: str
-    kind: str  # filterexpr NUMBER / TEXT / BOOL
+    kind: str  # analysis.filters NUMBER / TEXT / BOOL
     fmt: str  # "text", "pct", "bytes", "seconds", "count", "rate", "float", "pvalue", "bool"
     help: str
     direction: str | None = None

@@ -18,7 +18,7 @@ from peftbench.experiment.suite import discover_experiments
 
 # PEFT methods that exist in peft but do not apply to causal language models, with the reason.
 # Every method of peft 0.21.2 applies (each one, X-LoRA aside, trains on a tiny Llama in
-# tests/test_experiments.py), so this is empty; a method for other model kinds goes here.
+# tests/experiment/test_experiments.py), so this is empty; a method for other model kinds goes here.
 NOT_FOR_CAUSAL_LM: dict[str, str] = {}
 
 # Causal-LM methods that deliberately have no experiment: peft_type -> reason.

@@ -18,7 +18,7 @@ What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
 Left out, because they do not change the numbers: verbosity, --output-dir, --clean, the
 results folder, the time, the git commit of the repository (a commit that does not touch the
 training code does not invalidate results; `code` covers the code that matters) and the grader
-(scoring.py: a grader change is applied to saved predictions by `peftbench rescore`, no rerun).
+(scoring/: a grader change is applied to saved predictions by `peftbench rescore`, no rerun).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import peftbench
 TRAINING_SOURCES = ("training", "demo", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
-# equals an uninterrupted one, tests/test_resume.py).
+# equals an uninterrupted one, tests/training/test_resume.py).
 # report_to: which experiment trackers watch the run (they only read its numbers).
 _NOT_OUTCOME_FIELDS = ("checkpoint_steps", "report_to")
 _SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
