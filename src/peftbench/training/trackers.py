@@ -17,7 +17,8 @@ writable) or raises later gives one warning, is replaced by the null tracker, an
   (MLflow 3 keeps its file store only in maintenance mode); experiment `MLFLOW_EXPERIMENT_NAME`
   or "peftbench";
 - trackio: its local SQLite store, `TRACKIO_DIR` if set, else `<suite>/.peftbench/trackio`
-  (trackio reads that variable once, when first imported); project "peftbench";
+  (trackio reads that variable once, when first imported); project "peftbench"; trackio has no
+  tags, so the status is the last logged metric `status_code` (0 success, 1 failed, 2 cancelled);
 - wandb: `WANDB_MODE` if set; else online with `WANDB_API_KEY`, offline without; files under
   `WANDB_DIR` or `<suite>/.peftbench/wandb`; project `WANDB_PROJECT` or "peftbench".
 """
@@ -203,14 +204,14 @@ class TrackioTracker(NullTracker):
         self._run.log(values, step=step)
 
     def finish(self, status: str) -> None:
-        # trackio has no tags; the status goes into the run's config, which it stores with each log
-        self._run.config["status"] = status
-        self._run.log({"status_code": float(_STATUS_CODE.get(status, 2))})
+        # trackio has no tags, and stores the config with the first log only: the status is a
+        # metric, STATUS_CODE (0 success, 1 failed, 2 cancelled)
+        self._run.log({STATUS_METRIC: float(STATUS_CODE[status])})
         with contextlib.redirect_stdout(sys.stderr):
             self._run.finish()
 
 
-_STATUS_CODE = {"success": 0, "failed": 1, "cancelled": 2}
+STATUS_METRIC, STATUS_CODE = "status_code", {"success": 0, "failed": 1, "cancelled": 2}
 
 
 class WandbTracker(NullTracker):
