@@ -95,3 +95,35 @@ def test_unmarked_model_outputs_have_no_strict_answer_and_the_cleaned_one_in_fle
         for r in rows
     )
     assert agree == len(rows)
+
+
+def _one_line_cot(answer: str) -> tuple[str, str]:
+    """A GSM8K answer as a model writes it on one line: calculator notes gone, the reasoning
+    lines joined with spaces and without their periods, then "The answer is N." (grader 2)."""
+    body, gold = answer.rsplit("####", 1)
+    lines = [line.strip().rstrip(".") for line in re.sub(r"<<[^<>]*>>", "", body).splitlines() if line.strip()]
+    return " ".join(lines), gold.strip()
+
+
+def test_a_capitalised_marker_after_a_word_without_a_period_counts_on_every_test_row(shared_data):
+    # Before grader 2 this was strict-wrong on 3 of every 4 rows: the marker followed a word
+    # ("... = 72 clips The answer is 72.") and was taken for a phrase inside a sentence.
+    rows = _jsonl(shared_data("gsm8k", "test.jsonl"))
+    missed = []
+    for r in rows:
+        reasoning, gold = _one_line_cot(r["answer"])
+        for output in (f"{reasoning} The answer is {gold}.", f"{reasoning} The answer is {gold}",
+                       f"{reasoning} so the answer is {gold}."):
+            g = grade(output, r["answer"])
+            if not (g.correct_strict and g.correct_flexible):
+                missed.append((output[-80:], g))
+    assert not missed, missed[:5]
+
+
+def test_the_lower_case_guard_still_refuses_a_given_answer_on_real_reasoning(shared_data):
+    rows = _jsonl(shared_data("gsm8k", "test.jsonl"))
+    extracted = [extract_answer(f"We are given that the answer is 7, so we check it. {_one_line_cot(r['answer'])[0]}")
+                 for r in rows]
+    # a GSM8K answer may write its own "The answer is N." in its reasoning; none may read the 7
+    assert "7" not in extracted
+    assert sum(e is not None for e in extracted) <= 2
