@@ -31,7 +31,7 @@ from peftbench.analysis import leaderboard as compare
 TABLE_COLUMNS = (
     "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
-    "file_size", "trainable_params", "trainable_pct", "status",
+    "file_size", "trainable_params", "trainable_pct", "tune_budget", "status",
 )
 FAILURE_COLUMNS = ("experiment", "family", "status", "created_at", "superseded", "error", "path")
 # Preferred default axes of the Pareto plot: the first one present wins.
@@ -75,6 +75,7 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
         "fronts": _fronts(rows, ranked_idx, axes),
         "families": family_colours([r["family"] for r in rows]),
         "curves": _curves(runs),
+        "tuning": _tuning(runs),
         "default_curves": [r["experiment"] for r in rows if r["ranked"] and r["test_acc"] is not None][:DEFAULT_CURVES],
     }
 
@@ -102,6 +103,20 @@ def _curves(runs: Sequence[compare.Run]) -> dict[str, list[dict[str, Any]]]:
                 curves.append({"seed": compare.run_seed(run), **curve})
         if curves:
             out[experiment] = curves
+    return out
+
+
+def _tuning(runs: Sequence[compare.Run]) -> dict[str, dict[str, Any]]:
+    """For each tuned row: its budget and the validation accuracy of every trial of its search."""
+    from peftbench.analysis import tuned
+    from peftbench.experiment.tuning import budget_summary
+
+    out = {}
+    for experiment, group in compare.newest_per_seed(runs).items():
+        record = tuned.record_for(group[-1].path, experiment)
+        if record is not None:
+            out[experiment] = {"budget": budget_summary(record), "base": record.get("experiment"),
+                               "trials": tuned.trial_points(record)}
     return out
 
 
@@ -151,7 +166,7 @@ def render_html(data: dict[str, Any], title: str | None = None,
 <h1>{html.escape(title)}</h1>
 <p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
 from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
-<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
+<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#tuning">Tuning</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
 </header>
 <main>
 <section id="leaderboard">
@@ -173,6 +188,13 @@ level (exact McNemar on paired predictions, else two-proportion z-test; no multi
 <div class="picker"><input type="search" id="curve-search" placeholder="filter experiments" aria-label="filter experiments"><div id="curve-list"></div></div>
 <div class="curve-plots"><div class="plot" id="curve-valid"></div><div class="plot" id="curve-loss"></div></div>
 </div>
+</section>
+<section id="tuning">
+<h2>Tuning</h2>
+<p class="note">Rows chosen by <code>peftbench tune</code>: validation accuracy of every trial of the search (validation rows
+from the eval dataset's train split; the test set is never used to choose). Filled dot: the choice; a cross: a failed or
+cancelled trial, which has no score and is never chosen.</p>
+<div id="tuning-body"></div>
 </section>
 <section id="failures">
 <h2>Failed and cancelled runs</h2>

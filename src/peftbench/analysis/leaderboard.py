@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import stats
+from peftbench.analysis import stats, tuned
 from peftbench.experiment.config import suggest
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
@@ -146,6 +146,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("total_params", "params", NUMBER, "count", "all parameters of the model"),
     Column("status", "status", TEXT, "text", "success, cancelled or failed (unknown when the file has none)"),
     Column("error", "error", TEXT, "text", "error message of a failed or cancelled run"),
+    Column("tuned", "tuned", BOOL, "bool", "chosen by `peftbench tune` on validation data: the <name>-tuned "
+           "experiment of a tuning record in results/tuning/"),
+    Column("tune_trials", "tune trials", NUMBER, "count", "trials of the search behind a tuned row"),
+    Column("tune_steps", "tune steps", NUMBER, "count", "training steps of each trial of that search"),
+    Column("tune_budget", "tuned with", TEXT, "text", "a tuned row's search budget: trials x steps, validation "
+           "items, sampler, measured time"),
     Column("ranked", "ranked", BOOL, "bool", "a successful main result competing on the leaderboard (not a failure row)"),
     Column("superseded", "superseded", BOOL, "bool", "a failure row whose experiment has a newer successful result"),
     Column("seeds", "seed", TEXT, "text", "seed(s) of the run(s) in this row"),
@@ -479,6 +485,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "seeds": _seed_text(run_seed(run)),
         "created_at": when.isoformat() if when else None,
         "path": str(run.path),
+        **tuned.row_fields(run.path, experiment_name(run)),
     }
 
 

@@ -46,13 +46,14 @@ Columns: `peftbench compare --list-columns` lists names, directions and meanings
 Examples:
   peftbench compare ../shared/data/peft-results --pareto mem_max,test_acc --filter pareto
   peftbench compare . --sort train_time:asc --columns experiment,test_acc,train_time
+  peftbench compare . --filter "tuned and tune_steps >= 500"   # rows chosen by `peftbench tune`
 """
 
 # Columns of the human-readable formats when --columns is not given; empty ones are left out.
 DEFAULT_COLUMNS = (
     "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
-    "file_size", "trainable_params", "trainable_pct", "pareto", "status", "error",
+    "file_size", "trainable_params", "trainable_pct", "tune_budget", "pareto", "status", "error",
 )
 FORMATS = ("table", "markdown", "csv", "json")
 ERROR_WIDTH = 60  # characters of an error message shown in a table; csv/json keep all of it

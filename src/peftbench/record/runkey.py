@@ -176,7 +176,8 @@ def compute(exp, device_kind: str) -> tuple[str, dict[str, Any]]:
 
     cfg = exp.train_config
     datasets = {"train": data.dataset_identity(cfg.train_dataset, "train"),
-                "eval": data.dataset_identity(cfg.eval_dataset, "eval"),
+                # a tuning trial reads only the eval train split: a new test set must not touch it
+                "eval": data.dataset_identity(cfg.eval_dataset, "tune" if cfg.tune_valid_size > 0 else "eval"),
                 "forgetting": data.dataset_identity(cfg.forgetting_dataset, "forgetting")}
     inputs = run_key_inputs(cfg.to_dict(), exp.peft_config, device_kind, datasets, modeling.model_identity(cfg))
     return run_key(inputs), inputs

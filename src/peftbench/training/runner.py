@@ -245,7 +245,7 @@ def _setup(run: _Run) -> None:
         torch.use_deterministic_algorithms(True, warn_only=False)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     train_rows, train_identity = data.load_train_rows(cfg.train_dataset, cfg.char_limit)
-    run.splits = data.load_eval_splits(cfg.eval_dataset, cfg.valid_size, cfg.test_size)
+    run.splits = data.load_eval_splits(cfg.eval_dataset, cfg.valid_size, cfg.test_size, cfg.tune_valid_size)
     run.forgetting_texts, forgetting_identity = data.load_forgetting_texts(cfg.forgetting_dataset)
     run.forgetting_texts = run.forgetting_texts[: cfg.forgetting_size]
     log(f"data: {len(train_rows)} train rows, {len(run.splits.valid)} valid, {len(run.splits.test)} test, "
@@ -290,7 +290,7 @@ def _forgetting_loss(run: _Run) -> float | None:
 def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
     from peftbench.training import methods
     from peftbench.scoring import grader as scoring
-    from peftbench.training.evaluate import evaluate_rows
+    from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy
 
     cfg = run.exp.train_config
 
@@ -305,6 +305,9 @@ def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
         finally:
             bar.close()
         run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
+        if split == "valid":
+            outcome.loss = qa_cross_entropy(run.loaded.model, run.loaded.tokenizer, rows, cfg.query_template,
+                                            cfg.max_seq_length, cfg.batch_size_eval)
         return outcome
 
     return validate
@@ -366,7 +369,12 @@ def _forgetting_with_adapter_disabled(run: _Run) -> float | None:
 
 
 def _test(run: _Run) -> None:
-    outcome = _validate_fn(run, "test", run.splits.test)()
+    if run.exp.train_config.tune_valid_size > 0:
+        # A tuning trial is chosen on validation data only: it never generates on the test split,
+        # and its result holds no test accuracy (null: not measured) and no test predictions.
+        outcome = _NOT_TESTED
+    else:
+        outcome = _validate_fn(run, "test", run.splits.test)()
     run.test_rows = outcome.rows
     run.result[R.TRAIN_INFO][R.TI_TEST_TIME] = outcome.seconds
     forgetting_after = _forgetting_loss(run)
@@ -385,6 +393,16 @@ def _test(run: _Run) -> None:
     }]
     run.opts.log(f"test accuracy {_pct(outcome.accuracy)} (flexible {_pct(outcome.accuracy_flexible)}) on "
                  f"{len(outcome.rows)} items; forgetting {forgetting if forgetting is None else round(forgetting, 4)}")
+
+
+class _NotTested:
+    """Stand-in for the test split's EvalOutcome in a tuning trial: nothing measured."""
+
+    rows: list = []
+    accuracy = accuracy_flexible = seconds = None
+
+
+_NOT_TESTED = _NotTested()
 
 
 def _mean_train_loss(state) -> float | None:

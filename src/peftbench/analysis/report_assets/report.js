@@ -363,6 +363,44 @@
     curveChart(document.getElementById("curve-loss"), "train_loss", "train loss", "float");
   }
 
+  // ---------------------------------------------------------------- tuning
+  // One small plot per tuned row: validation accuracy per trial, the choice filled, failed and
+  // cancelled trials as crosses on the axis (they have no score).
+  function renderTuning() {
+    var box = document.getElementById("tuning-body");
+    clear(box);
+    var names = Object.keys(data.tuning || {}).sort();
+    if (!names.length) { box.appendChild(el("p", { "class": "note" }, "No tuned experiments.")); return; }
+    names.forEach(function (name) {
+      var info = data.tuning[name], trials = info.trials;
+      var fig = el("figure", { "class": "tuning-plot", "data-experiment": name });
+      fig.appendChild(el("figcaption", {}, name + " (from " + info.base + "): " + info.budget));
+      var scored = trials.filter(function (t) { return t.valid_acc !== null; });
+      if (!trials.length) { fig.appendChild(emptyPlot(420, 200, "no trials")); box.appendChild(fig); return; }
+      var fr = frame({ width: 420, height: 200, title: "validation accuracy per trial",
+        xs: [1, Math.max(trials.length, 2)], ys: scored.map(function (t) { return t.valid_acc; }).concat([0]),
+        xfmt: "count", yfmt: "pct", xlabel: "trial", ylabel: "valid acc" });
+      trials.forEach(function (t, i) {
+        var x = fr.sx.map(i + 1), lines = ["trial " + (i + 1) + ": " + t.label, "status: " + t.status];
+        var mark;
+        if (t.valid_acc === null) {
+          var y0 = fr.sy.map(0);
+          mark = svg("text", { x: x, y: y0 + 4, "text-anchor": "middle", "class": "trial-failed" }, "\u00d7");
+        } else {
+          lines.push("valid acc: " + (t.valid_acc * 100).toFixed(1) + "%" + (t.chosen ? " (chosen)" : ""));
+          mark = svg("circle", { cx: x, cy: fr.sy.map(t.valid_acc), r: 5, "class": t.chosen ? "trial chosen" : "trial",
+            fill: t.chosen ? "#1f6f3f" : "none", stroke: "#1f6f3f" });
+        }
+        mark.addEventListener("mouseenter", function (e) { showTip(e, lines); });
+        mark.addEventListener("mousemove", moveTip);
+        mark.addEventListener("mouseleave", hideTip);
+        fr.root.appendChild(mark);
+      });
+      fig.appendChild(fr.root);
+      box.appendChild(fig);
+    });
+  }
+
   // ---------------------------------------------------------------- failures
   function renderFailures() {
     var box = document.getElementById("failures-body");
@@ -400,6 +438,7 @@
   document.getElementById("curve-search").addEventListener("input", renderPicker);
   renderPicker();
   renderCurves();
+  renderTuning();
   renderFailures();
   document.body.setAttribute("data-ready", "true");
 })();
