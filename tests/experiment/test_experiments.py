@@ -4,14 +4,16 @@ The folders are found recursively (experiments/**/adapter_config.json, and folde
 training_params.json for full fine-tuning) and loaded with `peftbench.experiment.config.load_experiment`,
 exactly as the runner loads them. `shrink_for_tiny_llama` then changes only what cannot fit a
 64-wide, 2-layer Llama (ranks, block and group sizes, virtual-token counts, layer counts); the
-method and its options stay. Each case takes 2 optimizer steps through the runner's own optimizer
-factory and the `peftbench.training.methods` hooks, greedily generates, saves the adapter, reloads it on a
+method and its options stay. Each case takes 2 optimizer steps with the shipped
+`peftbench.training.loop.train_step` (the runner's optimizer, schedule and grad scaler, and the
+`peftbench.training.methods` hooks inside it), greedily generates, saves the adapter, reloads it on a
 fresh copy of the base model, and requires the same logits and the same generated tokens.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -162,6 +164,7 @@ def shrink_for_tiny_llama(peft_config):
 
 def shrink_train_config(train_config, peft_config):
     cfg = copy.deepcopy(train_config)
+    cfg.max_steps = STEPS  # the learning-rate schedule spans the steps taken
     kwargs = cfg.optimizer_kwargs
     if "r" in kwargs and peft_config is not None:  # LoRA-FA's scaling follows the adapter's rank
         kwargs["r"] = peft_config.r
@@ -185,7 +188,7 @@ def _outputs(model, peft_config):
 def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
     from peft import PeftModel, get_peft_model
 
-    from peftbench.training.loop import build_optimizer
+    from peftbench.training.loop import Optimization, train_step
 
     exp = load_experiment(exp_dir)
     methods.check_supported(exp.peft_config)
@@ -202,17 +205,12 @@ def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "nothing to train"
 
-    optimizer = build_optimizer(model, train_config, peft_config)
+    opt = Optimization.build(model, train_config, peft_config, "cpu")
     model.train()
     for step in range(STEPS):
-        batch = train_batch()
-        loss = model(**batch, **methods.forward_kwargs(peft_config, batch)).loss
-        loss = loss + methods.extra_loss(model, peft_config)
-        assert torch.isfinite(loss), f"loss {loss} at step {step}"
-        loss.backward()
-        optimizer.step()
-        methods.after_optimizer_step(model, peft_config, step)
-        optimizer.zero_grad()
+        loss, tokens = train_step(model, train_batch(), opt, train_config, peft_config, "cpu", step)
+        assert math.isfinite(loss), f"loss {loss} at step {step}"
+        assert tokens == 2 * 12 - 3  # the non-padding tokens of train_batch
     model.eval()
     after = dict(model.named_parameters())
     assert any(not torch.equal(before, after[n]) for n, before in trainable.items() if n in after), \

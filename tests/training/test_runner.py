@@ -97,7 +97,7 @@ def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatc
     def boom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(train, "_train_step", boom)
+    monkeypatch.setattr(train, "train_step", boom)
     code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
     assert code == 1
     result, path = _only_result(tiny_suite / "cancelled_results")
@@ -110,7 +110,7 @@ def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatc
 def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, monkeypatch):
     from peftbench.training import loop as train
 
-    real_step, calls = train._train_step, []
+    real_step, calls = train.train_step, []
 
     def interrupt_at_third_step(*args, **kwargs):
         calls.append(1)
@@ -118,7 +118,7 @@ def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, mon
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_train_step", interrupt_at_third_step)
+    monkeypatch.setattr(train, "train_step", interrupt_at_third_step)
     code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
     assert code == 130
     result, _ = _only_result(tiny_suite / "cancelled_results")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from peftbench.experiment.config import PEFT_OPTIMIZERS
+
 FULL_FINETUNING = "Full fine-tuning"
 # An evaluation-only run (max_steps 0): the untrained model, the row every method is measured against.
 BASE_MODEL = "Base model"
@@ -95,7 +97,7 @@ _LORA_FLAG_VARIANTS = (
 )
 
 # train_config optimizer_type -> variant label: these optimizers are LoRA methods of their own.
-_OPTIMIZER_VARIANTS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Riemannian"}
+_OPTIMIZER_VARIANTS = PEFT_OPTIMIZERS
 
 # Init values that are a method's own default, not a variant (PEFT writes them into every config).
 _DEFAULT_INITS = {("ADAMSS", "orthogonal"), ("C3A", "xavier_uniform")}

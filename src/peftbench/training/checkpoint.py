@@ -1,9 +1,10 @@
 """Checkpoints: what a run killed hard needs to continue exactly where it was.
 
-One file per experiment and seed, `<suite>/.peftbench/checkpoints/<stem>.pt`, written atomically
+One file per run key, `<suite>/.peftbench/checkpoints/<run key>.pt`, written atomically
 (temporary file + rename), holding the trainable weights, optimizer, scheduler and grad scaler
 states, the RNG states, the TrainState (step = position in the data order, metrics, timers) and
-the run key. A checkpoint of another run key (config, code or libraries changed) is not used."""
+the run key. Keyed by run key, not by result name: a run of the same experiment with another
+config, seed or code has its own file, and never resumes from or deletes this one."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from peftbench.training.loop import TrainState
 from peftbench.fs import atomic_write_with
+from peftbench.training.loop import TrainState
+
+
+def path_for(suite_dir: Path, run_key: str) -> Path:
+    """Where the checkpoint of the run with `run_key` lives in its suite."""
+    from peftbench.experiment.suite import state_dir
+
+    return state_dir(suite_dir) / "checkpoints" / f"{run_key}.pt"
 
 
 def trainable_state_dict(model) -> dict[str, Any]:

@@ -21,10 +21,11 @@ class EvalOutcome:
     engine: str = "static"  # the engine that ran (TrainConfig.eval_engine, or static as its fallback)
 
 
-def _is_prompt_learning(model) -> bool:
-    peft_config = getattr(model, "active_peft_config", None)
-    return bool(peft_config is not None and getattr(peft_config, "is_prompt_learning", False)
-                and peft_config.peft_type.value in ("PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"))
+def _traits(model):
+    """The PEFT method's MethodTraits (peftbench.training.methods knows the methods)."""
+    from peftbench.training import methods
+
+    return methods.traits(getattr(model, "active_peft_config", None))
 
 
 def generate_batch(model, tokenizer, prompts: list[str], generation_kwargs: dict[str, Any],
@@ -50,7 +51,7 @@ def generate_batch(model, tokenizer, prompts: list[str], generation_kwargs: dict
         kwargs["tokenizer"] = tokenizer
     kwargs.update(extra_kwargs or {})
     with torch.no_grad():
-        if _is_prompt_learning(model):
+        if _traits(model).virtual_tokens:
             new_tokens = _generate_with_virtual_tokens(model, input_ids, attention, kwargs)
         else:
             out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
@@ -92,18 +93,12 @@ def _generate_with_virtual_tokens(model, input_ids, attention, kwargs):
     return base.generate(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
 
 
-def _needs_unpadded_batches(model) -> bool:
-    """Prefix tuning writes its prefix into the KV cache, and PEFT's generate then gives a
-    left-padded prompt other position ids than the same prompt alone: batched and one-by-one
-    outputs differ (tests/test_evaluate.py). Batching only prompts of equal token length avoids
-    padding altogether and keeps the outputs those of one-by-one generation."""
-    peft_config = getattr(model, "active_peft_config", None)
-    return peft_config is not None and peft_config.peft_type.value in ("PREFIX_TUNING", "CARTRIDGE")
-
-
 def _generation_batches(model, tokenizer, prompts: list[str], batch_size: int) -> list[list[int]]:
-    """Index batches in item order; for prefix tuning, batches of prompts of equal token length."""
-    if not _needs_unpadded_batches(model):
+    """Index batches in item order; for a KV prefix (prefix tuning), batches of prompts of equal
+    token length. A KV prefix makes PEFT's generate give a left-padded prompt other position ids
+    than the same prompt alone, so batched and one-by-one outputs differ
+    (tests/training/test_evaluate.py); without padding they are those of one-by-one generation."""
+    if not _traits(model).kv_prefix:
         return [list(range(b, min(b + batch_size, len(prompts)))) for b in range(0, len(prompts), batch_size)]
     by_length: dict[int, list[int]] = {}
     for i, prompt in enumerate(prompts):

@@ -1,20 +1,29 @@
-"""The training loop: optimizer and schedule, then steps with periodic validation and
-checkpoints. `train` reads as its phases: resume, step, evaluate, checkpoint."""
+"""The training loop in one place.
+
+`run_training` builds the optimizer, schedule and grad scaler, resumes from a checkpoint of the
+same run key, then repeats `train_step -> evaluate -> checkpoint` up to max_steps. The runner
+(peftbench.training.runner) hands it a `Training` and a `TrainState` to fill; it does the phases
+before (data, model) and after (test, save, record).
+
+`train_step` is one optimizer step, public so that tests drive the step that ships. What a PEFT
+method needs from a step (extra forward kwargs, an extra loss, AdaLoRA's rank allocation) comes
+from peftbench.training.methods, the one module that knows the methods.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import resource
-import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from peftbench.record import results as R
-from peftbench.experiment.config import TrainConfig
-from peftbench.training.data import batch_stream, collate_train
 from peftbench.errors import UserError
+from peftbench.experiment.config import TrainConfig
+from peftbench.record import results as R
+from peftbench.training import memory
+from peftbench.training.data import batch_stream, collate_train
 
 
 @dataclass
@@ -35,39 +44,211 @@ class TrainState:
     mem_allocated: list[int] = field(default_factory=list)
     last_valid_rows: list[dict[str, Any]] = field(default_factory=list)
     elapsed_before: float = 0.0  # run time up to the checkpoint this state was saved in
+    resumed_from_step: int | None = None  # the checkpoint's step this attempt started from
+
+
+class RunClock:
+    """Seconds a run has taken, earlier interrupted attempts included (restored on resume)."""
+
+    def __init__(self) -> None:
+        self.before, self.started = 0.0, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def continue_from(self, seconds: float) -> None:
+        self.before, self.started = seconds, time.perf_counter()
+
+
+@dataclass
+class Training:
+    """What the loop needs from the runner."""
+
+    model: Any
+    tokenizer: Any
+    cfg: TrainConfig
+    peft_config: Any  # peft.PeftConfig, or None for full fine-tuning
+    device: str
+    samples: list[dict[str, Any]]  # tokenized training samples
+    validate: Callable[[], Any]  # one validation pass, returns an evaluate.EvalOutcome
+    checkpoint_path: Path
+    run_key: str  # a checkpoint of another run key is not resumed
+    resume: bool  # False: delete this run key's checkpoint and start over
+    clock: RunClock
+    log: Callable[[str], None]  # always shown (resuming)
+    log_steps: Callable[[str], None]  # one line per validation (shown with -v)
+    progress: Any  # a tqdm-like bar, or a stand-in
 
 
 # ----------------------------------------------------------------------------------------------
-# optimizer and schedule
+# the loop
+
+
+def run_training(t: Training, state: TrainState) -> None:
+    """Train from state.step (or a checkpoint's step) to cfg.max_steps, validating every
+    eval_steps and at the end, checkpointing every checkpoint_steps and at the last step.
+    `state` is filled in place, so that the caller holds the progress when a cancel or a failure
+    escapes from here."""
+    cfg = t.cfg
+    opt = Optimization.build(t.model, cfg, t.peft_config, t.device)
+    _resume(t, state, opt)
+    lengths = [len(s["input_ids"]) for s in t.samples]
+    stream = batch_stream(lengths, cfg.batch_size, cfg.seed, start_step=state.step)
+    t.model.train()
+    t.progress.update(state.step)
+    while state.step < cfg.max_steps:
+        indices = next(stream)
+        batch = collate_train([t.samples[i] for i in indices], t.tokenizer.pad_token_id, cfg.train_on_prompt)
+        started = time.perf_counter()
+        loss, tokens = train_step(t.model, batch, opt, cfg, t.peft_config, t.device, state.step)
+        _count_step(state, loss, tokens, len(indices), time.perf_counter() - started, t.device)
+        t.progress.update(1)
+        t.progress.set_postfix(loss=f"{loss:.4f}")
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {state.step}; lower the learning rate")
+        if state.step == cfg.max_steps:
+            # Before the final validation: an interrupt during it or the test loses no training.
+            _checkpoint(t, state, opt)
+            break
+        if state.step % cfg.eval_steps == 0:
+            _validate(t, state)
+        if state.step % cfg.effective_checkpoint_steps == 0:
+            _checkpoint(t, state, opt)
+    if not state.metrics or state.metrics[-1][R.M_STEP] != state.step:
+        _validate(t, state)  # the final validation, also after resuming from the last step's checkpoint
+
+
+def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig, peft_config, device: str,
+               step: int) -> tuple[float, int]:
+    """One optimizer step on one collated batch (CPU tensors: input_ids, attention_mask, labels).
+    `step` counts from 0. Returns (loss, non-padding tokens)."""
+    import torch
+
+    from peftbench.training import methods
+
+    extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with autocast(cfg, device):
+        loss = model(**batch, **extra).loss
+        loss = loss + methods.extra_loss(model, peft_config)
+    opt.scaler.scale(loss).backward()
+    if cfg.grad_norm_clip is not None:
+        opt.scaler.unscale_(opt.optimizer)
+        params = [p for group in opt.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_norm_clip)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.scheduler.step()
+    # AdaLoRA reads the gradients: after the optimizer step, before they are cleared.
+    methods.after_optimizer_step(model, peft_config, step)
+    opt.optimizer.zero_grad(set_to_none=True)
+    return loss.item(), int(batch["attention_mask"].sum().item())
+
+
+def _resume(t: Training, state: TrainState, opt: Optimization) -> None:
+    from peftbench.training import checkpoint as C
+
+    if not t.resume:
+        t.checkpoint_path.unlink(missing_ok=True)
+        return
+    payload = C.load(t.checkpoint_path, t.run_key)
+    if payload is None:
+        return
+    restored = C.restore(payload, t.model, opt.optimizer, opt.scheduler, opt.scaler)
+    vars(state).update(vars(restored), resumed_from_step=restored.step)
+    t.clock.continue_from(state.elapsed_before)
+    t.log(f"resuming from the checkpoint at step {state.step} ({t.checkpoint_path})")
+
+
+def _count_step(state: TrainState, loss: float, tokens: int, samples: int, seconds: float, device: str) -> None:
+    state.step += 1
+    state.train_time += seconds
+    state.window_time += seconds
+    state.train_samples += samples
+    state.total_tokens += tokens
+    state.window_tokens += tokens
+    state.window_loss += loss
+    state.window_steps += 1
+    reserved, allocated = memory.memory_snapshot(device)
+    if reserved is not None:
+        state.mem_reserved.append(reserved)
+        state.mem_allocated.append(allocated)
+
+
+def _validate(t: Training, state: TrainState) -> None:
+    """One validation pass, recorded as a metrics entry over the steps since the last one."""
+    outcome = t.validate()
+    state.eval_time += outcome.seconds
+    state.last_valid_rows = outcome.rows
+    window = state.window_steps
+    reserved_avg = memory.mean(state.mem_reserved[-window:]) if state.mem_reserved and window else None
+    allocated_avg = memory.mean(state.mem_allocated[-window:]) if state.mem_allocated and window else None
+    entry = {
+        R.M_STEP: state.step,
+        R.M_VALID_ACC: outcome.accuracy,
+        R.M_VALID_ACC_FLEX: outcome.accuracy_flexible,
+        R.M_TRAIN_LOSS: state.window_loss / window if window else None,
+        R.M_TRAIN_SAMPLES: state.train_samples,
+        R.M_TRAIN_TIME: state.window_time,
+        R.M_EVAL_TIME: outcome.seconds,
+        R.M_TOKENS_PER_SEC: state.window_tokens / state.window_time if state.window_time else None,
+        R.M_MEM_ALLOC_AVG: allocated_avg,
+        R.M_MEM_RESERVED_AVG: reserved_avg,
+        R.M_CPU_RSS: memory.current_rss_bytes() if reserved_avg is None else None,
+        R.M_ELAPSED: t.clock(),
+    }
+    state.metrics.append(entry)
+    t.log_steps(
+        f"step {state.step:>6}/{t.cfg.max_steps}  valid acc {_fmt(outcome.accuracy)} "
+        f"(flexible {_fmt(outcome.accuracy_flexible)})  train loss {_fmt(entry[R.M_TRAIN_LOSS])}  "
+        f"{_fmt(entry[R.M_TOKENS_PER_SEC], '.0f')} tok/s  eval {outcome.seconds:.1f}s"
+    )
+    state.window_loss, state.window_steps, state.window_tokens, state.window_time = 0.0, 0, 0, 0.0
+
+
+def _checkpoint(t: Training, state: TrainState, opt: Optimization) -> None:
+    from peftbench.training import checkpoint as C
+
+    state.elapsed_before = t.clock()
+    C.save(t.checkpoint_path, t.run_key, state, t.model, opt.optimizer, opt.scheduler, opt.scaler)
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer, schedule, grad scaler
+
+
+@dataclass
+class Optimization:
+    """What an optimizer step updates besides the weights; all three are checkpointed."""
+
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # torch.amp.GradScaler, or NoScaler
+
+    @classmethod
+    def build(cls, model, cfg: TrainConfig, peft_config, device: str) -> Optimization:
+        optimizer = build_optimizer(model, cfg, peft_config)
+        return cls(optimizer, build_scheduler(optimizer, cfg), build_scaler(cfg, device))
 
 
 def build_optimizer(model, cfg: TrainConfig, peft_config):
+    """The experiment's optimizer_type: a method's own optimizer (LoRA+, ...) or a torch.optim class."""
     import torch
 
-    kwargs = dict(cfg.optimizer_kwargs)
-    name = cfg.optimizer_type
-    if name in ("lora+", "lora-fa", "riemannian") and (peft_config is None or peft_config.peft_type.value != "LORA"):
-        raise UserError(f"optimizer_type {name!r} works with LoRA adapters only")
-    if name == "lora+":
-        from peft.optimizers import create_loraplus_optimizer
+    from peftbench.training import methods
 
-        ratio = kwargs.pop("loraplus_lr_ratio", 16)
-        return create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=ratio, **kwargs)
-    if name == "lora-fa":
-        from peft.optimizers import create_lorafa_optimizer
-
-        kwargs.setdefault("r", peft_config.r)
-        kwargs.setdefault("lora_alpha", peft_config.lora_alpha)
-        return create_lorafa_optimizer(model, **kwargs)
-    if name == "riemannian":
-        from peft.optimizers import create_riemannian_optimizer
-
-        return create_riemannian_optimizer(model, torch.optim.AdamW, **kwargs)
+    optimizer = methods.build_peft_optimizer(cfg.optimizer_type, model, peft_config, cfg.optimizer_kwargs)
+    if optimizer is not None:
+        return optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     try:
-        return getattr(torch.optim, name)(params, **kwargs)
+        return getattr(torch.optim, cfg.optimizer_type)(params, **cfg.optimizer_kwargs)
     except TypeError as exc:
-        raise UserError(f"optimizer_kwargs {cfg.optimizer_kwargs} do not fit {name}: {exc}") from None
+        raise UserError(f"optimizer_kwargs {cfg.optimizer_kwargs} do not fit {cfg.optimizer_type}: {exc}") from None
 
 
 def build_scheduler(optimizer, cfg: TrainConfig):
@@ -118,175 +299,3 @@ def autocast(cfg: TrainConfig, device: str):
         return contextlib.nullcontext()
     dtype = torch.float16 if cfg.dtype == "float16" else torch.bfloat16
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# memory
-
-
-def memory_snapshot(device: str) -> tuple[int | None, int | None]:
-    """(reserved, allocated) bytes on an accelerator; (None, None) on CPU."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device)
-    if device.startswith("xpu"):
-        return torch.xpu.memory_reserved(device), torch.xpu.memory_allocated(device)
-    return None, None
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def current_rss_bytes() -> int | None:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-    except ImportError:
-        return None
-
-
-def percentile(values: list[int], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-# ----------------------------------------------------------------------------------------------
-# the loop
-
-
-@dataclass
-class TrainContext:
-    """What the loop needs, built by the runner."""
-
-    model: Any
-    tokenizer: Any
-    cfg: TrainConfig
-    peft_config: Any
-    device: str
-    samples: list[dict[str, Any]]  # tokenized training samples
-    validate: Callable[[], Any]  # runs validation, returns an evaluate.EvalOutcome
-    hooks: Any  # peftbench.training.methods (forward_kwargs, after_optimizer_step)
-    checkpoint: Callable[[TrainState, Any, Any, Any], None]  # (state, optimizer, scheduler, scaler)
-    log: Callable[[str], None]
-    progress: Any  # a tqdm-like bar, or a stand-in
-    clock: Callable[[], float]  # seconds since the run started, earlier interrupted attempts included
-
-
-def train(ctx: TrainContext, state: TrainState, optimizer, scheduler, scaler) -> TrainState:
-    """Run training steps from state.step to cfg.max_steps. Validation every eval_steps (and at
-    the last step), a checkpoint every checkpoint_steps. Raises on cancel or failure; the state
-    holds the progress so far either way."""
-    cfg, model = ctx.cfg, ctx.model
-    lengths = [len(s["input_ids"]) for s in ctx.samples]
-    stream = batch_stream(lengths, cfg.batch_size, cfg.seed, start_step=state.step)
-    model.train()
-    ctx.progress.update(state.step)
-    while state.step < cfg.max_steps:
-        indices = next(stream)
-        t0 = time.perf_counter()
-        loss, tokens = _train_step(ctx, [ctx.samples[i] for i in indices], optimizer, scheduler, scaler, state.step)
-        dt = time.perf_counter() - t0
-        state.step += 1
-        state.train_time += dt
-        state.window_time += dt
-        state.train_samples += len(indices)
-        state.total_tokens += tokens
-        state.window_tokens += tokens
-        state.window_loss += loss
-        state.window_steps += 1
-        reserved, allocated = memory_snapshot(ctx.device)
-        if reserved is not None:
-            state.mem_reserved.append(reserved)
-            state.mem_allocated.append(allocated)
-        ctx.progress.update(1)
-        ctx.progress.set_postfix(loss=f"{loss:.4f}")
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {state.step}; lower the learning rate")
-        if state.step % cfg.eval_steps == 0 or state.step == cfg.max_steps:
-            _evaluate(ctx, state)
-        if state.step % cfg.effective_checkpoint_steps == 0 and state.step < cfg.max_steps:
-            ctx.checkpoint(state, optimizer, scheduler, scaler)
-    return state
-
-
-def _train_step(ctx: TrainContext, samples, optimizer, scheduler, scaler, step: int) -> tuple[float, int]:
-    """One optimizer step on one batch; `step` counts from 0. Returns (loss, non-padding tokens)."""
-    import torch
-
-    cfg = ctx.cfg
-    batch = collate_train(samples, ctx.tokenizer.pad_token_id, cfg.train_on_prompt)
-    extra = ctx.hooks.forward_kwargs(ctx.peft_config, batch)
-    batch = {k: v.to(ctx.device) for k, v in batch.items()}
-    with autocast(cfg, ctx.device):
-        loss = ctx.model(**batch, **extra).loss
-        loss = loss + ctx.hooks.extra_loss(ctx.model, ctx.peft_config)
-    scaler.scale(loss).backward()
-    if cfg.grad_norm_clip is not None:
-        scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_norm_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    scheduler.step()
-    ctx.hooks.after_optimizer_step(ctx.model, ctx.peft_config, step)
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item(), int(batch["attention_mask"].sum().item())
-
-
-def _evaluate(ctx: TrainContext, state: TrainState) -> None:
-    outcome = ctx.validate()
-    state.eval_time += outcome.seconds
-    state.last_valid_rows = outcome.rows
-    reserved_avg = _mean(state.mem_reserved[-state.window_steps:]) if state.mem_reserved else None
-    allocated_avg = _mean(state.mem_allocated[-state.window_steps:]) if state.mem_allocated else None
-    entry = {
-        R.M_STEP: state.step,
-        R.M_VALID_ACC: outcome.accuracy,
-        R.M_VALID_ACC_FLEX: outcome.accuracy_flexible,
-        R.M_VALID_LOSS: outcome.loss,
-        R.M_TRAIN_LOSS: state.window_loss / state.window_steps if state.window_steps else None,
-        R.M_TRAIN_SAMPLES: state.train_samples,
-        R.M_TRAIN_TIME: state.window_time,
-        R.M_EVAL_TIME: outcome.seconds,
-        R.M_TOKENS_PER_SEC: state.window_tokens / state.window_time if state.window_time else None,
-        R.M_MEM_ALLOC_AVG: allocated_avg,
-        R.M_MEM_RESERVED_AVG: reserved_avg,
-        R.M_CPU_RSS: current_rss_bytes() if reserved_avg is None else None,
-        R.M_ELAPSED: ctx.clock(),
-    }
-    state.metrics.append(entry)
-    ctx.log(
-        f"step {state.step:>6}/{ctx.cfg.max_steps}  valid acc {_fmt(outcome.accuracy)} "
-        f"(flexible {_fmt(outcome.accuracy_flexible)})  train loss {_fmt(entry[R.M_TRAIN_LOSS])}  "
-        f"{_fmt(entry[R.M_TOKENS_PER_SEC], '.0f')} tok/s  eval {outcome.seconds:.1f}s"
-    )
-    state.window_loss, state.window_steps, state.window_tokens, state.window_time = 0.0, 0, 0, 0.0
-
-
-def _mean(values):
-    return sum(values) / len(values) if values else None
-
-
-def _fmt(value, spec: str = ".4f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def memory_summary(state: TrainState, device: str) -> dict[str, Any]:
-    """train_info memory fields: accelerator reserved memory over steps, or CPU peak RSS."""
-    import torch
-
-    if state.mem_reserved:
-        peak = torch.cuda.max_memory_reserved(device) if device.startswith("cuda") else max(state.mem_reserved)
-        return {R.ACCEL_MEM_MAX: int(max(peak, max(state.mem_reserved))),
-                R.ACCEL_MEM_AVG: int(_mean(state.mem_reserved)),
-                R.ACCEL_MEM_99: int(percentile(state.mem_reserved, 99))}
-    return {R.CPU_PEAK_RSS: peak_rss_bytes()}

@@ -24,8 +24,15 @@ A training step therefore reads:
     after_optimizer_step(model, cfg, step)        # step counts from 0, as in peftbench.training.loop
     optimizer.zero_grad()
 
-The optimizers that belong to a method (LoRA+, LoRA-FA, Riemannian) are built by
-`peftbench.training.loop.build_optimizer` from the experiment's `optimizer_type`.
+This is the only module that branches on a PEFT method's type. Code elsewhere asks it:
+
+    traits(peft_config)                           a MethodTraits record: how evaluation must generate
+                                                  (virtual tokens, KV prefix), whether the config is
+                                                  built from the tokenizer
+    check_optimizer(optimizer_type, peft_config)  the optimizers that belong to a method (LoRA+,
+    build_peft_optimizer(...)                     LoRA-FA, Riemannian: experiment.config.PEFT_OPTIMIZERS)
+    initialize_prefix(model, tokenizer, peft_config, text)
+                                                  init_kv_cache_prefix for KV-prefix methods
 
 `peft_config` is a `peft.PeftConfig`, or None for full fine-tuning. Nothing here imports torch or
 peft at module import time.
@@ -35,9 +42,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from dataclasses import dataclass
 from typing import Any
 
 from peftbench.errors import UserError
+from peftbench.experiment.config import PEFT_OPTIMIZERS
 
 # Why a PEFT method cannot run in this benchmark, by peft_type. check_supported raises with it.
 UNSUPPORTED_METHODS: dict[str, str] = {
@@ -86,6 +95,74 @@ def peft_type_of(peft_config: Any) -> str | None:
 def is_prompt_learning(peft_config: Any) -> bool:
     """True for methods that prepend virtual tokens or a KV prefix (prompt, prefix, P-tuning, CPT, ...)."""
     return bool(peft_config is not None and getattr(peft_config, "is_prompt_learning", False))
+
+
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a PEFT method asks of the code around the training step, so that evaluation, the
+    runner and `list` query a capability instead of naming methods."""
+
+    # Learned embeddings prepended to the prompt (prompt tuning, P-tuning, CPT): evaluation
+    # generates from embeddings with the virtual tokens placed after the left padding.
+    virtual_tokens: bool = False
+    # A prefix written into the KV cache (prefix tuning, cartridges): generation batches hold
+    # prompts of equal token length, and init_kv_cache_prefix applies.
+    kv_prefix: bool = False
+    # The config is completed from the tokenizer (CPT's demonstration is counted in tokens).
+    config_needs_tokenizer: bool = False
+
+
+_PLAIN = MethodTraits()
+_TRAITS: dict[str, MethodTraits] = {
+    "PROMPT_TUNING": MethodTraits(virtual_tokens=True),
+    "P_TUNING": MethodTraits(virtual_tokens=True),
+    "MULTITASK_PROMPT_TUNING": MethodTraits(virtual_tokens=True),
+    "CPT": MethodTraits(virtual_tokens=True, config_needs_tokenizer=True),
+    "PREFIX_TUNING": MethodTraits(kv_prefix=True),
+    "CARTRIDGE": MethodTraits(kv_prefix=True),
+}
+
+
+def traits(peft_config: Any) -> MethodTraits:
+    """The MethodTraits of `peft_config` (all False for full fine-tuning and most methods)."""
+    return _TRAITS.get(peft_type_of(peft_config) or "", _PLAIN)
+
+
+def check_optimizer(optimizer_type: str, peft_config: Any) -> None:
+    """The PEFT optimizers (LoRA+, LoRA-FA, Riemannian) reshape LoRA's A/B updates: refuse them
+    for any other method, before anything is loaded."""
+    if optimizer_type in PEFT_OPTIMIZERS and peft_type_of(peft_config) != "LORA":
+        raise UserError(f"optimizer_type {optimizer_type!r} works with LoRA adapters only")
+
+
+def build_peft_optimizer(optimizer_type: str, model: Any, peft_config: Any, kwargs: dict[str, Any]) -> Any:
+    """The optimizer that belongs to a method, from peft.optimizers; None when `optimizer_type`
+    names a torch.optim class. `kwargs` are the experiment's optimizer_kwargs (not modified)."""
+    if optimizer_type not in PEFT_OPTIMIZERS:
+        return None
+    check_optimizer(optimizer_type, peft_config)
+    import torch
+    from peft import optimizers
+
+    kwargs = dict(kwargs)
+    if optimizer_type == "lora+":
+        ratio = kwargs.pop("loraplus_lr_ratio", 16)
+        return optimizers.create_loraplus_optimizer(model, torch.optim.AdamW, loraplus_lr_ratio=ratio, **kwargs)
+    if optimizer_type == "lora-fa":
+        kwargs.setdefault("r", peft_config.r)
+        kwargs.setdefault("lora_alpha", peft_config.lora_alpha)
+        return optimizers.create_lorafa_optimizer(model, **kwargs)
+    return optimizers.create_riemannian_optimizer(model, torch.optim.AdamW, **kwargs)
+
+
+def initialize_prefix(model: Any, tokenizer: Any, peft_config: Any, text: str | None) -> None:
+    """init_kv_cache_prefix: start a KV-prefix method's prefix from the model's own keys and
+    values for `text`. Other methods (and an unset text) are left alone."""
+    if not text or not traits(peft_config).kv_prefix:
+        return
+    from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
+
+    initialize_kv_prefix_from_text(model, tokenizer, text=text, use_chat_template=False)
 
 
 def check_supported(peft_config: Any) -> None:

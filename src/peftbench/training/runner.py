@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +69,8 @@ class _NoBar:
 
 
 def _bar(enabled: bool, total: int, desc: str):
-    if not enabled or total == 0:
+    # A bar redrawn with carriage returns turns a log file into noise: only on a terminal.
+    if not enabled or total == 0 or not sys.stderr.isatty():
         return _NoBar()
     from tqdm.auto import tqdm
 
@@ -83,7 +84,7 @@ class _Run:
     exp: Experiment
     opts: RunOptions
     result: dict[str, Any]
-    started: float
+    clock: Any  # loop.RunClock: seconds since the run started, earlier interrupted attempts included
     stem: str
     default_seed: int
     device: str = "cpu"
@@ -91,18 +92,14 @@ class _Run:
     splits: Any = None  # data.EvalSplits
     train_samples: list = field(default_factory=list)
     forgetting_texts: list = field(default_factory=list)
-    state: Any = None  # train.TrainState
+    state: Any = None  # loop.TrainState
     test_rows: list = field(default_factory=list)
     run_key: str | None = None
     run_key_inputs: dict | None = None
-    elapsed_base: float = 0.0
     training_started: bool = False
     git: Any = None  # provenance.GitState
     forgetting_before: float | None = None
     checkpoint_path: Path | None = None
-
-    def clock(self) -> float:
-        return self.elapsed_base + time.perf_counter() - self.started
 
 
 def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
@@ -110,10 +107,11 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
     found before training starts (nothing written then)."""
     from peftbench.record import lock as L
     from peftbench.experiment import suite as S
+    from peftbench.training.loop import RunClock
 
     cfg = exp.train_config
     stem = S.result_stem(exp.method, exp.name, cfg.seed, default_seed)
-    run = _Run(exp, opts, R.empty_result(), time.perf_counter(), stem, default_seed)
+    run = _Run(exp, opts, R.empty_result(), RunClock(), stem, default_seed)
     lock = L.ExperimentLock(S.state_dir(exp.suite_dir) / "locks" / f"{stem}.lock", log=opts.log)
     try:
         lock.acquire()
@@ -206,6 +204,7 @@ def _preflight(run: _Run) -> None:
     modeling.quantization_config(cfg, run.device)
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
+    methods.check_optimizer(cfg.optimizer_type, run.exp.peft_config)
     run.run_key, run.run_key_inputs = runkey.compute(run.exp, run.device.split(":")[0])
     run.result[R.RUN_INFO].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
 
@@ -265,10 +264,9 @@ def _setup(run: _Run) -> None:
     trainable, total = modeling.count_parameters(model)
     run.result[R.TRAIN_INFO].update(num_trainable_params=trainable, num_total_params=total)
     log(f"model: {cfg.model_id} on {run.device}, {trainable:,} trainable of {total:,} parameters")
-    if cfg.init_kv_cache_prefix and exp.peft_config is not None and exp.peft_config.peft_type.value in ("PREFIX_TUNING", "CARTRIDGE"):
-        from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
+    from peftbench.training import methods
 
-        initialize_kv_prefix_from_text(model, tokenizer, text=cfg.init_kv_cache_prefix, use_chat_template=False)
+    methods.initialize_prefix(model, tokenizer, exp.peft_config, cfg.init_kv_cache_prefix)
 
 
 def _forgetting_loss(run: _Run) -> float | None:
@@ -287,74 +285,51 @@ def _forgetting_loss(run: _Run) -> float | None:
     return loss
 
 
-def _validate_fn(run: _Run, split: str, rows: list[dict[str, str]]):
+def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
+    """Generate and grade `rows` with the run's model; returns an evaluate.EvalOutcome."""
     from peftbench.training import methods
     from peftbench.scoring import grader as scoring
-    from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy
+    from peftbench.training.evaluate import evaluate_rows
 
     cfg = run.exp.train_config
-
-    def validate():
-        bar = _bar(run.opts.progress, len(rows), f"{split} eval")
-        try:
-            outcome = evaluate_rows(
-                run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
-                batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
-                extra_kwargs_fn=lambda n: methods.generate_kwargs(run.exp.peft_config, n, run.device), progress=bar,
-                engine=cfg.eval_engine)
-        finally:
-            bar.close()
-        run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
-        if split == "valid":
-            outcome.loss = qa_cross_entropy(run.loaded.model, run.loaded.tokenizer, rows, cfg.query_template,
-                                            cfg.max_seq_length, cfg.batch_size_eval)
-        return outcome
-
-    return validate
+    bar = _bar(run.opts.progress, len(rows), f"{split} eval")
+    try:
+        outcome = evaluate_rows(
+            run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
+            batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
+            extra_kwargs_fn=functools.partial(methods.generate_kwargs, run.exp.peft_config, device=run.device),
+            progress=bar, engine=cfg.eval_engine)
+    finally:
+        bar.close()
+    run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
+    return outcome
 
 
 def _train(run: _Run) -> None:
+    """The training loop (peftbench.training.loop), after the forgetting measure of the base
+    model. An evaluation-only run (max_steps 0) trains nothing."""
     from peftbench.training import checkpoint as C
-    from peftbench.training import methods
-    from peftbench.experiment import suite as S
     from peftbench.training import loop as T
 
-    cfg, model, log = run.exp.train_config, run.loaded.model, run.opts.log
+    cfg = run.exp.train_config
     run.forgetting_before = _forgetting_with_adapter_disabled(run)
-    state = T.TrainState()
-    optimizer, scheduler, scaler = None, None, T.NoScaler()
-    ckpt_path = run.checkpoint_path = S.state_dir(run.exp.suite_dir) / "checkpoints" / f"{run.stem}.pt"
-    if cfg.max_steps > 0:
-        optimizer = T.build_optimizer(model, cfg, run.exp.peft_config)
-        scheduler = T.build_scheduler(optimizer, cfg)
-        scaler = T.build_scaler(cfg, run.device)
-        if not run.opts.resume and ckpt_path.exists():
-            ckpt_path.unlink()
-        payload = C.load(ckpt_path, run.run_key) if run.opts.resume else None
-        if payload is not None:
-            state = C.restore(payload, model, optimizer, scheduler, scaler)
-            run.elapsed_base = state.elapsed_before
-            run.started = time.perf_counter()
-            run.result[R.RUN_INFO][R.RI_RESUMED_FROM_STEP] = state.step
-            log(f"resuming from the checkpoint at step {state.step} ({ckpt_path})")
-    run.state = state
-
-    def save_checkpoint(st, opt, sch, sc):
-        st.elapsed_before = run.clock()
-        C.save(ckpt_path, run.run_key, st, model, opt, sch, sc)
-
+    run.state = T.TrainState()
+    run.checkpoint_path = C.path_for(run.exp.suite_dir, run.run_key)
     run.training_started = True
+    if cfg.max_steps == 0:
+        return
     bar = _bar(run.opts.progress, cfg.max_steps, "train")
-    ctx = T.TrainContext(model=model, tokenizer=run.loaded.tokenizer, cfg=cfg, peft_config=run.exp.peft_config,
-                         device=run.device, samples=run.train_samples,
-                         validate=_validate_fn(run, "valid", run.splits.valid), hooks=methods,
-                         checkpoint=save_checkpoint, log=log if run.opts.verbose else _quiet, progress=bar,
-                         clock=run.clock)
+    training = T.Training(
+        model=run.loaded.model, tokenizer=run.loaded.tokenizer, cfg=cfg, peft_config=run.exp.peft_config,
+        device=run.device, samples=run.train_samples,
+        validate=functools.partial(_evaluate_split, run, "valid", run.splits.valid),
+        checkpoint_path=run.checkpoint_path, run_key=run.run_key, resume=run.opts.resume, clock=run.clock,
+        log=run.opts.log, log_steps=run.opts.log if run.opts.verbose else _quiet, progress=bar)
     try:
-        if cfg.max_steps > 0:
-            T.train(ctx, state, optimizer, scheduler, scaler)
+        T.run_training(training, run.state)
     finally:
         bar.close()
+        run.result[R.RUN_INFO][R.RI_RESUMED_FROM_STEP] = run.state.resumed_from_step
 
 
 def _quiet(msg: str) -> None:
@@ -374,7 +349,7 @@ def _test(run: _Run) -> None:
         # and its result holds no test accuracy (null: not measured) and no test predictions.
         outcome = _NOT_TESTED
     else:
-        outcome = _validate_fn(run, "test", run.splits.test)()
+        outcome = _evaluate_split(run, "test", run.splits.test)
     run.test_rows = outcome.rows
     run.result[R.TRAIN_INFO][R.TI_TEST_TIME] = outcome.seconds
     forgetting_after = _forgetting_loss(run)
@@ -452,7 +427,7 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
     """Write predictions then the result, both atomically; decide the folder by status and git."""
     from peftbench.experiment import suite as S
     from peftbench.fs import atomic_write_json
-    from peftbench.training import loop as T
+    from peftbench.training.memory import memory_summary
 
     info, train_info = run.result[R.RUN_INFO], run.result[R.TRAIN_INFO]
     train_info[R.TI_STATUS] = status.value
@@ -462,7 +437,7 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
         train_info[R.TI_EVAL_TIME] = state.eval_time
         if status is not Status.SUCCESS and not train_info[R.TI_METRICS]:
             train_info[R.TI_METRICS] = state.metrics
-        train_info.update(T.memory_summary(state, run.device))
+        train_info.update(memory_summary(state.mem_reserved, run.device))
     if error is not None:
         info[R.RI_ERROR_MSG] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         info[R.RI_TRACEBACK] = "".join(traceback.format_exception(error))
