@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP_TORCH_FLAGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup demo test clean-venv
+.PHONY: setup demo test gpu-check clean-venv
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+
+# Needs an NVIDIA GPU: a short bfloat16 CUDA run and `peftbench bench` (benchmarks/gpu_check.py says
+# what it checks); exits 2 without touching anything on a machine without CUDA.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from peftbench.cli import main
 
@@ -35,3 +38,34 @@ def test_bench_refuses_bad_input_with_exit_2(tiny_suite, tmp_path, capsys):
     empty.mkdir()
     assert main(["bench", str(empty)]) == 2
     assert "no experiments/lora" in capsys.readouterr().err
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_refuses_clearly_without_cuda(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: make gpu-check runs for real there")
+    assert _gpu_check().main() == 2
+    assert "gpu-check: no CUDA device is visible" in capsys.readouterr().err
+
+
+def test_gpu_check_names_what_a_result_lacks():
+    check = _gpu_check()
+    cpu_result = {"train_info": {"status": "success", "cpu_peak_rss": 10**9, "eval_engine_used": "dynamic"},
+                  "meta_info": {"system_info": {"accelerator": None}}, "run_info": {}}
+    problems = check.result_problems(cpu_result)
+    assert any("accelerator_memory_max" in p for p in problems) and any("system_info.driver" in p for p in problems)
+    cuda_result = {"train_info": {"status": "success", "accelerator_memory_max": 2e9, "eval_engine_used": "dynamic",
+                                  "accelerator_memory_reserved_avg": 1e9, "accelerator_memory_reserved_99th": 1.5e9},
+                   "meta_info": {"system_info": {"accelerator": "NVIDIA H200", "driver": "cuda 12.8, nvidia driver 570",
+                                                 "driver_version": "570"}}, "run_info": {}}
+    assert check.result_problems(cuda_result) == []
