@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "diff": "diff",
     "report": "report",
     "list": "list_cmd",
+    "tune": "tune",
     "bench": "bench",
 }
 

@@ -187,6 +187,7 @@ def _validate(t: Training, state: TrainState) -> None:
         R.M_STEP: state.step,
         R.M_VALID_ACC: outcome.accuracy,
         R.M_VALID_ACC_FLEX: outcome.accuracy_flexible,
+        R.M_VALID_LOSS: outcome.loss,
         R.M_TRAIN_LOSS: state.window_loss / window if window else None,
         R.M_TRAIN_SAMPLES: state.train_samples,
         R.M_TRAIN_TIME: state.window_time,

@@ -286,10 +286,11 @@ def _forgetting_loss(run: _Run) -> float | None:
 
 
 def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
-    """Generate and grade `rows` with the run's model; returns an evaluate.EvalOutcome."""
+    """Generate and grade `rows` with the run's model; returns an evaluate.EvalOutcome (with the
+    validation loss for the valid split)."""
     from peftbench.training import methods
     from peftbench.scoring import grader as scoring
-    from peftbench.training.evaluate import evaluate_rows
+    from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy
 
     cfg = run.exp.train_config
     bar = _bar(run.opts.progress, len(rows), f"{split} eval")
@@ -302,6 +303,9 @@ def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
     finally:
         bar.close()
     run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
+    if split == "valid":
+        outcome.loss = qa_cross_entropy(run.loaded.model, run.loaded.tokenizer, rows, cfg.query_template,
+                                        cfg.max_seq_length, cfg.batch_size_eval)
     return outcome
 
 
