@@ -18,6 +18,11 @@ JSON result (plus <result>.predictions.jsonl.gz) into the suite's results folder
   temporary_results/<method>--<name>--<time>.json    success otherwise
   cancelled_results/<method>--<name>--<time>.json    cancelled (Ctrl+C, SIGTERM) or failed
 
+Before anything runs, every experiment given is validated (ranges, finite numbers, a bare
+{query} in query_template, greedy generation_kwargs; see the README) and its model and adapter
+are built on the meta device, so that PEFT's own checks (target modules that match nothing) and a
+model_id folder without a model are bad input: nothing is written.
+
 Exit status: 0 success, 1 failed run, 2 bad input (nothing written), 130 cancelled.
 
 examples:
