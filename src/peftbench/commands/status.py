@@ -17,7 +17,11 @@ DESCRIPTION = """\
 For every experiment (and seed) below the given folders, say whether its newest result is up to
 date, and if not, why `peftbench run-all` would run it: never run, config changed, data or model
 changed, code or library changed, last attempt failed or cancelled, or running right now.
-The newest relevant result and its test accuracy are shown beside it. Nothing is run or written.
+The newest relevant result and its test accuracy are shown beside it. Nothing is run; the only
+file written is the plan cache <suite>/.peftbench/plan-cache.json (resolved configs by file
+content: a second status with nothing changed imports neither peft nor torch). An experiment
+whose run key cannot be computed (e.g. the demo's model package not installed) says why on its
+own line; the others are still shown.
 A main result that cannot be read (truncated, a newer schema_version, ...) shows as
 "unreadable result (<reason>)" and is left alone: `run-all --force` moves it aside and runs.
 
