@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         # argparse %-formats help strings: a literal % ("95% interval") must be doubled
         p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=getattr(module, "DESCRIPTION", module.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
+        p.add_argument("--debug", action="store_true",
+                       help="show tracebacks: for bad input, and the last lines of a failed run's")
         module.configure(p)
         p.set_defaults(_module=module)
     return parser

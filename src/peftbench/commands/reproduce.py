@@ -120,10 +120,16 @@ def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
               file=sys.stderr)
     print(f"reproducing {exp.experiment_name} (seed {exp.train_config.seed}) in {folder}", file=sys.stderr, flush=True)
     opts = RunOptions(verbose=args.verbose, output_dir=str(Path(folder) / "adapter"), resume=False,
-                      progress=args.progress)
+                      progress=args.progress, debug=args.debug)
     outcome = run_experiment(exp, opts, exp.train_config.seed)
     if outcome.status is not Status.SUCCESS:
-        print(f"the reproduction did not succeed: {outcome.message}", file=sys.stderr)
+        status = outcome.status.value if outcome.status is not None else "skipped"
+        cause = outcome.error or outcome.message
+        # Without --keep the scratch folder (and the result in it) is deleted on return: name the
+        # cause here instead of a file that will not exist.
+        where = (f"its files are kept in {folder}" if args.keep
+                 else "its scratch folder is deleted; --keep FOLDER keeps the result and adapter")
+        print(f"the reproduction did not succeed ({status}): {cause}; {where}", file=sys.stderr)
         return None, outcome.exit_code or ExitCode.FAILED
     return outcome.result_path, 0
 

@@ -90,7 +90,8 @@ def _run(args) -> int:
 
         raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
     opts = RunOptions(verbose=args.verbose, output_dir=args.output_dir, clean=args.clean, resume=args.resume,
-                      keep_checkpoint=args.keep_checkpoint, if_stale=args.if_stale, progress=args.progress)
+                      keep_checkpoint=args.keep_checkpoint, if_stale=args.if_stale, progress=args.progress,
+                      debug=args.debug)
     worst = ExitCode.OK
     for exp, default_seed in jobs:
         outcome = run_experiment(exp, opts, default_seed)

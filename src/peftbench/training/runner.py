@@ -39,6 +39,7 @@ class RunOptions:
     keep_checkpoint: bool = False
     if_stale: bool = False  # skip (after taking the lock) when an up-to-date result exists
     progress: bool = True
+    debug: bool = False  # a failed run prints the last lines of its traceback too
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -100,6 +101,7 @@ class _Run:
     git: Any = None  # provenance.GitState
     forgetting_before: float | None = None
     checkpoint_path: Path | None = None
+    unwritten: str | None = None  # why the result is in a fallback folder (training/output.py)
 
 
 def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
@@ -151,6 +153,8 @@ def _run_locked(run: _Run) -> RunOutcome:
         except Exception as exc:  # noqa: BLE001 - every other exception is a failed run, recorded
             status, error = Status.FAILED, exc
         path = _write_result(run, status, error)
+    if run.unwritten:  # the numbers are safe in a fallback folder, but not where they belong: exit 1
+        return RunOutcome(Status.FAILED, path, f"failed: {run.unwritten}", ExitCode.FAILED, run.run_key, run.unwritten)
     return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
                       run.result[R.RUN_INFO].get(R.RI_ERROR_MSG))
 
@@ -205,8 +209,18 @@ def _preflight(run: _Run) -> None:
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
     methods.check_optimizer(cfg.optimizer_type, run.exp.peft_config)
+    _check_result_folders(run)
     run.run_key, run.run_key_inputs = runkey.compute(run.exp, run.device.split(":")[0])
     run.result[R.RUN_INFO].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
+
+
+def _check_result_folders(run: _Run) -> None:
+    """The folders a success and a failure would be written to take files (before training)."""
+    from peftbench.experiment import suite as S
+    from peftbench.training.output import check_writable
+
+    for status in (Status.SUCCESS, Status.FAILED):
+        check_writable(S.result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, "probe").parent)
 
 
 def _quiet_libraries() -> None:
@@ -430,8 +444,8 @@ def _finish(run: _Run) -> None:
 def _write_result(run: _Run, status: Status, error: BaseException | None) -> Path:
     """Write predictions then the result, both atomically; decide the folder by status and git."""
     from peftbench.experiment import suite as S
-    from peftbench.fs import atomic_write_json
     from peftbench.training.memory import memory_summary
+    from peftbench.training.output import fallback_dirs, write_with_fallback
 
     info, train_info = run.result[R.RUN_INFO], run.result[R.TRAIN_INFO]
     train_info[R.TI_STATUS] = status.value
@@ -449,15 +463,40 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
     path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp(),
                                  run.exp.experiment_name, run.opts.log)
     rows = (state.last_valid_rows if state is not None else []) + run.test_rows
-    if rows or status is Status.SUCCESS:
-        pred_path = R.predictions_path_for(path)
-        digest = R.write_predictions(pred_path, rows)
-        info[R.RI_PREDICTIONS] = {"file": pred_path.name, "sha256": digest}
-    atomic_write_json(path, run.result)
-    if status is Status.SUCCESS and not run.opts.keep_checkpoint:
+    path, run.unwritten = write_with_fallback(path, functools.partial(_write_files, run, rows, status),
+                                              fallback_dirs(run.exp.suite_dir), run.opts.log)
+    if status is Status.SUCCESS and not run.opts.keep_checkpoint and not run.unwritten:
         if run.checkpoint_path is not None and run.checkpoint_path.exists():
             run.checkpoint_path.unlink()
     # say why a success is not in results/, where compare looks ("tree is dirty: ?? report.html")
     why = run.git.why_not_main_and_clean if status is Status.SUCCESS and path.parent.name == S.TEMPORARY_RESULTS else None
     run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
+    if error is not None:
+        _log_error(run, error)
     return path
+
+
+def _write_files(run: _Run, rows: list[dict[str, Any]], status: Status, path: Path) -> None:
+    """The predictions, then the result that names them; both atomic."""
+    from peftbench.fs import atomic_write_json
+
+    if rows or status is Status.SUCCESS:
+        pred_path = R.predictions_path_for(path)
+        digest = R.write_predictions(pred_path, rows)
+        run.result[R.RUN_INFO][R.RI_PREDICTIONS] = {"file": pred_path.name, "sha256": digest}
+    atomic_write_json(path, run.result)
+
+
+# Traceback lines a failed run prints with --debug; the whole traceback is in the result.
+DEBUG_TRACEBACK_LINES = 12
+
+
+def _log_error(run: _Run, error: BaseException) -> None:
+    """What went wrong, right under the "failed"/"cancelled" line (the result records the rest)."""
+    info = run.result[R.RUN_INFO]
+    run.opts.log(f"error: {info[R.RI_ERROR_MSG]}")
+    if run.opts.debug:
+        lines = info[R.RI_TRACEBACK].rstrip("\n").splitlines()
+        run.opts.log("\n".join(lines[-DEBUG_TRACEBACK_LINES:]))
+    elif not isinstance(error, (KeyboardInterrupt, RunCancelled)):
+        run.opts.log("(--debug prints the last traceback lines; the whole traceback is in the result's run_info)")
