@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from peftbench.errors import UserError
 from peftbench.experiment.config import TrainConfig
+from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
 from peftbench.training import memory
 from peftbench.training.data import batch_stream, collate_train
@@ -78,6 +79,7 @@ class Training:
     log: Callable[[str], None]  # always shown (resuming)
     log_steps: Callable[[str], None]  # one line per validation (shown with -v)
     progress: Any  # a tqdm-like bar, or a stand-in
+    trackers: Trackers = field(default_factory=Trackers.none)  # report_to; the stand-in sends nothing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +103,10 @@ def run_training(t: Training, state: TrainState) -> None:
         batch = collate_train([t.samples[i] for i in indices], t.tokenizer.pad_token_id, cfg.train_on_prompt)
         started = time.perf_counter()
         loss, tokens = train_step(t.model, batch, opt, cfg, t.peft_config, t.device, state.step)
-        _count_step(state, loss, tokens, len(indices), time.perf_counter() - started, t.device)
+        seconds = time.perf_counter() - started
+        _count_step(state, loss, tokens, len(indices), seconds, t.device)
+        t.trackers.log_step(state.step, loss, opt.scheduler.get_last_lr()[0], tokens / seconds if seconds else None,
+                            state.mem_reserved[-1] if state.mem_reserved else memory.current_rss_bytes())
         t.progress.update(1)
         t.progress.set_postfix(loss=f"{loss:.4f}")
         if not math.isfinite(loss):
@@ -199,6 +204,7 @@ def _validate(t: Training, state: TrainState) -> None:
         R.M_ELAPSED: t.clock(),
     }
     state.metrics.append(entry)
+    t.trackers.log_validation(entry)
     t.log_steps(
         f"step {state.step:>6}/{t.cfg.max_steps}  valid acc {_fmt(outcome.accuracy)} "
         f"(flexible {_fmt(outcome.accuracy_flexible)})  train loss {_fmt(entry[R.M_TRAIN_LOSS])}  "

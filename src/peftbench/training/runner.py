@@ -28,6 +28,7 @@ from peftbench.experiment.config import Experiment
 from peftbench.errors import ExitCode, RunCancelled, UserError
 from peftbench.record.results import Status
 from peftbench.training.signals import sigterm_raises
+from peftbench.training.trackers import Trackers
 
 
 @dataclass
@@ -101,6 +102,7 @@ class _Run:
     git: Any = None  # provenance.GitState
     forgetting_before: float | None = None
     checkpoint_path: Path | None = None
+    trackers: Trackers = field(default_factory=Trackers.none)  # report_to; started with training
     unwritten: str | None = None  # why the result is in a fallback folder (training/output.py)
 
 
@@ -334,6 +336,7 @@ def _train(run: _Run) -> None:
     run.state = T.TrainState()
     run.checkpoint_path = C.path_for(run.exp.suite_dir, run.run_key)
     run.training_started = True
+    run.trackers = _start_trackers(run)
     if cfg.max_steps == 0:
         return
     bar = _bar(run.opts.progress, cfg.max_steps, "train")
@@ -342,12 +345,24 @@ def _train(run: _Run) -> None:
         device=run.device, samples=run.train_samples,
         validate=functools.partial(_evaluate_split, run, "valid", run.splits.valid),
         checkpoint_path=run.checkpoint_path, run_key=run.run_key, resume=run.opts.resume, clock=run.clock,
-        log=run.opts.log, log_steps=run.opts.log if run.opts.verbose else _quiet, progress=bar)
+        log=run.opts.log, log_steps=run.opts.log if run.opts.verbose else _quiet, progress=bar,
+        trackers=run.trackers)
     try:
         T.run_training(training, run.state)
     finally:
         bar.close()
         run.result[R.RUN_INFO][R.RI_RESUMED_FROM_STEP] = run.state.resumed_from_step
+
+
+def _start_trackers(run: _Run):
+    """The report_to trackers, told the run's name, config and run key. A tracker that cannot
+    start warns once and is left out; the run goes on."""
+    from peftbench.experiment import suite as S
+    from peftbench.training import trackers
+
+    description = trackers.describe_run(run.exp, run.run_key, run.result["run_info"][R.RI_SUITE],
+                                        S.state_dir(run.exp.suite_dir))
+    return Trackers.start(run.exp.train_config.report_to, description, warn=run.opts.log)
 
 
 def _quiet(msg: str) -> None:
@@ -460,6 +475,7 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
         info[R.RI_ERROR_MSG] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         info[R.RI_TRACEBACK] = "".join(traceback.format_exception(error))
     info[R.RI_TOTAL_TIME] = run.clock()
+    info[R.RI_TRACKERS] = run.trackers.finish(run.result, status.value)
     path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp(),
                                  run.exp.experiment_name, run.opts.log)
     rows = (state.last_valid_rows if state is not None else []) + run.test_rows

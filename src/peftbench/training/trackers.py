@@ -292,10 +292,18 @@ class Trackers:
 
     def log_step(self, step: int, loss: float, learning_rate: float | None, tokens_per_sec: float | None,
                  memory: int | None) -> None:
-        """One optimizer step. memory: reserved bytes on an accelerator, resident set size on CPU."""
+        """One optimizer step. memory: reserved bytes on an accelerator, resident set size on CPU.
+        `loss` may be a device tensor: it is read (a wait for the device) only when a tracker listens."""
         self._step = step
+        if not self.listening:
+            return
         values = {STEP_LOSS: loss, STEP_LR: learning_rate, STEP_TOKENS_PER_SEC: tokens_per_sec, STEP_MEMORY: memory}
         self._call("log", {k: float(v) for k, v in values.items() if v is not None}, step)
+
+    @property
+    def listening(self) -> bool:
+        """Whether any tracker still receives values (none asked for, or all failed: False)."""
+        return any(type(t) is not NullTracker for t in self._live)
 
     def log_validation(self, entry: dict[str, Any]) -> None:
         """A validation's metrics entry, as the result records it."""
