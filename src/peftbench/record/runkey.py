@@ -44,7 +44,9 @@ LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # equals an uninterrupted one, tests/training/test_resume.py).
 # report_to: which experiment trackers watch the run (they only read its numbers).
 _NOT_OUTCOME_FIELDS = ("checkpoint_steps", "report_to")
-_SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
+# Fields that name data or a model: a local path there is identified by its content (the Ray
+# executor ships these paths to its workers).
+SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
 _PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
 
 
@@ -120,7 +122,7 @@ def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, 
     cfg["device"] = device_kind
     # A local data or model path is identified by the hash of its content (datasets / model
     # below); the path itself would make a moved checkout look stale.
-    for name in _SOURCE_FIELDS:
+    for name in SOURCE_FIELDS:
         if isinstance(cfg.get(name), str) and os.path.exists(os.path.expanduser(cfg[name])):
             cfg[name] = "<local>"
     return {
@@ -138,7 +140,10 @@ def _stable_identity(identity: dict[str, Any] | None) -> dict[str, Any] | None:
     from an offline lookup, file paths that differ between checkouts)."""
     if identity is None:
         return None
-    return {k: v for k, v in identity.items() if k not in ("error", "files", "created_at")}
+    # A local model folder is identified by its content hash; its path ("id") differs between
+    # checkouts and on a Ray worker, which gets a content-addressed copy.
+    drop = ("error", "files", "created_at") + (("id",) if identity.get("source") == "local" else ())
+    return {k: v for k, v in identity.items() if k not in drop}
 
 
 def run_key(inputs: dict[str, Any]) -> str:

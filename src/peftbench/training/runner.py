@@ -174,7 +174,7 @@ def _record_static_info(run: _Run) -> None:
     info.update(
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         experiment_name=exp.experiment_name,
-        suite=_suite_label(exp.suite_dir, git.root),
+        suite=suite_label(exp.suite_dir, git.root),
         seed=exp.train_config.seed,
         peft_branch=git.branch,
         git=git.to_dict(),
@@ -185,7 +185,7 @@ def _record_static_info(run: _Run) -> None:
     )
 
 
-def _suite_label(suite_dir: Path, git_root: str | None) -> str:
+def suite_label(suite_dir: Path, git_root: str | None) -> str:
     if git_root:
         rel = os.path.relpath(suite_dir, git_root)
         return "." if rel == "." else rel
