@@ -11,6 +11,7 @@ import traceback
 
 from peftbench import __version__
 from peftbench.errors import ExitCode, UserError
+from peftbench.terminal import printable, quiet_bitsandbytes, silence_closed_output
 
 # name typed by the user -> module under peftbench.commands
 COMMANDS: dict[str, str] = {
@@ -65,15 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return ExitCode.BAD_INPUT
+    quiet_bitsandbytes()
     try:
         return int(args._module.run(args))
     except UserError as exc:
         if getattr(args, "debug", False):
             traceback.print_exc()
-        print(f"peftbench {args.command}: error: {exc}", file=sys.stderr)
+        print(f"peftbench {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"peftbench {args.command}: cancelled", file=sys.stderr)
+        return ExitCode.CANCELLED
+    except BrokenPipeError:
+        # Whoever read our output is gone (a killed run-all, `| head`): a cancel, said to nobody.
+        silence_closed_output()
         return ExitCode.CANCELLED
 
 

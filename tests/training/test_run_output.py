@@ -86,3 +86,38 @@ def test_a_failed_reproduction_shows_its_cause_not_a_deleted_scratch_file(make_s
     verdict = next(line for line in err.splitlines() if line.startswith("the reproduction did not succeed"))
     assert "(failed): RuntimeError: CUDA out of memory (simulated)" in verdict
     assert "peftbench-reproduce-" not in verdict and "--keep" in verdict
+
+
+class _PipeClosedAfterFirstStep:
+    """stderr of a run-all child after run-all died: writes fail once validation has begun."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, text: str) -> int:
+        if self.closed or text.startswith("step"):
+            self.closed = True
+            raise BrokenPipeError(32, "Broken pipe")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.closed:
+            raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_output_pipe_is_a_cancel_not_a_failure(tiny_suite, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", _PipeClosedAfterFirstStep())
+    assert main(["run", "-v", "--no-progress", str(tiny_suite / LORA)]) == 130
+    [path] = sorted((tiny_suite / "cancelled_results").glob("*.json"))
+    result = json.loads(path.read_text())
+    assert result[R.TRAIN_INFO][R.TI_STATUS] == "cancelled"
+    assert "BrokenPipeError" in result[R.RUN_INFO][R.RI_ERROR_MSG]
+
+
+def test_no_progress_bars_are_written_when_stderr_is_not_a_terminal(tiny_suite, capsys):
+    # progress bars are on by default; captured stderr, like a log file, is not a terminal
+    assert main(["run", "--clean", str(tiny_suite / LORA)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "train:" not in err

@@ -7,6 +7,7 @@ import sys
 
 from peftbench.commands.options import add_common_run_options, add_verbose_option, seed_list
 from peftbench.errors import ExitCode
+from peftbench.terminal import printable
 
 HELP = "train, evaluate and record one experiment (or several, one after another)"
 DESCRIPTION = """\
@@ -95,7 +96,7 @@ def _run(args) -> int:
     worst = ExitCode.OK
     for exp, default_seed in jobs:
         outcome = run_experiment(exp, opts, default_seed)
-        print(f"{exp.experiment_name} (seed {exp.train_config.seed}): {outcome.message}", file=sys.stderr)
+        print(printable(f"{exp.experiment_name} (seed {exp.train_config.seed}): {outcome.message}"), file=sys.stderr)
         if args.outcome_file:
             _write_outcome(args, exp, outcome)
         if outcome.exit_code == ExitCode.CANCELLED:

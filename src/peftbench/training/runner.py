@@ -11,6 +11,7 @@ exits with status 2. Every other outcome writes exactly one result file (and its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import functools
 import os
@@ -27,6 +28,7 @@ from peftbench.record import results as R
 from peftbench.experiment.config import Experiment
 from peftbench.errors import ExitCode, RunCancelled, UserError
 from peftbench.record.results import Status
+from peftbench.terminal import printable
 from peftbench.training.signals import sigterm_raises
 from peftbench.training.trackers import Trackers
 
@@ -41,7 +43,7 @@ class RunOptions:
     if_stale: bool = False  # skip (after taking the lock) when an up-to-date result exists
     progress: bool = True
     debug: bool = False  # a failed run prints the last lines of its traceback too
-    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+    log: Callable[[str], None] = field(default=lambda msg: print(printable(msg), file=sys.stderr, flush=True))
 
 
 @dataclass
@@ -152,6 +154,12 @@ def _run_locked(run: _Run) -> RunOutcome:
                 raise
         except (KeyboardInterrupt, RunCancelled) as exc:
             status, error = Status.CANCELLED, exc
+        except BrokenPipeError:
+            # stdout/stderr is a pipe whose reader is gone (run-all was killed): a cancel, and
+            # nothing more can be said on that pipe.
+            status, error = Status.CANCELLED, RunCancelled(
+                "output pipe closed (BrokenPipeError): the process reading this run's output is gone")
+            run.opts = dataclasses.replace(run.opts, log=_quiet)
         except Exception as exc:  # noqa: BLE001 - every other exception is a failed run, recorded
             status, error = Status.FAILED, exc
         path = _write_result(run, status, error)
