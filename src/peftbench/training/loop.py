@@ -108,9 +108,6 @@ def run_training(t: Training, state: TrainState) -> None:
         t.trackers.log_step(state.step, loss, opt.scheduler.get_last_lr()[0], tokens / seconds if seconds else None,
                             state.mem_reserved[-1] if state.mem_reserved else memory.current_rss_bytes())
         t.progress.update(1)
-        t.progress.set_postfix(loss=f"{loss:.4f}")
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {state.step}; lower the learning rate")
         if state.step == cfg.max_steps:
             # Before the final validation: an interrupt during it or the test loses no training.
             _checkpoint(t, state, opt)
@@ -124,14 +121,19 @@ def run_training(t: Training, state: TrainState) -> None:
 
 
 def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig, peft_config, device: str,
-               step: int) -> tuple[float, int]:
+               step: int) -> tuple[Any, int]:
     """One optimizer step on one collated batch (CPU tensors: input_ids, attention_mask, labels).
-    `step` counts from 0. Returns (loss, non-padding tokens)."""
+    `step` counts from 0. Returns (loss as a 0-d float32 tensor on the device, non-padding tokens).
+
+    Nothing here waits for the device: reading the loss (`.item()`) would make the host wait for
+    the step to finish before queueing the next one. The loop sums the losses on the device and
+    reads the sum at logging time (`_read_window_loss`); the token count comes from the CPU batch."""
     import torch
 
     from peftbench.training import methods
 
     extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
+    tokens = int(batch["attention_mask"].sum())
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(cfg, device):
         loss = model(**batch, **extra).loss
@@ -147,7 +149,7 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
     # AdaLoRA reads the gradients: after the optimizer step, before they are cleared.
     methods.after_optimizer_step(model, peft_config, step)
     opt.optimizer.zero_grad(set_to_none=True)
-    return loss.item(), int(batch["attention_mask"].sum().item())
+    return loss.detach().float(), tokens
 
 
 def _resume(t: Training, state: TrainState, opt: Optimization) -> None:
@@ -172,7 +174,7 @@ def _count_step(state: TrainState, loss: float, tokens: int, samples: int, secon
     state.train_samples += samples
     state.total_tokens += tokens
     state.window_tokens += tokens
-    state.window_loss += loss
+    state.window_loss += loss  # a device tensor until _read_window_loss
     state.window_steps += 1
     reserved, allocated = memory.memory_snapshot(device)
     if reserved is not None:
@@ -182,6 +184,7 @@ def _count_step(state: TrainState, loss: float, tokens: int, samples: int, secon
 
 def _validate(t: Training, state: TrainState) -> None:
     """One validation pass, recorded as a metrics entry over the steps since the last one."""
+    _read_window_loss(t, state)
     outcome = t.validate()
     state.eval_time += outcome.seconds
     state.last_valid_rows = outcome.rows
@@ -213,9 +216,27 @@ def _validate(t: Training, state: TrainState) -> None:
     state.window_loss, state.window_steps, state.window_tokens, state.window_time = 0.0, 0, 0, 0.0
 
 
+def _read_window_loss(t: Training, state: TrainState) -> None:
+    """Bring the window's loss sum to the host: the one wait for the device per logging interval
+    (validation or checkpoint). What the device still had queued is training work, so the wait
+    counts as training time. A loss that is not finite stops the run here."""
+    if not isinstance(state.window_loss, float):
+        started = time.perf_counter()
+        state.window_loss = float(state.window_loss)
+        waited = time.perf_counter() - started
+        state.train_time += waited
+        state.window_time += waited
+    if not math.isfinite(state.window_loss):
+        raise FloatingPointError(f"training loss is {state.window_loss} in the steps up to step {state.step}; "
+                                 "lower the learning rate")
+    if state.window_steps:
+        t.progress.set_postfix(loss=f"{state.window_loss / state.window_steps:.4f}")
+
+
 def _checkpoint(t: Training, state: TrainState, opt: Optimization) -> None:
     from peftbench.training import checkpoint as C
 
+    _read_window_loss(t, state)
     state.elapsed_before = t.clock()
     C.save(t.checkpoint_path, t.run_key, state, t.model, opt.optimizer, opt.scheduler, opt.scaler)
 
