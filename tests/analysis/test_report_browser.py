@@ -161,3 +161,33 @@ def test_published_report_draws_every_experiment(published_results, browser, tmp
     assert len(browser.find_elements(By.CSS_SELECTOR, "#pareto-plot circle.point")) == 63
     screenshot(browser, "published-report.png")
     assert console_errors(browser) == []
+
+
+def test_a_tuned_row_shows_its_budget_and_a_plot_of_its_trials(browser, make_result, write_run, tmp_path):
+    import json
+
+    (tmp_path / "results" / "tuning").mkdir(parents=True)
+    write_run(tmp_path / "results" / "lora--x-tuned.json", make_result("lora/x-tuned", 0.5))
+    write_run(tmp_path / "results" / "lora--x.json", make_result("lora/x", 0.4))
+
+    def trial(number, lr, acc, status="success"):
+        return {"number": number, "overrides": {"optimizer_kwargs.lr": lr}, "run_key": f"k{number}", "status": status,
+                "valid_accuracy": acc, "valid_loss": 1.0, "seconds": 2.0, "result": None, "error": ""}
+
+    record = {"schema_version": 1, "kind": "peftbench-tuning", "experiment": "lora/x", "tuned_experiment": "lora/x-tuned",
+              "search_space": {"optimizer_kwargs.lr": [1e-4, 1e-3, 1e20]}, "sampler": "grid",
+              "budget": {"trials": 3, "steps_per_trial": 4, "tune_valid_size": 200, "seconds": 6.0},
+              "trials": [trial(0, 1e-4, 0.25), trial(1, 1e-3, 0.5), trial(2, 1e20, None, "failed")],
+              "choice": {"number": 1, "run_key": "k1", "overrides": {"optimizer_kwargs.lr": 1e-3}}}
+    (tmp_path / "results" / "tuning" / "lora--x.tuning.json").write_text(json.dumps(record), encoding="utf-8")
+    out = tmp_path / "tuned.html"
+    out.write_text(report.build_report(compare.load_runs([tmp_path])), encoding="utf-8")
+    open_report(browser, out)
+    assert "3 trials x 4 steps" in browser.find_element(By.ID, "leaderboard-table").text
+    [figure] = browser.find_elements(By.CSS_SELECTOR, "#tuning-body figure")
+    assert figure.get_attribute("data-experiment") == "lora/x-tuned" and "3 trials x 4 steps" in figure.text
+    assert len(figure.find_elements(By.CSS_SELECTOR, "circle.trial")) == 2  # the failed trial has no score
+    assert len(figure.find_elements(By.CSS_SELECTOR, "circle.chosen")) == 1
+    assert len(figure.find_elements(By.CSS_SELECTOR, "text.trial-failed")) == 1
+    screenshot(browser, "tuned-report.png")
+    assert console_errors(browser) == []

@@ -75,6 +75,24 @@ def test_bad_input_exits_2_and_runs_nothing(tiny_suite, capsys):
     assert not (tiny_suite / ".peftbench" / "tuning" / "lora--tiny-r4" / "temporary_results").exists()
 
 
+def test_a_folder_is_checked_whole_before_anything_runs(tiny_suite, capsys):
+    # r is a LoRA field: the full fine-tuning experiment below the same folder cannot take it
+    assert main(["tune", str(tiny_suite / "experiments"), "--param", "r=4,8"]) == 2
+    err = capsys.readouterr().err
+    assert "full-finetuning/tiny: --param r: not a field" in err and "lora/tiny-r4" not in err
+    assert not (tiny_suite / ".peftbench" / "tuning" / "lora--tiny-r4" / "temporary_results").exists()
+
+
+def test_ray_executor_without_its_module_is_bad_input(tiny_suite, capsys):
+    from importlib.util import find_spec
+
+    if find_spec("peftbench.experiment.executors.ray") is not None:
+        pytest.skip("this checkout has run-all's Ray executor: --executor ray runs trials through it")
+    exp = tiny_suite / "experiments" / "lora" / "tiny-r4"
+    assert main(["tune", str(exp), "--param", "optimizer_kwargs.lr=1e-3", "--executor", "ray"]) == 2
+    assert "use --executor local" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # one search on the tiny suite
 

@@ -373,19 +373,20 @@
     if (!names.length) { box.appendChild(el("p", { "class": "note" }, "No tuned experiments.")); return; }
     names.forEach(function (name) {
       var info = data.tuning[name], trials = info.trials;
-      var fig = el("figure", { "class": "tuning-plot", "data-experiment": name });
+      var fig = el("figure", { "class": "plot tuning-plot", "data-experiment": name });
       fig.appendChild(el("figcaption", {}, name + " (from " + info.base + "): " + info.budget));
       var scored = trials.filter(function (t) { return t.valid_acc !== null; });
       if (!trials.length) { fig.appendChild(emptyPlot(420, 200, "no trials")); box.appendChild(fig); return; }
       var fr = frame({ width: 420, height: 200, title: "validation accuracy per trial",
-        xs: [1, Math.max(trials.length, 2)], ys: scored.map(function (t) { return t.valid_acc; }).concat([0]),
+        // from 0 to at least 5: whole-number ticks, one per trial or every other one
+        xs: [0, Math.max(trials.length, 5)], ys: scored.map(function (t) { return t.valid_acc; }).concat([0]),
         xfmt: "count", yfmt: "pct", xlabel: "trial", ylabel: "valid acc" });
       trials.forEach(function (t, i) {
         var x = fr.sx.map(i + 1), lines = ["trial " + (i + 1) + ": " + t.label, "status: " + t.status];
         var mark;
         if (t.valid_acc === null) {
           var y0 = fr.sy.map(0);
-          mark = svg("text", { x: x, y: y0 + 4, "text-anchor": "middle", "class": "trial-failed" }, "\u00d7");
+          mark = svg("text", { x: x, y: y0 - 6, "text-anchor": "middle", "class": "trial-failed" }, "\u00d7");
         } else {
           lines.push("valid acc: " + (t.valid_acc * 100).toFixed(1) + "%" + (t.chosen ? " (chosen)" : ""));
           mark = svg("circle", { cx: x, cy: fr.sy.map(t.valid_acc), r: 5, "class": t.chosen ? "trial chosen" : "trial",
