@@ -173,3 +173,59 @@ def test_adalora_allocates_ranks_after_every_step_and_adamss_only_with_asa():
     methods.after_optimizer_step(model, asa, 3)
     methods.after_optimizer_step(model, peft.LoraConfig(target_modules=QV), 4)
     assert model.steps == [0, 1, 3]
+
+
+# ------------------------------------------------------------------------------------------
+# methods is the one module that knows the methods
+
+
+def test_traits_say_how_evaluation_must_generate():
+    prompt = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    prefix = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    assert methods.traits(prompt).virtual_tokens and not methods.traits(prompt).kv_prefix
+    assert methods.traits(prefix).kv_prefix and not methods.traits(prefix).virtual_tokens
+    assert methods.traits(peft.CPTConfig(task_type="CAUSAL_LM")).config_needs_tokenizer
+    for plain in (None, peft.LoraConfig(target_modules=QV), peft.IA3Config(target_modules=QV, feedforward_modules=[])):
+        assert methods.traits(plain) == methods.MethodTraits()
+
+
+@pytest.mark.parametrize("optimizer", ["lora+", "lora-fa", "riemannian"])
+def test_peft_optimizers_are_refused_for_methods_other_than_lora(optimizer):
+    methods.check_optimizer(optimizer, peft.LoraConfig(target_modules=QV))
+    for other in (None, peft.IA3Config(target_modules=QV, feedforward_modules=[])):
+        with pytest.raises(UserError, match="LoRA adapters only"):
+            methods.check_optimizer(optimizer, other)
+    methods.check_optimizer("AdamW", None)
+
+
+def test_step_hooks_are_named_for_the_methods_that_need_them():
+    assert not methods.needs_step_hooks(peft.LoraConfig(target_modules=QV), _batch())
+    assert not methods.needs_step_hooks(None, _batch())
+    assert methods.needs_step_hooks(peft.AdaLoraConfig(target_modules=QV, total_step=10), _batch())
+    assert methods.needs_step_hooks(peft.CPTConfig(task_type="CAUSAL_LM"), _batch())
+
+
+# Code outside training/methods.py that may name PEFT methods, and why.
+_MAY_NAME_METHODS = {
+    "capabilities/tiny.py": "shrinks each method's sizes to a tiny test Llama, as tests/experiment does",
+}
+
+
+def test_no_module_but_methods_branches_on_the_peft_method_type():
+    import re
+    from pathlib import Path
+
+    import peftbench
+
+    root = Path(peftbench.__file__).parent
+    # a method's type compared with a method's name: `peft_type == "LORA"`, `.value in ("CPT", ...)`
+    branching = re.compile(r"peft_type(_of\([^)]*\)|\.value)?\)?\s*(==|!=|\bin\b|\bnot in\b)\s*[(\[{]?\s*[\"']|PeftType\.[A-Z]")
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in ("training/methods.py", *_MAY_NAME_METHODS):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if branching.search(line):
+                offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "branch through peftbench.training.methods instead:\n" + "\n".join(offenders)

@@ -362,7 +362,7 @@ class Measurer:
 
         from peftbench.training import methods
 
-        if methods.peft_type_of(exp.peft_config) == "CPT":  # its context length is in tokens
+        if methods.traits(exp.peft_config).config_needs_tokenizer:  # CPT: its context length is in tokens
             return {"trainable": None, "adapter_bytes": None, "suite_model_detail": "needs the tokenizer"}
         config = methods.prepare_peft_config(exp.peft_config, max(cfg.max_steps, 1))
         with warnings.catch_warnings():

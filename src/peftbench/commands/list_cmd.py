@@ -152,7 +152,7 @@ class ParamCounter:
         if model is None:
             return "n/a"
         tokenizer = None
-        if methods.peft_type_of(exp.peft_config) == "CPT":  # its context length is in tokens
+        if methods.traits(exp.peft_config).config_needs_tokenizer:  # CPT: its context length is in tokens
             tokenizer = self._tokenizer(cfg.model_id, cfg.model_revision)
             if tokenizer is None:
                 return "n/a (no tokenizer offline)"

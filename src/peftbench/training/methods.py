@@ -155,6 +155,17 @@ def build_peft_optimizer(optimizer_type: str, model: Any, peft_config: Any, kwar
     return optimizers.create_riemannian_optimizer(model, torch.optim.AdamW, **kwargs)
 
 
+def needs_step_hooks(peft_config: Any, batch: dict[str, Any]) -> bool:
+    """Whether a training step of this method needs more than `model(**batch).loss` and
+    `optimizer.step()`: forward kwargs, an extra loss or rank allocation (the hooks below), which
+    a generic trainer such as HF Trainer does not run."""
+    peft_type = peft_type_of(peft_config)
+    return bool(forward_kwargs(peft_config, batch)) or peft_type == "ADALORA" or (
+        peft_type == "ADAMSS" and bool(getattr(peft_config, "use_asa", False))) or (
+        peft_type == "LORA" and (getattr(peft_config, "kasa_config", None) is not None
+                                 or getattr(peft_config, "monteclora_config", None) is not None))
+
+
 def initialize_prefix(model: Any, tokenizer: Any, peft_config: Any, text: str | None) -> None:
     """init_kv_cache_prefix: start a KV-prefix method's prefix from the model's own keys and
     values for `text`. Other methods (and an unset text) are left alone."""

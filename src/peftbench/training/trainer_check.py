@@ -51,10 +51,8 @@ def check_comparable(peft_config, batch: dict[str, Any]) -> None:
     """UserError when the method needs peftbench hooks that Trainer does not run."""
     from peftbench.training import methods
 
-    peft_type = methods.peft_type_of(peft_config)
-    if methods.forward_kwargs(peft_config, batch) or peft_type in ("ADALORA", "ADAMSS") or (
-            peft_type == "LORA" and (getattr(peft_config, "kasa_config", None) or getattr(peft_config, "monteclora_config", None))):
-        raise UserError(f"{peft_type} needs per-method training hooks that HF Trainer does not run; "
+    if methods.needs_step_hooks(peft_config, batch):
+        raise UserError(f"{methods.peft_type_of(peft_config)} needs per-method training hooks that HF Trainer does not run; "
                         "compare the loops on a method without them (LoRA, IA3, full fine-tuning)")
 
 
