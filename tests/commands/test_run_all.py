@@ -238,7 +238,7 @@ def test_a_new_module_in_the_training_folder_marks_every_experiment_stale(suite,
 def test_status_shows_the_plan_with_the_newest_result_and_its_test_accuracy(suite, monkeypatch, capsys):
     (suite / FULL / "training_params.json").write_text(json.dumps({"optimizer_kwargs": {"lr": 3e-4}}))
     monkeypatch.chdir(suite)
-    before = sorted(p.relative_to(suite) for p in suite.rglob("*"))
+    before = _outside_state_dir(suite)
     assert main(["status"]) == 0
     lines = plan_lines(capsys.readouterr().out)
     accuracy = read_result(result_files(suite)[-1])["train_info"]["metrics"][-1]["test accuracy"]
@@ -246,7 +246,12 @@ def test_status_shows_the_plan_with_the_newest_result_and_its_test_accuracy(suit
                      lines["lora/tiny-r4"])
     assert re.search(r"full-finetuning/tiny\s+0\s+will run\s+\S+%\s+temporary_results/full-finetuning--tiny--\S+\s+config changed",
                      lines["full-finetuning/tiny"])
-    assert sorted(p.relative_to(suite) for p in suite.rglob("*")) == before  # status writes nothing
+    assert _outside_state_dir(suite) == before  # status writes nothing but its plan cache
+    assert (suite / ".peftbench" / "plan-cache.json").is_file()
+
+
+def _outside_state_dir(suite: Path) -> list[Path]:
+    return sorted(p.relative_to(suite) for p in suite.rglob("*") if ".peftbench" not in p.relative_to(suite).parts)
 
 
 def test_a_folder_without_experiments_is_bad_input(tmp_path, capsys):
