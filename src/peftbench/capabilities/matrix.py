@@ -386,12 +386,30 @@ def methods_is_prompt_learning(config) -> bool:
     return methods.is_prompt_learning(config)
 
 
+def _local_config_source(model_id: str) -> str | None:
+    """Where the model's config is read without the network: the demo's packaged model once
+    converted (never converted here: that takes minutes), else the id itself (a local folder or
+    the Hugging Face cache); None when the packaged model is not converted or not installed."""
+    from peftbench.demo import smollm
+
+    if not smollm.is_packaged_model(model_id):
+        return model_id
+    try:
+        folder = smollm.model_dir_for(smollm.gguf_sha256())
+    except (OSError, ImportError, ValueError):
+        return None
+    return str(folder) if (folder / "config.json").is_file() else None
+
+
 def _build_meta_model(model_id: str, revision: str | None):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    source = _local_config_source(model_id)
+    if source is None:
+        return None
     try:
-        config = AutoConfig.from_pretrained(model_id, revision=revision, local_files_only=True)
+        config = AutoConfig.from_pretrained(source, revision=revision, local_files_only=True)
     except (OSError, ValueError):
         return None
     with torch.device("meta"), warnings.catch_warnings():
