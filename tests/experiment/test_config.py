@@ -124,7 +124,50 @@ BAD_INPUTS = [
     ("bad --set value", None, ["--set", "batch_size=-1"], "batch_size: must be >= 1"),
     ("missing local dataset", "training_params.json:{\"train_dataset\": \"./no/such/file.jsonl\"}", [], "does not exist"),
     ("int4 on cpu", "training_params.json:{\"dtype\": \"int4\", \"device\": \"cpu\"}", [], "bitsandbytes"),
+    # issue 15, item 5: only a bare {query} in braces
+    ("template attribute", "training_params.json:{\"query_template\": \"{query} {query.foo}\"}", [],
+     "has '{query.foo}'; only a bare {query} may appear in braces"),
+    ("template dunder chain", "training_params.json:{\"query_template\": \"{query.__class__.__mro__} {query}\"}", [],
+     "has '{query.__class__.__mro__}'"),
+    ("template format spec", "training_params.json:{\"query_template\": \"{query:>1000000000}{query}\"}", [],
+     "has '{query:>1000000000}'"),
+    # item 7: ranges and finiteness at load time
+    ("negative --seed", None, ["--seed", "-1"], "seed: must be in 0..4294967295 (2**32-1, what numpy's seeding accepts), got -1"),
+    ("negative seed in --seeds", None, ["--seeds", "0,-1"], "seed: must be in 0..4294967295"),
+    ("seed beyond numpy", "training_params.json:{\"seed\": 4294967296}", [], "got 4294967296"),
+    ("NaN learning rate", "training_params.json:{\"optimizer_kwargs\": {\"lr\": NaN}}", [],
+     "optimizer_kwargs.lr: must be a finite number, got nan"),
+    ("NaN learning rate by --set", None, ["--set", "optimizer_kwargs.lr=NaN"], "optimizer_kwargs.lr: must be a finite number, got nan"),
+    ("infinite learning rate", "training_params.json:{\"optimizer_kwargs\": {\"lr\": Infinity}}", [],
+     "optimizer_kwargs.lr: must be a finite number, got inf"),
+    ("infinite grad_norm_clip", "training_params.json:{\"grad_norm_clip\": Infinity}", [], "grad_norm_clip: must be a finite number, got inf"),
+    ("LBFGS needs a closure", "training_params.json:{\"optimizer_type\": \"LBFGS\"}", [], "'LBFGS' cannot train here: its step() needs a closure"),
+    ("unknown optimizer option", "training_params.json:{\"optimizer_kwargs\": {\"lrr\": 0.1}}", [],
+     "optimizer_kwargs: AdamW has no option 'lrr'; did you mean 'lr'?"),
+    ("negative rank", "adapter_config.json:{\"peft_type\": \"LORA\", \"task_type\": \"CAUSAL_LM\", \"r\": -4}", [],
+     "r: the rank must be >= 1, got -4"),
+    ("rank as a word", "adapter_config.json:{\"peft_type\": \"LORA\", \"task_type\": \"CAUSAL_LM\", \"r\": \"four\"}", [],
+     "r: expected int or float, got 'four'"),
+    # item 8: generation is greedy; only the budget and stop keys
+    ("num_beams", "training_params.json:{\"generation_kwargs\": {\"max_new_tokens\": 8, \"num_beams\": 1000000}}", [],
+     "generation_kwargs.num_beams: not accepted; evaluation is greedy by design"),
+    # item 11: what cannot be meant
+    ("max_steps 1e30 as an integer", "training_params.json:{\"max_steps\": 1000000000000000000000000000000}", [],
+     "max_steps: 1000000000000000000000000000000 cannot be meant; at most 1,000,000"),
+    ("max_new_tokens 1e9", "training_params.json:{\"generation_kwargs\": {\"max_new_tokens\": 1000000000}}", [],
+     "generation_kwargs.max_new_tokens: 1000000000 cannot be meant; at most 32,768"),
+    ("max_steps 1e30 by --set", None, ["--set", "max_steps=1e30"], "max_steps: expected int, got 1e+30"),
+    # item 6: an eval folder without test.jsonl
+    ("eval folder without test.jsonl", lambda s: _eval_folder_without_test(s), [], "lacks test.jsonl"),
 ]
+
+
+def _eval_folder_without_test(suite: Path) -> Path:
+    (suite / "gsm8k").mkdir()
+    (suite / "gsm8k" / "train.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+    exp_dir = suite / "experiments" / "lora" / "a"
+    (exp_dir / "training_params.json").write_text(json.dumps({"eval_dataset": str(suite / "gsm8k")}))
+    return exp_dir
 
 
 @pytest.mark.parametrize("label,change,extra,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])

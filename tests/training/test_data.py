@@ -112,9 +112,22 @@ def test_valid_split_is_fixed_and_leaves_global_rng_alone(gsm8k_folder, tmp_path
     assert a.identity["source"] == "local" and len(a.identity["sha256"]) == 64
 
 
-def test_valid_size_larger_than_split_is_a_clear_error(gsm8k_folder, tmp_path):
-    with pytest.raises(UserError, match="valid_size 99 is larger"):
-        data.load_eval_splits(str(gsm8k_folder()), 99, None)
+def test_sizes_larger_than_their_split_are_clamped_with_a_warning_one_rule_for_both(gsm8k_folder, tmp_path, capsys):
+    folder = gsm8k_folder()
+    whole = data.load_eval_splits(str(folder), valid_size=0, test_size=None)
+    splits = data.load_eval_splits(str(folder), valid_size=99, test_size=999)
+    err = capsys.readouterr().err
+    assert "warning: valid_size 99 is larger than the" in err and "warning: test_size 999 is larger than the" in err
+    assert splits.test == whole.test and len(splits.valid) == splits.identity["valid_rows"] > 0
+
+
+def test_eval_folder_without_test_jsonl_is_bad_input_not_a_traceback(gsm8k_folder, tmp_path):
+    folder = gsm8k_folder()
+    (folder / "test.jsonl").unlink()
+    with pytest.raises(UserError, match=r"eval_dataset .* folder lacks test.jsonl"):
+        data.dataset_identity(str(folder), "eval")
+    with pytest.raises(UserError, match=r"folder lacks test.jsonl"):
+        data.load_eval_splits(str(folder), 2, None)
 
 
 def test_train_rows_over_the_char_limit_are_dropped(write_jsonl, tmp_path):
