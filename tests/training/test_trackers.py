@@ -275,3 +275,24 @@ def test_without_a_listening_tracker_the_step_loss_is_never_read(tmp_path):
     group = T.Trackers.none()
     group.log_step(1, Unreadable(), 1e-3, 1.0, 1)
     assert not group.listening
+
+
+def test_a_failed_run_is_tagged_failed_in_the_tracker(tiny_suite, monkeypatch):
+    _need("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from peftbench.training import loop
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(loop, "train_step", boom)
+    code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4"), "--set", "report_to=mlflow"])
+    assert code == 1
+    [path] = (tiny_suite / "cancelled_results").glob("*.json")
+    result = json.loads(path.read_text())
+    record = result["run_info"]["trackers"]["mlflow"]
+    run = MlflowClient(tracking_uri=record["location"]).get_run(record["run_id"])
+    assert result["train_info"]["status"] == "failed"
+    assert run.data.tags["status"] == "failed" and run.info.status == "FAILED"
