@@ -362,13 +362,13 @@ def _train(run: _Run) -> None:
         run.result[R.RUN_INFO][R.RI_RESUMED_FROM_STEP] = run.state.resumed_from_step
 
 
-def _start_trackers(run: _Run):
+def _start_trackers(run: _Run) -> Trackers:
     """The report_to trackers, told the run's name, config and run key. A tracker that cannot
     start warns once and is left out; the run goes on."""
     from peftbench.experiment import suite as S
     from peftbench.training import trackers
 
-    description = trackers.describe_run(run.exp, run.run_key, run.result["run_info"][R.RI_SUITE],
+    description = trackers.describe_run(run.exp, run.run_key, run.result[R.RUN_INFO][R.RI_SUITE],
                                         S.state_dir(run.exp.suite_dir))
     return Trackers.start(run.exp.train_config.report_to, description, warn=run.opts.log)
 
