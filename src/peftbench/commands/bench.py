@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from peftbench.errors import UserError
+from peftbench.errors import ExitCode, UserError
 
 HELP = "measure the dynamic vs static evaluation engine and peftbench's loop vs HF Trainer + peft"
 DESCRIPTION = """\
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.only in (None, "train"):
         report["train"] = bench_train(exp, args.steps)
     print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return ExitCode.OK
 
 
 def _train_experiment(suite: Path, given: str | None) -> Path:
