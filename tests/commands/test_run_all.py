@@ -114,18 +114,18 @@ def test_failed_run_does_not_stop_the_loop_and_ctrl_c_cancels_the_running_one_an
         tmp_path, tiny_model_dir, capsys):
     # Long enough that the first checkpoint (step 10) comes well before the end.
     suite = make_suite(tmp_path / "suite", tiny_model_dir, max_steps=300, eval_steps=10)
-    broken_model = tmp_path / "broken-model"
-    broken_model.mkdir()
-    (broken_model / "config.json").write_text("{}")  # loading it fails after the run has started
+    # Its config passes every check before the run; loading its weights raises once the run has started.
+    broken_model = Path(shutil.copytree(tiny_model_dir, tmp_path / "broken-model"))
+    (broken_model / "model.safetensors").write_bytes(b"not a safetensors file" * 10)
     failing = suite / "experiments" / "full-finetuning" / "a-broken-model"  # sorted first
     failing.mkdir()
     (failing / "training_params.json").write_text(json.dumps({"model_id": str(broken_model)}))
-    checkpoint = suite / ".peftbench" / "checkpoints" / "full-finetuning--tiny.pt"
+    checkpoints = suite / ".peftbench" / "checkpoints"
 
     finished = threading.Event()
 
     def press_ctrl_c_once_training_is_under_way():
-        while not checkpoint.exists():
+        while not any(checkpoints.glob("*.pt")):  # the broken model never trains: the first is full-finetuning/tiny's
             if finished.wait(0.05):
                 return  # run-all ended without ever training: never signal the test process
         os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends run-all on Ctrl+C
@@ -283,6 +283,13 @@ def test_a_child_is_judged_by_its_outcome_file_and_its_exit_status(tmp_path, rep
         path.write_text(json.dumps({"experiment": "lora/tiny-r4", "seed": 0, **reported}))
     judged = child.judge(item, code, child.read_outcome(path), 1.0, child.last_line(last))
     assert (judged.status, judged.detail) == (outcome, detail)
+
+
+def test_the_ray_executor_without_ray_installed_is_bad_input_and_runs_nothing(tiny_suite, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is missing
+    assert main(["run-all", str(tiny_suite), "--executor", "ray"]) == 2
+    assert "--executor ray needs Ray, an optional extra: pip install 'peftbench[ray]'" in capsys.readouterr().err
+    assert not (tiny_suite / "temporary_results").exists() and not (tiny_suite / "cancelled_results").exists()
 
 
 def test_ray_options_without_the_ray_executor_are_bad_input(tiny_suite, capsys):

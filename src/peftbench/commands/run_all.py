@@ -63,8 +63,8 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="local: one run after another on this machine (default); ray: one Ray task per run, "
                             "over every GPU of this machine or of a Ray cluster (needs pip install 'peftbench[ray]')")
-    group.add_argument("--address", help="with --executor ray: join this running Ray cluster (e.g. auto, "
-                                         "ray://head:10001, 10.0.0.1:6379); default: start a Ray instance on this machine")
+    group.add_argument("--address", help="with --executor ray: join this running Ray cluster (auto, or HOST:6379); "
+                                         "default: start a Ray instance on this machine")
     group.add_argument("--gpus-per-run", type=_non_negative(float), metavar="N",
                        help="with --executor ray: GPUs each run reserves (default: 1 when the cluster has GPUs, else 0; "
                             "never two runs on one GPU, so memory figures stay clean)")
