@@ -159,6 +159,8 @@ def test_three_runs_on_two_nodes_equal_a_local_run_a_raising_run_fails_once_and_
     assert failed["full-finetuning--a-broken-model"]["train_info"]["status"] == "failed"
     for result in ray_results.values():  # what only the driver knows is the driver's
         assert result["run_info"]["train_config"]["model_id"] == str(tiny_model_dir)
+        assert result["meta_info"]["model_info"]["id"] == str(tiny_model_dir)
+        assert "ray-sources" not in json.dumps([result["run_info"]["train_config"], result["meta_info"]])
         assert result["run_info"]["suite"] == str(suite)
 
     # The same three runs here, in this process, with one thread as each Ray task has.

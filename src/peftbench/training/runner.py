@@ -276,7 +276,8 @@ def _setup(run: _Run) -> None:
     run.loaded = modeling.load_model(cfg, exp.peft_config, run.device)
     model, tokenizer = run.loaded.model, run.loaded.tokenizer
     run.train_samples = data.tokenize_train_rows(train_rows, tokenizer, cfg.query_template, cfg.max_seq_length)
-    model_info = dict(run.run_key_inputs["model"])
+    # The run key leaves out a local model's path (its content hash identifies it); the record keeps it.
+    model_info = {"id": cfg.model_id, **run.run_key_inputs["model"]}
     model_info.setdefault("loaded_commit", getattr(modeling.unwrap_base(model).config, "_commit_hash", None))
     run.result[R.META_INFO].update(
         model_info=model_info,

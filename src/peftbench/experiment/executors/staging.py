@@ -101,7 +101,8 @@ def unpack_source(cache: Path, source: Source, data: bytes) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{source.sha256[:12]}-", dir=final.parent))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-            tar.extractall(tmp, filter="data")
+            # Our own tar; the "data" filter (Python >= 3.11.4) also refuses links out of the folder.
+            tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         try:
             os.rename(tmp, final)
         except OSError:  # another run on this node unpacked it first
@@ -140,8 +141,10 @@ def write_returned(suite: Path, stem: str, result_bytes: bytes, predictions: byt
     info = result["run_info"]
     info.update(git=git.to_dict(), peft_branch=git.branch, suite=suite_label(suite, git.root))
     for name, src in b.sources.items():
-        if info.get("train_config", {}).get(name) == staged.get(name):
-            info["train_config"][name] = src.original
+        if name in staged:
+            back = {staged[name]: src.original, str(Path(staged[name]).resolve()): str(Path(src.original).resolve())}
+            info["train_config"] = _put_back(info.get("train_config"), back)
+            result["meta_info"] = _put_back(result.get("meta_info"), back)
     status = R.Status(result["train_info"]["status"])
     # never replaces another experiment's main result; moves an unreadable one aside
     path = S.checked_result_path(suite, stem, status, git.is_main_and_clean, S.timestamp(), info.get(R.RI_EXPERIMENT_NAME),
@@ -152,3 +155,17 @@ def write_returned(suite: Path, stem: str, result_bytes: bytes, predictions: byt
         info["predictions"]["file"] = pred_path.name
     atomic_write_json(path, result)
     return path
+
+
+def _put_back(value: Any, back: dict[str, str]) -> Any:
+    """`value` with every string that is, or lies below, a worker's path of a source rewritten
+    to the driver's path (the config's fields, model and data identities)."""
+    if isinstance(value, dict):
+        return {k: _put_back(v, back) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_put_back(v, back) for v in value]
+    if isinstance(value, str):
+        for worker, driver in back.items():
+            if value == worker or value.startswith(worker + "/"):
+                return driver + value[len(worker):]
+    return value
