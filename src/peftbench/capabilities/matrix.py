@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftbench.experiment.config import ADAPTER_CONFIG_FILE, TRAINING_PARAMS_FILES, DEFAULTS_FILE
+from peftbench.fs import read_json_or_none
 
 # float32 logits of the tiny model are of order 1; merging reorders the sums of a matmul, which
 # moves them by ~1e-6. 1e-4 leaves room for that and still catches a wrong merge, which moves
@@ -99,23 +100,16 @@ def _device_kind() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def identity(exp_dir: Path, suite_dir: Path, code: str, versions: dict, device: str) -> str:
     """The cache key of one experiment's row. Read from the files as written, so that a cached
     call needs neither torch nor peft."""
     params = {}
     for name in TRAINING_PARAMS_FILES:
         if (exp_dir / name).is_file():
-            params = _read_json(exp_dir / name) or {}
-    defaults = _read_json(suite_dir / DEFAULTS_FILE) or {}
+            params = read_json_or_none(exp_dir / name) or {}
+    defaults = read_json_or_none(suite_dir / DEFAULTS_FILE) or {}
     model = {k: params.get(k, defaults.get(k)) for k in ("model_id", "model_revision", "dtype")}
-    inputs = {"adapter_config": _read_json(exp_dir / ADAPTER_CONFIG_FILE), "model": model, "code": code,
+    inputs = {"adapter_config": read_json_or_none(exp_dir / ADAPTER_CONFIG_FILE), "model": model, "code": code,
               "versions": versions, "device": device, "cache_version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -136,7 +130,7 @@ def cached_rows(suite_dir: str | Path) -> list[dict[str, Any]] | None:
     code, versions, device = code_sha256(), _versions(), _device_kind()
     rows = []
     for entry in catalog.catalog(suite_dir):
-        row = _read_json(cache_dir(suite_dir) / f"{identity(entry.path, suite_dir, code, versions, device)}.json")
+        row = read_json_or_none(cache_dir(suite_dir) / f"{identity(entry.path, suite_dir, code, versions, device)}.json")
         if not isinstance(row, dict):
             return None
         rows.append({**row, "experiment": entry.experiment_name})
@@ -158,7 +152,7 @@ def capability_rows(suite_dir: str | Path, log: Callable[[str], None] = lambda m
     for entry in catalog.catalog(suite_dir):
         key = identity(entry.path, suite_dir, code, versions, device)
         path = cache_dir(suite_dir) / f"{key}.json"
-        row = by_identity.get(key) or (None if refresh else _read_json(path))
+        row = by_identity.get(key) or (None if refresh else read_json_or_none(path))
         if not isinstance(row, dict):
             measurer = measurer or Measurer(device)
             log(f"measuring {entry.experiment_name}")

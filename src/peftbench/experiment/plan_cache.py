@@ -44,6 +44,7 @@ from typing import Any
 
 import peftbench
 from peftbench.experiment import config as C
+from peftbench.fs import read_json_or_none, sha256_file
 
 CACHE_FILE = "plan-cache.json"
 FORMAT = 1  # bump when the shape of an entry changes
@@ -78,7 +79,7 @@ class PlanCache:
 
     def __init__(self, suite: Path):
         self.path = Path(suite) / ".peftbench" / CACHE_FILE
-        data = _read_json(self.path)
+        data = read_json_or_none(self.path)
         ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("entries"), dict)
         self._entries: dict[str, dict] = data["entries"] if ok else {}
         self._changed = False
@@ -225,7 +226,7 @@ def _machine() -> dict[str, Any]:
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:  # unreadable: a key that matches nothing, so that loading says what is wrong
@@ -234,10 +235,3 @@ def _file_sha256(path: Path) -> str | None:
 
 def _sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

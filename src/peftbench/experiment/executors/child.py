@@ -18,7 +18,6 @@ status alone. The log text of the child is never parsed: it goes to the terminal
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.experiment.executors import RAN, Outcome, RunItem, Settings
+from peftbench.fs import read_json_or_none
 
 OUTCOME_FILE_OPTION = "--outcome-file"
 EXPECTED_RUN_KEY_OPTION = "--expected-run-key"
@@ -79,11 +79,7 @@ def write_outcome(path: str | Path, *, experiment: str, seed: int | None, status
 def read_outcome(path: str | Path) -> dict[str, Any] | None:
     """The child's outcome file, or None when it wrote none (or a partial one: never, it is
     written atomically, but a file from elsewhere may be anything)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
+    data = read_json_or_none(path)
     return data if isinstance(data, dict) and data.get("status") in (*RAN, "skipped", "invalid") else None
 
 
