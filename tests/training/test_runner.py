@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from peftbench import fs
 from peftbench.record import results as R
 from peftbench.cli import main
 
@@ -63,7 +64,7 @@ def test_lora_run_writes_a_result_with_every_field(tiny_suite, capsys):
     assert meta["system_info"]["device"] == "cpu" and meta["grader_version"]
     # predictions: the last validation pass and the test set
     preds = R.read_predictions(R.predictions_path_for(path))
-    assert info["predictions"]["sha256"] == R.sha256_file(R.predictions_path_for(path))
+    assert info["predictions"]["sha256"] == fs.sha256_file(R.predictions_path_for(path))
     assert [r["split"] for r in preds] == ["valid"] * 4 + ["test"] * 6
     assert set(preds[0]) == set(R.PREDICTION_FIELDS)
     assert sum(r["correct_strict"] for r in preds if r["split"] == "test") / 6 == final[R.M_TEST_ACC]
@@ -181,13 +182,13 @@ def test_results_on_main_with_a_clean_tree_go_to_results(make_suite, tmp_path, t
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "r.json"
-    R.atomic_write_json(target, {"a": 1})
+    fs.atomic_write_json(target, {"a": 1})
 
     class Unserialisable:
         pass
 
     with pytest.raises(TypeError):
-        R.atomic_write_json(target, {"a": Unserialisable()})
+        fs.atomic_write_json(target, {"a": Unserialisable()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
 
@@ -217,7 +218,7 @@ def test_run_on_the_real_gsm8k_files(make_suite, shared_data, tmp_path, tiny_mod
 def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        R.atomic_write_json(tmp_path / "r.json", {"a": 1})
+        fs.atomic_write_json(tmp_path / "r.json", {"a": 1})
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
