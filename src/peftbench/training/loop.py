@@ -174,7 +174,10 @@ def _count_step(state: TrainState, loss: float, tokens: int, samples: int, secon
     state.train_samples += samples
     state.total_tokens += tokens
     state.window_tokens += tokens
-    state.window_loss += loss  # a device tensor until _read_window_loss
+    # A device tensor until _read_window_loss. Summed in float64 (MPS has none): the same sums as
+    # adding each step's float32 loss on the host, so logged losses stay equal to those of runs
+    # made when the loop still read every step's loss.
+    state.window_loss += loss if device.startswith("mps") else loss.double()
     state.window_steps += 1
     reserved, allocated = memory.memory_snapshot(device)
     if reserved is not None:
