@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib.metadata
 import json
 import tempfile
 import warnings
@@ -79,13 +78,9 @@ def code_sha256() -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    out = {}
-    for name in _LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from peftbench.record.provenance import installed_versions
+
+    return installed_versions(_LIBRARIES)
 
 
 def _device_kind() -> str:
@@ -233,7 +228,6 @@ class Measurer:
         return cells
 
     def _build(self, config, seed: int):
-        import torch
         from peft import get_peft_model
 
         model = get_peft_model(copy.deepcopy(self._base), copy.deepcopy(config))
@@ -370,7 +364,7 @@ class Measurer:
     def _meta_model(self, model_id: str, revision: str | None):
         key = (model_id, revision)
         if key not in self._meta_models:
-            self._meta_models[key] = _build_meta_model(model_id, revision)
+            self._meta_models[key] = build_meta_model(model_id, revision)
         return self._meta_models[key]
 
 
@@ -395,7 +389,9 @@ def _local_config_source(model_id: str) -> str | None:
     return str(folder) if (folder / "config.json").is_file() else None
 
 
-def _build_meta_model(model_id: str, revision: str | None):
+def build_meta_model(model_id: str, revision: str | None):
+    """The model's architecture on the meta device (no weights), from a local config; None when
+    no config is available offline."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -166,7 +166,9 @@ class ParamCounter:
     def _meta_model(self, model_id: str, revision: str | None):
         key = (model_id, revision)
         if key not in self._models:
-            self._models[key] = _build_meta_model(model_id, revision)
+            from peftbench.capabilities.matrix import build_meta_model
+
+            self._models[key] = build_meta_model(model_id, revision)
             if self._models[key] is None:
                 self.unavailable.add(model_id)
         return self._models[key]
@@ -178,19 +180,6 @@ class ParamCounter:
             return AutoTokenizer.from_pretrained(model_id, revision=revision, local_files_only=True)
         except (OSError, ValueError):
             return None
-
-
-def _build_meta_model(model_id: str, revision: str | None):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        config = AutoConfig.from_pretrained(model_id, revision=revision, local_files_only=True)
-    except (OSError, ValueError):
-        return None
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoModelForCausalLM.from_config(config)
 
 
 def _count_trainable(meta_model, peft_config, max_steps: int, tokenizer=None) -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import socket
@@ -200,15 +199,10 @@ def loading_source_sha256() -> str:
     return h.hexdigest()
 
 
-@functools.cache
 def library_versions() -> dict[str, str | None]:
-    out = {}
-    for name in _LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from peftbench.record.provenance import installed_versions
+
+    return installed_versions(_LIBRARIES)
 
 
 def _machine() -> dict[str, Any]:

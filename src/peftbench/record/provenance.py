@@ -5,6 +5,7 @@ code, libraries and machine made it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -101,6 +102,23 @@ def _run_output_paths(root_path: Path, suite_dir: Path) -> list[str]:
     suites = {os.path.relpath(suite_dir, root_path)}
     suites |= {os.path.dirname(p) or "." for p in listed.split("\0") if os.path.basename(p) == DEFAULTS_FILE}
     return sorted(os.path.normpath(os.path.join(s, name)) for s in suites for name in RUN_OUTPUT_DIRS)
+
+
+def installed_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """name -> installed version (None when not installed). Read once per process and name
+    list: ~8 ms a package, which a 70-experiment plan would pay 70 times."""
+    return dict(_installed_versions(tuple(names)))
+
+
+@functools.cache
+def _installed_versions(names: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    out = []
+    for name in names:
+        try:
+            out.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            out.append((name, None))
+    return tuple(out)
 
 
 def package_versions() -> dict[str, str | None]:

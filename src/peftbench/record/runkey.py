@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -82,19 +81,9 @@ def _sources_sha256(root: str, files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    return dict(_library_versions())
+    from peftbench.record.provenance import installed_versions
 
-
-@functools.cache
-def _library_versions() -> tuple[tuple[str, str | None], ...]:
-    """Read once per process: ~8 ms a package, which a 70-experiment plan paid 70 times."""
-    out = []
-    for name in LIBRARIES:
-        try:
-            out.append((name, importlib.metadata.version(name)))
-        except importlib.metadata.PackageNotFoundError:
-            out.append((name, None))
-    return tuple(out)
+    return installed_versions(LIBRARIES)
 
 
 def peft_config_identity(peft_config) -> dict[str, Any] | None:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from peftbench.experiment.config import REPORT_TO_CHOICES
 from peftbench.record import results as R
 
 PROJECT = "peftbench"
