@@ -14,8 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-from peftbench.experiment.executors import Outcome, Outcomes, RunItem, Settings, Terminated
-from peftbench.experiment.executors import child
+from peftbench.experiment.executors import (
+    Outcome,
+    Outcomes,
+    RunItem,
+    Settings,
+    Terminated,
+    child,
+)
 from peftbench.training.signals import sigterm_raises
 
 

@@ -24,7 +24,6 @@ is pending, running (node, elapsed) and done, and, once, the Ray dashboard's add
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -35,8 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import UserError
-from peftbench.experiment.executors import Outcome, Outcomes, RunItem, Settings
-from peftbench.experiment.executors import child, staging
+from peftbench.experiment.executors import (
+    Outcome,
+    Outcomes,
+    RunItem,
+    Settings,
+    child,
+    staging,
+)
 
 CANCEL_GRACE_S = 300  # a cancelled child writes its result within seconds; a long eval batch may take minutes
 PROGRESS_EVERY_S = 30
@@ -115,7 +120,8 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    node = f"{socket.gethostname()}:{node_id[:8]}"
+    gpus = ray.get_gpu_ids()  # what Ray gave this task (it sets CUDA_VISIBLE_DEVICES, which the child inherits)
+    node = f"{socket.gethostname()}:{node_id[:8]}" + (f" GPU {','.join(map(str, gpus))}" if gpus else "")
     if ray.get(board.cancelled.remote()):
         return {"node": node, "not_started": True}
     board.started.remote(index, node)
@@ -137,7 +143,7 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
                             extra_overrides=tuple(f"{k}={v}" for k, v in staged.items()))
         with open(root / "run.log", "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=_child_setup())  # noqa: PLW1509 - system calls only
             cancel_sent = False
             while True:
                 try:
@@ -163,18 +169,27 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
             "staged": staged, "log_tail": log_tail, "seconds": time.monotonic() - started}
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: die when the Ray worker that started it dies (a lost worker is
-    retried elsewhere; an orphan would train on, holding the GPU the retry is scheduled on), and
-    take SIGINT as Ctrl+C again: Ray workers block it, and a blocked signal stays blocked across
-    exec, so the child could not be cancelled."""
+def _child_setup():
+    """What the child does between fork and exec: die when the Ray worker that started it dies
+    (a lost worker is retried elsewhere; an orphan would train on, holding the GPU the retry is
+    scheduled on), and take SIGINT as Ctrl+C again: Ray workers block it, and a blocked signal
+    stays blocked across exec, so the child could not be cancelled. The worker has threads, so
+    the function runs only system calls: libc's prctl is looked up here, before the fork."""
     import ctypes
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        prctl = None  # not Linux: an orphaned run then goes on to its end
     PR_SET_PDEATHSIG = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return setup
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +265,11 @@ class _Driver:
         """Check, lock, ship: or record why not."""
         from peftbench.experiment import planning
         from peftbench.experiment import suite as S
-        from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
+        from peftbench.experiment.config import (
+            load_experiment,
+            parse_overrides,
+            suite_default_seed,
+        )
         from peftbench.experiment.executors.local import recheck
         from peftbench.record import lock as L
         from peftbench.record import provenance, runkey
@@ -405,7 +424,7 @@ class _Signals:
     def _handler(self, signum, frame) -> None:
         self.count += 1
 
-    def __enter__(self) -> "_Signals":
+    def __enter__(self) -> _Signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 if signal.getsignal(signum) is not signal.SIG_IGN:
