@@ -11,7 +11,7 @@ equals the driver's when the code and libraries are the same.
 
 Back (worker -> driver): the result JSON and its predictions file as bytes. `write_returned`
 places them in the suite's folders by the suite's git state, atomically, through the same
-naming functions a local run uses (suite.result_path, results.predictions_path_for), and puts
+naming functions a local run uses (suite.checked_result_path, results.predictions_path_for), and puts
 back what only the driver knows: its git state, the suite's label and the local paths the
 config named.
 """
