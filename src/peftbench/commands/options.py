@@ -6,6 +6,22 @@ from __future__ import annotations
 import argparse
 
 
+def number_above(kind: type, low: float, *, inclusive: bool = False):
+    """An argparse type: `kind(text)` that must be > low (>= low with inclusive=True)."""
+    bound = f">= {low:g}" if inclusive else f"> {low:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def parse_seeds(text: str) -> list[int]:
     """`--seeds 0,1,2` -> [0, 1, 2]."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from peftbench.commands.options import number_above
 from peftbench.errors import ExitCode
 from peftbench.experiment.executors import EXECUTORS, RAN, Outcome, Outcomes, RunItem, Settings
 
@@ -65,35 +66,14 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
                             "over every GPU of this machine or of a Ray cluster (needs pip install 'peftbench[ray]')")
     group.add_argument("--address", help="with --executor ray: join this running Ray cluster (auto, or HOST:6379); "
                                          "default: start a Ray instance on this machine")
-    group.add_argument("--gpus-per-run", type=_non_negative(float), metavar="N",
+    group.add_argument("--gpus-per-run", type=number_above(float, 0, inclusive=True), metavar="N",
                        help="with --executor ray: GPUs each run reserves (default: 1 when the cluster has GPUs, else 0; "
                             "never two runs on one GPU, so memory figures stay clean)")
-    group.add_argument("--cpus-per-run", type=_positive(float), default=1.0, metavar="N",
+    group.add_argument("--cpus-per-run", type=number_above(float, 0), default=1.0, metavar="N",
                        help="with --executor ray: CPUs each run reserves (default: 1)")
-    group.add_argument("--max-retries", type=_non_negative(int), default=1, metavar="N",
+    group.add_argument("--max-retries", type=number_above(int, 0, inclusive=True), default=1, metavar="N",
                        help="with --executor ray: start a run again up to N times when its node or worker process "
                             "is lost (default: 1); a run that fails by itself is never retried")
-
-
-def _non_negative(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-        return value
-    return parse
-
-
-def _positive(kind):
-    def parse(text: str):
-        value = _non_negative(kind)(text)
-        if value == 0:
-            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-        return value
-    return parse
 
 
 def settings_of(args) -> Settings:

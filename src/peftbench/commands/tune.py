@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from peftbench.commands.options import number_above
 from peftbench.errors import ExitCode
 
 HELP = "search hyperparameters on validation data only, with the same budget for every method"
@@ -43,16 +44,6 @@ examples:
 """
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     from peftbench.experiment import tuning as T
 
@@ -61,13 +52,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="a field to search and its values (repeatable): any training field as for "
                              "`run --set` (optimizer_kwargs.lr, batch_size, ...) or PEFT field (r, lora_alpha, ...)")
-    parser.add_argument("--trials", type=_positive,
+    parser.add_argument("--trials", type=number_above(int, 1, inclusive=True),
                         help=f"trials of the study (default: the whole grid for grid, {T.DEFAULT_TPE_TRIALS} for tpe)")
     parser.add_argument("--sampler", choices=T.SAMPLERS, default="grid",
                         help="Optuna sampler: grid (every combination) or tpe (default: grid)")
-    parser.add_argument("--budget-steps", type=_positive,
+    parser.add_argument("--budget-steps", type=number_above(int, 1, inclusive=True),
                         help="training steps of every trial (default: the experiment's max_steps)")
-    parser.add_argument("--tune-valid-size", type=_positive, default=T.DEFAULT_TUNE_VALID_SIZE,
+    parser.add_argument("--tune-valid-size", type=number_above(int, 1, inclusive=True), default=T.DEFAULT_TUNE_VALID_SIZE,
                         help="validation items per trial, drawn from the eval dataset's train split "
                              f"(default: {T.DEFAULT_TUNE_VALID_SIZE})")
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
