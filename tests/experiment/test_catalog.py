@@ -112,6 +112,16 @@ def test_list_shows_family_trainable_parameters_and_main_result(tiny_suite, caps
     assert "left out: XLORA" in out
 
 
+def test_an_evaluation_only_experiment_trains_no_parameters(tiny_suite, capsys):
+    base = tiny_suite / "experiments" / "base" / "untrained"
+    base.mkdir(parents=True)
+    (base / "training_params.json").write_text(json.dumps({"max_steps": 0}))
+
+    assert cli.main(["list", str(tiny_suite)]) == 0
+
+    assert re.search(r"^Base model\s.*\sbase/untrained\s+0\s", _row(capsys.readouterr().out, "base/untrained"))
+
+
 def test_list_says_when_the_model_config_is_not_available_offline(tiny_suite, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = json.loads((tiny_suite / "default_training_params.json").read_text())

@@ -148,6 +148,8 @@ class ParamCounter:
 
     def trainable(self, exp) -> str:
         cfg = exp.train_config
+        if cfg.max_steps == 0:  # an evaluation-only run (the "Base model" row) trains nothing
+            return "0"
         model = self._meta_model(cfg.model_id, cfg.model_revision)
         if model is None:
             return "n/a"
