@@ -141,6 +141,36 @@ def tiny_suite(tmp_path, tiny_model_dir) -> Path:
     return _make_suite(tmp_path / "suite", tiny_model_dir)
 
 
+def _tiny_peft_model(tiny_model_dir, spec):
+    """(model, tokenizer) from the tiny model folder; with `spec` (a PEFT config dict) an adapter
+    whose weights are moved away from the identity, so that it changes the output."""
+    import torch
+    from peft import get_peft_model
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    if spec is not None:
+        torch.manual_seed(1)
+        spec = dict(spec)
+        config = PEFT_TYPE_TO_CONFIG_MAPPING[spec.pop("peft_type")](task_type="CAUSAL_LM", **spec)
+        model = get_peft_model(model, config)
+        with torch.no_grad():  # make the adapter change the output, so that placement matters
+            for name, p in model.named_parameters():
+                if p.requires_grad and "lora_A" not in name:
+                    p.add_(torch.randn_like(p) * 0.5)
+    model.eval()
+    return model, tok
+
+
+@pytest.fixture(scope="session")
+def tiny_peft_model(tiny_model_dir):
+    """Builds (model, tokenizer) of the tiny model with an adapter of a given spec (None: none)."""
+    return lambda spec: _tiny_peft_model(tiny_model_dir, spec)
+
+
 @pytest.fixture(scope="session")
 def make_suite():
     """A function: make_suite(root, model_dir, **default_training_params) -> a suite folder with

@@ -21,31 +21,9 @@ CONFIGS = {
 }
 
 
-def _model(tiny_model_dir, spec):
-    import torch
-    from peft import get_peft_model
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    if spec is not None:
-        torch.manual_seed(1)
-        spec = dict(spec)
-        config = PEFT_TYPE_TO_CONFIG_MAPPING[spec.pop("peft_type")](task_type="CAUSAL_LM", **spec)
-        model = get_peft_model(model, config)
-        with torch.no_grad():  # make the adapter change the output, so that placement matters
-            for name, p in model.named_parameters():
-                if p.requires_grad and "lora_A" not in name:
-                    p.add_(torch.randn_like(p) * 0.5)
-    model.eval()
-    return model, tok
-
-
 @pytest.mark.parametrize("method", [m for m in CONFIGS if m != "prefix_tuning"])
-def test_batched_generation_equals_one_by_one(tiny_model_dir, method):
-    model, tok = _model(tiny_model_dir, CONFIGS[method])
+def test_batched_generation_equals_one_by_one(tiny_peft_model, method):
+    model, tok = tiny_peft_model(CONFIGS[method])
     kwargs = {"max_new_tokens": 12}
     batched, counts = generate_batch(model, tok, PROMPTS, kwargs)
     single = [generate_batch(model, tok, [p], kwargs) for p in PROMPTS]
@@ -55,12 +33,12 @@ def test_batched_generation_equals_one_by_one(tiny_model_dir, method):
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))
-def test_evaluation_batches_give_one_by_one_outputs_for_every_method(tiny_model_dir, method):
+def test_evaluation_batches_give_one_by_one_outputs_for_every_method(tiny_peft_model, method):
     """Prefix tuning cannot be batched with padding (see evaluate._needs_unpadded_batches); the
     evaluator must still give every method the outputs of one-by-one generation, in item order."""
     from peftbench.scoring.grader import grade
 
-    model, tok = _model(tiny_model_dir, CONFIGS[method])
+    model, tok = tiny_peft_model(CONFIGS[method])
     rows = [{"question": q, "answer": "#### 1"} for q in ("Sara has 3 pens.", "Tom has 12 apples and buys 4 more.",
                                                           "1+1?", "Sara has 5 pens.")]
     batched = evaluate_rows(model, tok, rows, split="test", template="Q: {query}\nA:", batch_size=4,
@@ -71,8 +49,8 @@ def test_evaluation_batches_give_one_by_one_outputs_for_every_method(tiny_model_
     assert [r["generated"] for r in batched.rows] == [r["generated"] for r in single.rows]
 
 
-def test_max_length_and_max_new_tokens_become_one_budget(tiny_model_dir):
-    model, tok = _model(tiny_model_dir, None)
+def test_max_length_and_max_new_tokens_become_one_budget(tiny_peft_model):
+    model, tok = tiny_peft_model(None)
     n_prompt = len(tok(PROMPTS[1])["input_ids"])
     _, counts = generate_batch(model, tok, [PROMPTS[1]], {"max_length": n_prompt + 3, "max_new_tokens": 50})
     assert counts[0] <= 3
@@ -80,10 +58,10 @@ def test_max_length_and_max_new_tokens_become_one_budget(tiny_model_dir):
     assert counts[0] <= 2
 
 
-def test_evaluate_rows_grades_each_item_with_the_given_grader(tiny_model_dir):
+def test_evaluate_rows_grades_each_item_with_the_given_grader(tiny_peft_model):
     from peftbench.scoring.grader import grade
 
-    model, tok = _model(tiny_model_dir, None)
+    model, tok = tiny_peft_model(None)
     rows = [{"question": "Sara has 3 pens.", "answer": "#### 3"}, {"question": "Tom has 2.", "answer": "#### 2"}]
     out = evaluate_rows(model, tok, rows, split="test", template="Q: {query}\nA:", batch_size=2,
                         generation_kwargs={"max_new_tokens": 4}, grade=grade)
@@ -91,8 +69,8 @@ def test_evaluate_rows_grades_each_item_with_the_given_grader(tiny_model_dir):
     assert all(r["prompt"].startswith("Q: ") for r in out.rows)
 
 
-def test_cross_entropy_ignores_padding(tiny_model_dir):
-    model, tok = _model(tiny_model_dir, None)
+def test_cross_entropy_ignores_padding(tiny_peft_model):
+    model, tok = tiny_peft_model(None)
     texts = ["the quick brown fox", "the quick brown fox jumps over the lazy dog again and again"]
     together = text_cross_entropy(model, tok, texts, 64, batch_size=2)
     tokens = [len(tok(t)["input_ids"]) - 1 for t in texts]

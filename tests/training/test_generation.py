@@ -31,28 +31,6 @@ def _rows(n: int = 11) -> list[dict[str, str]]:
              "answer": f"#### {i + 2}"} for i in range(n)]
 
 
-def _model(tiny_model_dir, spec):
-    import torch
-    from peft import get_peft_model
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    if spec is not None:
-        torch.manual_seed(1)
-        spec = dict(spec)
-        config = PEFT_TYPE_TO_CONFIG_MAPPING[spec.pop("peft_type")](task_type="CAUSAL_LM", **spec)
-        model = get_peft_model(model, config)
-        with torch.no_grad():  # make the adapter change the output
-            for name, p in model.named_parameters():
-                if p.requires_grad and "lora_A" not in name:
-                    p.add_(torch.randn_like(p) * 0.5)
-    model.eval()
-    return model, tok
-
-
 def _evaluate(model, tok, engine, batch_size=4):
     return evaluate_rows(model, tok, _rows(), split="test", template=TEMPLATE, batch_size=batch_size,
                          generation_kwargs=GENERATION, grade=grade, engine=engine)
@@ -78,8 +56,8 @@ def _make_a_frequent_token_the_eos(model, tok):
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))
-def test_dynamic_engine_gives_the_static_loops_outputs(tiny_model_dir, method):
-    model, tok = _model(tiny_model_dir, CONFIGS[method])
+def test_dynamic_engine_gives_the_static_loops_outputs(tiny_peft_model, method):
+    model, tok = tiny_peft_model(CONFIGS[method])
     _make_a_frequent_token_the_eos(model, tok)
     static, dynamic = _evaluate(model, tok, "static"), _evaluate(model, tok, "dynamic")
     assert (static.engine, dynamic.engine) == ("static", ENGINE_USED[method])
@@ -91,17 +69,17 @@ def test_dynamic_engine_gives_the_static_loops_outputs(tiny_model_dir, method):
         assert len({r["num_generated_tokens"] for r in dynamic.rows}) >= 3
 
 
-def test_a_batch_of_one_and_a_batch_larger_than_the_split_give_the_same_outputs(tiny_model_dir):
-    model, tok = _model(tiny_model_dir, None)
+def test_a_batch_of_one_and_a_batch_larger_than_the_split_give_the_same_outputs(tiny_peft_model):
+    model, tok = tiny_peft_model(None)
     _make_a_frequent_token_the_eos(model, tok)
     texts = {b: [r["generated"] for r in _evaluate(model, tok, "dynamic", batch_size=b).rows] for b in (1, 3, 50)}
     assert texts[1] == texts[3] == texts[50]
 
 
-def test_dynamic_engine_stops_where_the_grader_cuts_and_keeps_the_grade(tiny_model_dir):
+def test_dynamic_engine_stops_where_the_grader_cuts_and_keeps_the_grade(tiny_peft_model):
     from peftbench.training.generation import generate_dynamic
 
-    model, tok = _model(tiny_model_dir, None)
+    model, tok = tiny_peft_model(None)
     prompts = [TEMPLATE.format(query=r["question"]) for r in _rows(5)]
     full, stopped = {}, {}
     generate_dynamic(model, tok, prompts, GENERATION, 2, lambda i, t, n: full.setdefault(i, (t, n)),
@@ -115,10 +93,10 @@ def test_dynamic_engine_stops_where_the_grader_cuts_and_keeps_the_grade(tiny_mod
         assert len(text) > 20 or count == full[i][1]
 
 
-def test_engines_that_cannot_run_fall_back_to_static(tiny_model_dir):
+def test_engines_that_cannot_run_fall_back_to_static(tiny_peft_model):
     from peftbench.training.generation import unsupported_reason
 
-    model, tok = _model(tiny_model_dir, None)
+    model, tok = tiny_peft_model(None)
     assert unsupported_reason(model, GENERATION) is None
     assert "repetition_penalty" in unsupported_reason(model, {**GENERATION, "repetition_penalty": 1.2})
     out = evaluate_rows(model, tok, _rows(3), split="test", template=TEMPLATE, batch_size=2,
