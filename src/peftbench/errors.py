@@ -43,5 +43,8 @@ class ResultError(UserError):
         super().__init__(f"{path}: unreadable result ({reason})")
 
 
-class RunCancelled(Exception):
-    """Raised inside a run when the user pressed Ctrl+C or the process got SIGTERM."""
+class RunCancelled(BaseException):
+    """Raised inside a run when the process got SIGTERM (Ctrl+C stays a KeyboardInterrupt).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (logging's
+    handlers, a tracker call, a library's retry loop) takes a cancel for an error and goes on."""

@@ -128,8 +128,57 @@ def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, mon
     assert result["run_info"]["predictions"] is not None  # what it had: the validation rows
 
 
+def test_a_sigterm_whose_raise_is_swallowed_still_cancels_the_run_at_the_next_step(tiny_suite, monkeypatch):
+    """The handler raises wherever the main thread is; code there that swallows everything (a
+    bare except in a library, a finalizer) must not turn the cancel into more training."""
+    from peftbench.training import loop as train
+
+    real_step, calls = train.train_step, []
+
+    def sigterm_inside_a_bare_except(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs here and raises into this block
+            except BaseException:  # noqa: BLE001 - the swallowing under test
+                pass
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", sigterm_inside_a_bare_except)
+    code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
+    assert code == 130
+    result, _ = _only_result(tiny_suite / "cancelled_results")
+    assert result["train_info"]["status"] == "cancelled"
+    assert "SIGTERM" in result["run_info"]["error_msg"]
+    assert len(calls) == 3, "no step after the signal"
+
+
+def test_a_sigterm_inside_an_except_exception_is_not_taken_for_an_error(tiny_suite, monkeypatch):
+    """logging's handlers and the tracker calls catch Exception; a cancel raised there must pass."""
+    from peftbench.training import loop as train
+
+    real_step, calls = train.train_step, []
+
+    def sigterm_inside_except_exception(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Exception:  # noqa: BLE001 - must not catch a cancel
+                pytest.fail("the cancel was caught as an error")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_step", sigterm_inside_except_exception)
+    assert main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")]) == 130
+    result, _ = _only_result(tiny_suite / "cancelled_results")
+    assert result["train_info"]["status"] == "cancelled"
+    assert len(calls) == 3
+
+
 def _start_run(suite: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"), OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     return subprocess.Popen([sys.executable, "-m", "peftbench.cli", "run", "-v", "--no-progress",
                              str(suite / "experiments/lora/tiny-r4"), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -146,13 +195,24 @@ def _wait_for_training(proc: subprocess.Popen, suite: Path, timeout: float = 120
     raise AssertionError("run did not reach its first checkpoint")
 
 
+def _communicate_or_dump(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """communicate(), but a run still going after `timeout` is made to print every thread's stack
+    (faulthandler on SIGABRT) so that the failure says where it was stuck."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the run did not end within {timeout}s of the signal; its stderr ends with:\n{err[-8000:]}")
+
+
 @pytest.mark.parametrize("sig,status,code", [(signal.SIGINT, "cancelled", 130), (signal.SIGTERM, "cancelled", 130)])
 def test_a_signal_mid_run_writes_a_cancelled_result(make_suite, tmp_path, tiny_model_dir, sig, status, code):
     suite = make_suite(tmp_path / "s", tiny_model_dir, max_steps=100000, eval_steps=20, valid_size=2)
     proc = _start_run(suite)
     _wait_for_training(proc, suite)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    out, err = _communicate_or_dump(proc, timeout=120)
     assert proc.returncode == code, err
     result, _ = _only_result(suite / "cancelled_results")
     assert result["train_info"]["status"] == status
@@ -194,7 +254,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_run_py_at_the_repo_root_is_the_seed_entry_point(repo_root, tiny_suite):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     proc = subprocess.run([sys.executable, str(repo_root / "run.py"), "-v", "--no-progress", "--clean",
                            str(tiny_suite / "experiments/lora/tiny-r4")], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from peftbench.record import results as R
 from peftbench.training.data import format_prompt
+from peftbench.training.signals import raise_if_signalled
 
 
 @dataclass
@@ -127,6 +128,7 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, t
         engine = "static"
 
     def record(index: int, text: str, count: int) -> None:
+        raise_if_signalled()
         row = rows[index]
         g = grade(text, row["answer"])
         out_rows.append({

@@ -25,6 +25,7 @@ from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
 from peftbench.training import memory
 from peftbench.training.data import batch_stream, collate_train
+from peftbench.training.signals import raise_if_signalled
 
 
 @dataclass
@@ -99,6 +100,7 @@ def run_training(t: Training, state: TrainState) -> None:
     t.model.train()
     t.progress.update(state.step)
     while state.step < cfg.max_steps:
+        raise_if_signalled()
         indices = next(stream)
         batch = collate_train([t.samples[i] for i in indices], t.tokenizer.pad_token_id, cfg.train_on_prompt)
         started = time.perf_counter()

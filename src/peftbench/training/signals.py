@@ -1,4 +1,9 @@
-"""SIGTERM as an exception in the main thread, so that `kill` is handled where Ctrl+C is."""
+"""SIGTERM as an exception in the main thread, so that `kill` is handled where Ctrl+C is.
+
+The handler raises wherever the main thread happens to be. Code that swallows exceptions there
+(a bare `except:` in a library, an exception in a finalizer, which Python only prints) would
+lose the cancel, so the signal is also remembered: the training loop and the evaluation call
+`raise_if_signalled()` at every step and batch, and a lost cancel is raised there again."""
 
 from __future__ import annotations
 
@@ -6,13 +11,26 @@ import contextlib
 import signal
 from typing import Callable, Iterator
 
+# The cancel of the block being run (None outside one, or before its signal came).
+_received: BaseException | None = None
+
+
+def raise_if_signalled() -> None:
+    """Raise the cancel again if a signal came within `sigterm_raises` and was swallowed."""
+    if _received is not None:
+        raise _received.with_traceback(None)
+
 
 @contextlib.contextmanager
 def sigterm_raises(make_exception: Callable[[int], BaseException]) -> Iterator[None]:
     """Within the block, SIGTERM raises make_exception(signum). Off the main thread, where Python
     cannot install handlers, signals are left alone."""
+    global _received
+
     def handler(signum, frame):
-        raise make_exception(signum)
+        global _received
+        _received = make_exception(signum)
+        raise _received
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -23,3 +41,4 @@ def sigterm_raises(make_exception: Callable[[int], BaseException]) -> Iterator[N
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _received = None

@@ -103,6 +103,7 @@ def execute(items: list[RunItem], settings: Settings) -> Outcomes:
     raise UserError(f"unknown executor {settings.executor!r}; available: {', '.join(EXECUTORS)}")
 
 
-class Terminated(Exception):
-    """SIGTERM to the driver, raised in its main thread so the running experiments can be told."""
+class Terminated(BaseException):
+    """SIGTERM to the driver, raised in its main thread so the running experiments can be told.
+    A BaseException for the reason RunCancelled is one: no `except Exception` may swallow it."""
 
