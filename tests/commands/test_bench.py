@@ -27,11 +27,26 @@ def test_bench_json_holds_both_measurements(tiny_suite, capsys):
     assert len(tr["peftbench"]["losses"]) == len(tr["hf_trainer"]["losses"]) == 3
     assert tr["max_loss_rel_diff"] < 1e-5 and tr["throughput_ratio"] > 0
     assert report["machine"]["device"] == "cpu"
+    # two rounds by default, each measured; greedy generation repeats itself exactly
+    assert ev["rounds"] == tr["rounds"] == 2
+    assert len(ev["round_speedups"]) == len(ev["static"]["round_seconds"]) == 2
+    assert len(tr["round_ratios"]) == len(tr["hf_trainer"]["round_seconds"]) == 2
+    assert ev["static"]["rounds_identical"] and ev["dynamic"]["rounds_identical"]
+    assert ev["static"]["seconds"] == pytest.approx(sum(ev["static"]["round_seconds"]) / 2)
+
+
+def test_bench_alternates_which_side_goes_first():
+    from peftbench.commands.bench import _orders
+
+    assert _orders(("a", "b"), 3) == [("a", "b"), ("b", "a"), ("a", "b")]
+    assert _orders(("a", "b"), 1) == [("a", "b")]
 
 
 def test_bench_refuses_bad_input_with_exit_2(tiny_suite, tmp_path, capsys):
     assert main(["bench", str(tiny_suite), "--items", "0"]) == 2
     assert "--items must be >= 1" in capsys.readouterr().err
+    assert main(["bench", str(tiny_suite), "--rounds", "0"]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
     empty = tmp_path / "empty"
