@@ -102,3 +102,45 @@ def test_engines_that_cannot_run_fall_back_to_static(tiny_peft_model):
     out = evaluate_rows(model, tok, _rows(3), split="test", template=TEMPLATE, batch_size=2,
                         generation_kwargs={**GENERATION, "repetition_penalty": 1.2}, grade=grade, engine="dynamic")
     assert out.engine == "static"
+
+
+def test_the_in_place_cache_holds_what_concatenation_would():
+    """The dynamic engine's cache layer appends in place into spare columns, selects rows and
+    drops leading columns, and stacks refills below; whatever the sequence, `keys`/`values`
+    must equal what torch.cat and plain indexing give (the values transformers attends over)."""
+    import torch
+
+    from peftbench.training import generation as G
+
+    torch.manual_seed(0)
+    layer = G._roomy_layer_class()()
+
+    def states(rows, columns):
+        return torch.randn(rows, 2, columns, 4), torch.randn(rows, 2, columns, 4)
+
+    k, v = states(3, 5)  # a prefill of 3 rows
+    layer.update(k, v)
+    ref_k, ref_v = k.clone(), v.clone()
+    for _ in range(G.SPARE_COLUMNS + 7):  # past the spare room: the buffers must grow
+        k, v = states(3, 1)
+        out_k, out_v = layer.update(k, v)
+        ref_k, ref_v = torch.cat([ref_k, k], dim=2), torch.cat([ref_v, v], dim=2)
+        assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
+    assert layer.get_seq_length() == 5 + G.SPARE_COLUMNS + 7
+
+    index = torch.tensor([2, 0])
+    layer.select(index, lead=4)  # row 1 left; the first 4 columns are nobody's any more
+    ref_k, ref_v = ref_k[index][:, :, 4:], ref_v[index][:, :, 4:]
+    assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)
+
+    newcomer = G._roomy_layer_class()()
+    nk, nv = states(2, 3)
+    newcomer.update(nk, nv)
+    layer.stack(newcomer)  # the newcomers' 3 columns, left-padded with zeros to the batch's width
+    pad = ref_k.shape[2] - 3
+    ref_k = torch.cat([ref_k, torch.nn.functional.pad(nk, (0, 0, pad, 0))])
+    ref_v = torch.cat([ref_v, torch.nn.functional.pad(nv, (0, 0, pad, 0))])
+    assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)
+    k, v = states(4, 1)
+    out_k, _ = layer.update(k, v)
+    assert torch.equal(out_k, torch.cat([ref_k, k], dim=2))

@@ -11,7 +11,9 @@ Here a row leaves the batch as soon as it is done and a waiting prompt takes its
 - a row is done at EOS, at its token budget, or where the grader would cut the text
   (`scoring.grader.continuation_start`: a hallucinated next "Question:", a special token), since
   nothing written after that point can change a grade (tests/scoring/test_stop_rule.py);
-- cache columns that every row masks (the padding of rows that left) are dropped.
+- cache columns that every row masks (the padding of rows that left) are dropped;
+- the cache appends a step in place, into spare columns, where DynamicCache copies itself at
+  every step (`_roomy_layer_class`; 1.14x the engine's speed on the demo, same outputs).
 
 The greedy decision is generate()'s: argmax of the last position's logits, position ids counted
 from the attention mask. Outputs equal the static loop's up to float rounding: a row's padding
@@ -83,11 +85,84 @@ def stops_grading(text: str) -> bool:
     return continuation_start(text) < len(text)
 
 
+# Spare columns kept at the end of every layer's key and value buffers. DynamicCache appends each
+# step with torch.cat, which copies the whole cache at every step; with room left, a step writes
+# its one column in place and the cache is copied only when rows leave or join (which copy it
+# anyway) or the room runs out, once in 64 steps at most.
+SPARE_COLUMNS = 64
+
+
+def _roomy_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        """A DynamicLayer whose `keys` and `values` are views of the first columns of larger
+        buffers (rows, heads, columns + spare, dim), so that `update` appends in place. What
+        transformers reads (`keys`, `values`, their shapes) is what a DynamicLayer would hold."""
+
+        def _fresh(self, rows: int, columns: int, like):
+            heads, dim = like.shape[1], like.shape[3]
+            self._kbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
+            self._vbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
+            self.keys, self.values = self._kbuf[:, :, :columns], self._vbuf[:, :, :columns]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:  # what DynamicLayer.lazy_initialization records
+                self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
+                self._fresh(key_states.shape[0], 0, key_states)
+            used, new = self.keys.shape[2], key_states.shape[2]
+            if used + new > self._kbuf.shape[2]:
+                keys, values = self.keys, self.values
+                self._fresh(keys.shape[0], used, keys)
+                self.keys.copy_(keys)
+                self.values.copy_(values)
+            self._kbuf[:, :, used:used + new] = key_states
+            self._vbuf[:, :, used:used + new] = value_states
+            self.keys, self.values = self._kbuf[:, :, :used + new], self._vbuf[:, :, :used + new]
+            return self.keys, self.values
+
+        def select(self, index, lead: int) -> None:
+            """Keep the rows `index` (in that order) and drop the first `lead` columns."""
+            import torch
+
+            keys, values = self.keys[:, :, lead:], self.values[:, :, lead:]
+            self._fresh(len(index), keys.shape[2], keys)
+            # index_select into the new buffers: one pass, where keys[index] is a slower gather
+            # into a temporary and then a copy
+            torch.index_select(keys, 0, index, out=self.keys)
+            torch.index_select(values, 0, index, out=self.values)
+
+        def stack(self, other: "RoomyLayer") -> None:
+            """Append `other`'s rows below these, both right-aligned: the narrower is left-padded
+            with zeros, masked out like the left padding of a static batch."""
+            mine, theirs = self.keys.shape[2], other.keys.shape[2]
+            width, rows = max(mine, theirs), self.keys.shape[0]
+            keys, values = self.keys, self.values
+            self._fresh(rows + other.keys.shape[0], width, keys)
+            for part, source in ((slice(None, rows), (keys, values)), (slice(rows, None), (other.keys, other.values))):
+                for target, tensor in zip((self.keys, self.values), source):
+                    pad = width - tensor.shape[2]
+                    target[part, :, :pad].zero_()
+                    target[part, :, pad:].copy_(tensor)
+
+    return RoomyLayer
+
+
+def _new_cache(config):
+    """A DynamicCache whose layers append in place and manage the rows (`_roomy_layer_class`)."""
+    from transformers.cache_utils import DynamicCache
+
+    cache = DynamicCache(config=config)
+    layer_class = _roomy_layer_class()
+    cache.layers = [layer_class() for _ in cache.layers]
+    return cache
+
+
 class _Batch:
     """The rows being generated: their KV cache, attention mask, next position and tokens."""
 
     def __init__(self):
-        self.cache = None  # transformers DynamicCache, [rows, heads, columns, dim] per layer
+        self.cache = None  # DynamicCache of RoomyLayers, [rows, heads, columns, dim] per layer
         self.mask = None  # [rows, columns] 1 = real token
         self.positions = None  # [rows] position id of the next token
         self.last = None  # [rows] token to feed next
@@ -105,11 +180,9 @@ class _Batch:
             self.cache, self.mask, self.positions, self.last = cache, mask, positions, last
         else:
             width = max(self.mask.shape[1], mask.shape[1])
-            old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
             for old, new in zip(self.cache.layers, cache.layers):
-                old.keys = torch.cat([F.pad(old.keys, (0, 0, old_pad, 0)), F.pad(new.keys, (0, 0, new_pad, 0))])
-                old.values = torch.cat([F.pad(old.values, (0, 0, old_pad, 0)), F.pad(new.values, (0, 0, new_pad, 0))])
-            self.mask = torch.cat([F.pad(self.mask, (old_pad, 0)), F.pad(mask, (new_pad, 0))])
+                old.stack(new)
+            self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))])
             self.positions = torch.cat([self.positions, positions])
             self.last = torch.cat([self.last, last])
         self.items += items
@@ -120,18 +193,14 @@ class _Batch:
         import torch
 
         index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
         self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
         self.items = [self.items[r] for r in rows]
         self.tokens = [self.tokens[r] for r in rows]
-        if rows:
-            used = self.mask.any(dim=0).nonzero()
-            lead = int(used[0]) if len(used) else 0
-            if lead:
-                for layer in self.cache.layers:
-                    layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
-                self.mask = self.mask[:, lead:]
+        used = self.mask.any(dim=0).nonzero()
+        lead = int(used[0]) if len(used) else 0
+        self.mask = self.mask[:, lead:]
+        for layer in self.cache.layers:
+            layer.select(index, lead)
 
 
 def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: dict[str, Any], batch_size: int,
@@ -140,7 +209,6 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
     finishes (in no particular order). The text excludes the prompt and special tokens; the count
     includes EOS, as the static loop's does. Check `unsupported_reason` first."""
     import torch
-    from transformers.cache_utils import DynamicCache
 
     device = next(model.parameters()).device
     ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -166,7 +234,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
         input_ids, mask = input_ids.to(device), mask.to(device)
         # generate()'s position ids: count of real tokens before, padding at 1
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        cache = DynamicCache(config=config)
+        cache = _new_cache(config)
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                        logits_to_keep=1, **{cache_arg: cache}).logits
         batch.add(cache, mask, mask.sum(-1), logits[:, -1].argmax(-1), items)
