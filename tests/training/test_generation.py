@@ -118,15 +118,17 @@ def test_the_in_place_cache_holds_what_concatenation_would():
     def states(rows, columns):
         return torch.randn(rows, 2, columns, 4), torch.randn(rows, 2, columns, 4)
 
-    k, v = states(3, 5)  # a prefill of 3 rows
-    layer.update(k, v)
+    first = G.SPARE_COLUMNS + 5  # a prefill of 3 rows, wider than the spare room
+    k, v = states(3, first)
+    out_k, out_v = layer.update(k, v)
+    assert torch.equal(out_k, k) and torch.equal(out_v, v)
     ref_k, ref_v = k.clone(), v.clone()
     for _ in range(G.SPARE_COLUMNS + 7):  # past the spare room: the buffers must grow
         k, v = states(3, 1)
         out_k, out_v = layer.update(k, v)
         ref_k, ref_v = torch.cat([ref_k, k], dim=2), torch.cat([ref_v, v], dim=2)
         assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
-    assert layer.get_seq_length() == 5 + G.SPARE_COLUMNS + 7
+    assert layer.get_seq_length() == first + G.SPARE_COLUMNS + 7
 
     index = torch.tensor([2, 0])
     layer.select(index, lead=4)  # row 1 left; the first 4 columns are nobody's any more
@@ -138,6 +140,11 @@ def test_the_in_place_cache_holds_what_concatenation_would():
     newcomer.update(nk, nv)
     layer.stack(newcomer)  # the newcomers' 3 columns, left-padded with zeros to the batch's width
     pad = ref_k.shape[2] - 3
+    k, v = states(4, G.SPARE_COLUMNS + 2)  # more new columns than the room left
+    wide = G._roomy_layer_class()()
+    wide.update(*states(4, 2))
+    before = wide.keys.clone()
+    assert torch.equal(wide.update(k, v)[0], torch.cat([before, k], dim=2))
     ref_k = torch.cat([ref_k, torch.nn.functional.pad(nk, (0, 0, pad, 0))])
     ref_v = torch.cat([ref_v, torch.nn.functional.pad(nv, (0, 0, pad, 0))])
     assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)

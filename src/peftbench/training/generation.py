@@ -100,22 +100,27 @@ def _roomy_layer_class():
         buffers (rows, heads, columns + spare, dim), so that `update` appends in place. What
         transformers reads (`keys`, `values`, their shapes) is what a DynamicLayer would hold."""
 
-        def _fresh(self, rows: int, columns: int, like):
+        def _fresh(self, rows: int, columns: int, like) -> None:
+            """New buffers with room for `columns` columns plus the spare ones; `keys` and
+            `values` view their first `columns` columns (contents not yet written)."""
             heads, dim = like.shape[1], like.shape[3]
             self._kbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
             self._vbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
             self.keys, self.values = self._kbuf[:, :, :columns], self._vbuf[:, :, :columns]
 
         def update(self, key_states, value_states, *args, **kwargs):
+            new = key_states.shape[2]
             if not self.is_initialized:  # what DynamicLayer.lazy_initialization records
                 self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
                 self._fresh(key_states.shape[0], 0, key_states)
-            used, new = self.keys.shape[2], key_states.shape[2]
+            used = self.keys.shape[2]
             if used + new > self._kbuf.shape[2]:
+                # out of room (a prefill can be wider than the spare columns): buffers for the
+                # old columns, the new ones and the spare, the old columns copied over
                 keys, values = self.keys, self.values
-                self._fresh(keys.shape[0], used, keys)
-                self.keys.copy_(keys)
-                self.values.copy_(values)
+                self._fresh(keys.shape[0], used + new, keys)
+                self._kbuf[:, :, :used] = keys
+                self._vbuf[:, :, :used] = values
             self._kbuf[:, :, used:used + new] = key_states
             self._vbuf[:, :, used:used + new] = value_states
             self.keys, self.values = self._kbuf[:, :, :used + new], self._vbuf[:, :, :used + new]
