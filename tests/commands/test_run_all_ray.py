@@ -236,3 +236,44 @@ def test_a_run_on_a_lost_node_is_retried_on_the_other_and_leaves_nothing_partial
                   for p in (suite / "temporary_results").iterdir()) == [
         "full-finetuning--tiny", "full-finetuning--tiny.predictions", "lora--tiny-r4", "lora--tiny-r4.predictions"]
     assert not (suite / "cancelled_results").exists()
+
+
+def test_a_run_keeps_the_cpus_it_reserved_for_its_whole_life(cluster, make_suite, tiny_model_dir, tiny_lora, tmp_path):
+    """Each node has one CPU and each run reserves one: never two runs on a node at once. A task
+    that waited in ray.get (for the cancel flag, for its staged files) lent its CPU to Ray, which
+    started the next run beside it."""
+    import re
+    import threading
+
+    import psutil
+
+    suite = make_suite(tmp_path / "suite", tiny_model_dir, max_steps=24, eval_steps=12)
+    for r in (2, 3):
+        folder = suite / "experiments" / "lora" / f"tiny-r{r}"
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps(dict(tiny_lora, r=r, lora_alpha=2 * r)))
+    most: dict[str, int] = {}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            per_node: dict[str, int] = {}
+            for proc in psutil.process_iter(["cmdline"]):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                found = re.search(r"ray-runs/([0-9a-f]{12})/", cmdline)
+                if "peftbench.cli run " in cmdline and found:
+                    per_node[found.group(1)] = per_node.get(found.group(1), 0) + 1
+            for node, count in per_node.items():
+                most[node] = max(most.get(node, 0), count)
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        done = drive(cluster, suite)
+    finally:
+        stop.set()
+        watcher.join()
+    assert done.returncode == 0, done.stderr
+    assert "ran 4 (4 success" in done.stdout, done.stdout
+    assert most and max(most.values()) == 1, f"runs at once per node: {most}"

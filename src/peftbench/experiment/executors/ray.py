@@ -122,7 +122,7 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
     node_id = ray.get_runtime_context().get_node_id()
     gpus = ray.get_gpu_ids()  # what Ray gave this task (it sets CUDA_VISIBLE_DEVICES, which the child inherits)
     node = f"{socket.gethostname()}:{node_id[:8]}" + (f" GPU {','.join(map(str, gpus))}" if gpus else "")
-    if ray.get(board.cancelled.remote()):
+    if _value(board.cancelled.remote()):
         return {"node": node, "not_started": True}
     board.started.remote(index, node)
     from peftbench.demo.smollm import cache_root
@@ -135,7 +135,7 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
     with tempfile.TemporaryDirectory(prefix=f"{b.method}--{b.name}-", dir=runs) as tmp:
         root = Path(tmp)
         exp_dir = staging.write_experiment(root / "suite", b)
-        staged = {name: str(staging.unpack_source(cache, src, ray.get(sources[src.sha256])))
+        staged = {name: str(staging.unpack_source(cache, src, _value(sources[src.sha256])))
                   for name, src in b.sources.items()}
         item = RunItem(exp_dir, seed, overrides)
         outcome_file = root / "outcome.json"
@@ -144,17 +144,21 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
         with open(root / "run.log", "wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
                                     preexec_fn=_child_setup())  # noqa: PLW1509 - system calls only
-            cancel_sent = False
+            cancel_sent, asked = False, None
             while True:
                 try:
                     code = proc.wait(timeout=POLL_S)
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if not cancel_sent and ray.get(board.cancelled.remote()):
-                    cancel_sent = True
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.send_signal(signal.SIGINT)
+                # Asked without waiting for the answer: it is read on a later pass once there.
+                asked = asked or board.cancelled.remote().future()
+                if asked.done():
+                    if not cancel_sent and asked.result():
+                        cancel_sent = True
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.send_signal(signal.SIGINT)
+                    asked = None
         reported = child.read_outcome(outcome_file)
         result_bytes = predictions = None
         if reported is not None and reported.get("status") in ("success", "failed", "cancelled") and reported.get("result_path"):
@@ -167,6 +171,13 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
         log_tail = (root / "run.log").read_bytes()[-16384:].decode("utf-8", "replace")
     return {"node": node, "code": code, "reported": reported, "result": result_bytes, "predictions": predictions,
             "staged": staged, "log_tail": log_tail, "seconds": time.monotonic() - started}
+
+
+def _value(ref):
+    """The value of `ref`, waited for without `ray.get`. A task blocked in ray.get hands its CPUs
+    back to Ray until it returns, and Ray starts another task on them meanwhile: a run that
+    reserved --cpus-per-run would then share them with another for the rest of its life."""
+    return ref.future().result()
 
 
 def _child_setup():
