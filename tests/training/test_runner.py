@@ -108,21 +108,32 @@ def test_an_exception_is_recorded_as_failed_not_cancelled(tiny_suite, monkeypatc
     assert not (tiny_suite / "temporary_results").exists() or not list((tiny_suite / "temporary_results").glob("*.json"))
 
 
-def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, monkeypatch):
+def _run_with_third_step(tiny_suite, monkeypatch, at_third_step) -> tuple[int, dict, int]:
+    """Run lora/tiny-r4 with `at_third_step()` called before its third training step (which
+    then runs unless that raised). Returns the exit code, the one result in cancelled_results and
+    how many steps were started."""
     from peftbench.training import loop as train
 
     real_step, calls = train.train_step, []
 
-    def interrupt_at_third_step(*args, **kwargs):
+    def step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            raise KeyboardInterrupt
+            at_third_step()
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_step", interrupt_at_third_step)
+    monkeypatch.setattr(train, "train_step", step)
     code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
-    assert code == 130
     result, _ = _only_result(tiny_suite / "cancelled_results")
+    return code, result, len(calls)
+
+
+def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, monkeypatch):
+    def interrupt():
+        raise KeyboardInterrupt
+
+    code, result, _ = _run_with_third_step(tiny_suite, monkeypatch, interrupt)
+    assert code == 130
     assert result["train_info"]["status"] == "cancelled"
     assert [m[R.M_STEP] for m in result["train_info"]["metrics"]] == [2]  # the validation before the cancel
     assert result["run_info"]["predictions"] is not None  # what it had: the validation rows
@@ -131,71 +142,46 @@ def test_ctrl_c_is_recorded_as_cancelled_with_the_metrics_so_far(tiny_suite, mon
 def test_a_sigterm_whose_raise_is_swallowed_still_cancels_the_run_at_the_next_step(tiny_suite, monkeypatch):
     """The handler raises wherever the main thread is; code there that swallows everything (a
     bare except in a library, a finalizer) must not turn the cancel into more training."""
-    from peftbench.training import loop as train
+    def sigterm_inside_a_bare_except():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here and raises into this block
+        except BaseException:  # noqa: BLE001 - the swallowing under test
+            pass
 
-    real_step, calls = train.train_step, []
-
-    def sigterm_inside_a_bare_except(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler runs here and raises into this block
-            except BaseException:  # noqa: BLE001 - the swallowing under test
-                pass
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", sigterm_inside_a_bare_except)
-    code = main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")])
+    code, result, steps = _run_with_third_step(tiny_suite, monkeypatch, sigterm_inside_a_bare_except)
     assert code == 130
-    result, _ = _only_result(tiny_suite / "cancelled_results")
     assert result["train_info"]["status"] == "cancelled"
     assert "SIGTERM" in result["run_info"]["error_msg"]
-    assert len(calls) == 3, "no step after the signal"
+    assert steps == 3, "no step after the signal"
 
 
 def test_a_sigterm_inside_an_except_exception_is_not_taken_for_an_error(tiny_suite, monkeypatch):
     """logging's handlers and the tracker calls catch Exception; a cancel raised there must pass."""
-    from peftbench.training import loop as train
+    def sigterm_inside_except_exception():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Exception:  # noqa: BLE001 - must not catch a cancel
+            pytest.fail("the cancel was caught as an error")
 
-    real_step, calls = train.train_step, []
-
-    def sigterm_inside_except_exception(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)
-            except Exception:  # noqa: BLE001 - must not catch a cancel
-                pytest.fail("the cancel was caught as an error")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", sigterm_inside_except_exception)
-    assert main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")]) == 130
-    result, _ = _only_result(tiny_suite / "cancelled_results")
+    code, result, steps = _run_with_third_step(tiny_suite, monkeypatch, sigterm_inside_except_exception)
+    assert code == 130
     assert result["train_info"]["status"] == "cancelled"
-    assert len(calls) == 3
+    assert steps == 3
 
 
 def test_an_error_raised_while_handling_ctrl_c_is_still_a_cancel(tiny_suite, monkeypatch):
     """torch.save interrupted mid-write raises a RuntimeError from its clean-up; the run was
     cancelled by the user, and its result must say so (seen in CI: Ctrl+C during a checkpoint)."""
-    from peftbench.training import loop as train
+    def interrupted_then_cleanup_fails():
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0")
 
-    real_step, calls = train.train_step, []
-
-    def interrupted_then_cleanup_fails(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            try:
-                raise KeyboardInterrupt
-            finally:
-                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 0")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(train, "train_step", interrupted_then_cleanup_fails)
-    assert main(["run", "--no-progress", str(tiny_suite / "experiments/lora/tiny-r4")]) == 130
-    result, _ = _only_result(tiny_suite / "cancelled_results")
+    code, result, _ = _run_with_third_step(tiny_suite, monkeypatch, interrupted_then_cleanup_fails)
+    assert code == 130
     assert result["train_info"]["status"] == "cancelled"
 
 
