@@ -28,6 +28,7 @@ Torch is imported inside the functions: importing this module loads nothing heav
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import deque
 from typing import Any, Callable
@@ -92,6 +93,7 @@ def stops_grading(text: str) -> bool:
 SPARE_COLUMNS = 64
 
 
+@functools.lru_cache(maxsize=None)  # one class per process, not one per prefill
 def _roomy_layer_class():
     from transformers.cache_utils import DynamicLayer
 
