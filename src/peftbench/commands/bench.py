@@ -24,7 +24,8 @@ Two comparisons in one process, on the same machine and items:
               schedule and clipping: tokens/s of each and the largest per-step loss difference
 
 Each side runs --rounds times (default 2) in alternating order (A B, then B A), after an
-untimed warm-up of both, so that neither side always runs first on a cold or a warm process;
+untimed warm-up (a short generation with each engine, one training step), so that neither side
+always runs first on a cold or a warm process;
 the tables show the mean wall time and each round's ratio. Settings come from the experiment's
 merged training parameters (suite defaults, its training_params.json, then --set). Other
 processes on the machine slow both sides alike, not alike in every second: run it on an
