@@ -141,3 +141,39 @@ def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
     reloaded_logits, reloaded_generated = _outputs(reloaded, peft_config)
     torch.testing.assert_close(reloaded_logits, logits, rtol=1e-4, atol=1e-5)
     assert torch.equal(reloaded_generated, generated)
+
+
+@pytest.mark.parametrize("exp_dir", EXPERIMENT_DIRS, ids=_case_id)
+def test_the_training_loss_equals_the_models_own_loss_with_the_same_gradients(exp_dir):
+    """training.loss computes logits only where there are labels; for every shipped method that
+    must be the loss (and gradients) of `model(**batch).loss`, regularisers PEFT adds included."""
+    from peft import get_peft_model
+
+    from peftbench.training.loss import causal_lm_loss
+
+    exp = load_experiment(exp_dir)
+    peft_config = shrink_peft_config(exp.peft_config)
+    torch.manual_seed(0)
+    model = tiny_llama()
+    if peft_config is None:
+        model.requires_grad_(True)
+    else:
+        model = get_peft_model(model, peft_config)
+    model.train()  # dropout on: both forwards draw the same masks from the same seed
+    batch = train_batch()
+    extra = methods.forward_kwargs(peft_config, batch)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute):
+        torch.manual_seed(1)
+        loss = compute()
+        return loss.detach(), torch.autograd.grad(loss, trainable, allow_unused=True)
+
+    ours, our_grads = loss_and_grads(lambda: causal_lm_loss(model, batch, extra, peft_config))
+    theirs, their_grads = loss_and_grads(lambda: model(**batch, **extra).loss)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for mine, other in zip(our_grads, their_grads):
+        if mine is None or other is None:
+            assert mine is None and other is None
+        else:
+            torch.testing.assert_close(mine, other, rtol=1e-4, atol=1e-6)

@@ -25,6 +25,7 @@ from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
 from peftbench.training import memory
 from peftbench.training.data import batch_stream, collate_train
+from peftbench.training.loss import causal_lm_loss
 from peftbench.training.signals import raise_if_signalled
 
 
@@ -138,7 +139,7 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
     tokens = int(batch["attention_mask"].sum())
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(cfg, device):
-        loss = model(**batch, **extra).loss
+        loss = causal_lm_loss(model, batch, extra, peft_config)
         loss = loss + methods.extra_loss(model, peft_config)
     opt.scaler.scale(loss).backward()
     if cfg.grad_norm_clip is not None:
