@@ -105,24 +105,30 @@ def test_engines_that_cannot_run_fall_back_to_static(tiny_peft_model):
 
 
 def test_the_in_place_cache_holds_what_concatenation_would():
-    """The dynamic engine's cache layer appends in place into spare columns, selects rows and
-    drops leading columns, and stacks refills below; whatever the sequence, `keys`/`values`
-    must equal what torch.cat and plain indexing give (the values transformers attends over)."""
+    """The dynamic engine's cache layer appends in place into spare columns, moves rows over the
+    rows that left, drops leading columns and writes newcomers into free rows; whatever the
+    sequence, `keys`/`values` must equal what torch.cat and plain indexing give (the values
+    transformers attends over)."""
     import torch
 
     from peftbench.training import generation as G
 
     torch.manual_seed(0)
     layer = G._roomy_layer_class()()
+    layer.capacity = 5
+    nobody = torch.tensor([], dtype=torch.long)
 
     def states(rows, columns):
         return torch.randn(rows, 2, columns, 4), torch.randn(rows, 2, columns, 4)
 
+    def same(ref_k, ref_v):
+        return torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)
+
     first = G.SPARE_COLUMNS + 5  # a prefill of 3 rows, wider than the spare room
     k, v = states(3, first)
-    out_k, out_v = layer.update(k, v)
-    assert torch.equal(out_k, k) and torch.equal(out_v, v)
+    layer.admit(k, v)
     ref_k, ref_v = k.clone(), v.clone()
+    assert same(ref_k, ref_v)
     for _ in range(G.SPARE_COLUMNS + 7):  # past the spare room: the buffers must grow
         k, v = states(3, 1)
         out_k, out_v = layer.update(k, v)
@@ -130,24 +136,41 @@ def test_the_in_place_cache_holds_what_concatenation_would():
         assert torch.equal(out_k, ref_k) and torch.equal(out_v, ref_v)
     assert layer.get_seq_length() == first + G.SPARE_COLUMNS + 7
 
-    index = torch.tensor([2, 0])
-    layer.select(index, lead=4)  # row 1 left; the first 4 columns are nobody's any more
-    ref_k, ref_v = ref_k[index][:, :, 4:], ref_v[index][:, :, 4:]
-    assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)
+    # row 0 leaves: row 2 takes its place; the first 4 columns are nobody's any more
+    layer.move_rows(torch.tensor([2]), torch.tensor([0]), rows=2)
+    layer.drop_columns(4)
+    order = torch.tensor([2, 1])
+    ref_k, ref_v = ref_k[order][:, :, 4:], ref_v[order][:, :, 4:]
+    assert same(ref_k, ref_v)
 
-    newcomer = G._roomy_layer_class()()
-    nk, nv = states(2, 3)
-    newcomer.update(nk, nv)
-    layer.stack(newcomer)  # the newcomers' 3 columns, left-padded with zeros to the batch's width
+    # three newcomers of 3 columns: below the others, left-padded with zeros to the batch's width
+    nk, nv = states(3, 3)
+    layer.admit(nk, nv)
     pad = ref_k.shape[2] - 3
-    k, v = states(4, G.SPARE_COLUMNS + 2)  # more new columns than the room left
-    wide = G._roomy_layer_class()()
-    wide.update(*states(4, 2))
-    before = wide.keys.clone()
-    assert torch.equal(wide.update(k, v)[0], torch.cat([before, k], dim=2))
     ref_k = torch.cat([ref_k, torch.nn.functional.pad(nk, (0, 0, pad, 0))])
     ref_v = torch.cat([ref_v, torch.nn.functional.pad(nv, (0, 0, pad, 0))])
-    assert torch.equal(layer.keys, ref_k) and torch.equal(layer.values, ref_v)
-    k, v = states(4, 1)
+    assert same(ref_k, ref_v) and layer.keys.shape[0] == 5  # the capacity, reached
+    k, v = states(5, 1)
     out_k, _ = layer.update(k, v)
-    assert torch.equal(out_k, torch.cat([ref_k, k], dim=2))
+    ref_k, ref_v = torch.cat([ref_k, k], dim=2), torch.cat([ref_v, v], dim=2)
+    assert torch.equal(out_k, ref_k)
+
+    # a newcomer wider than the batch widens it on the left with zeros: in place, into the
+    # dropped columns, and by a copy when those are not enough
+    layer.move_rows(nobody, nobody, rows=4)
+    ref_k, ref_v = ref_k[:4], ref_v[:4]
+    for extra in (2, G.SPARE_COLUMNS):
+        wk, wv = states(1, ref_k.shape[2] + extra)
+        layer.admit(wk, wv)
+        ref_k = torch.cat([torch.nn.functional.pad(ref_k, (0, 0, extra, 0)), wk])
+        ref_v = torch.cat([torch.nn.functional.pad(ref_v, (0, 0, extra, 0)), wv])
+        assert same(ref_k, ref_v)
+        layer.move_rows(nobody, nobody, rows=4)
+        ref_k, ref_v = ref_k[:4], ref_v[:4]
+
+    # everybody leaves; newcomers start a batch of their own width
+    layer.move_rows(nobody, nobody, rows=0)
+    layer.drop_columns(layer.keys.shape[2])
+    nk, nv = states(2, 6)
+    layer.admit(nk, nv)
+    assert same(nk, nv)

@@ -88,88 +88,126 @@ def stops_grading(text: str) -> bool:
 
 # Spare columns kept at the end of every layer's key and value buffers. DynamicCache appends each
 # step with torch.cat, which copies the whole cache at every step; with room left, a step writes
-# its one column in place and the cache is copied only when rows leave or join (which copy it
-# anyway) or the room runs out, once in 64 steps at most.
+# its one column in place, and the cache is copied only when the room runs out (once in 64 steps
+# at most), the columns no row attends to any more dropped at that copy.
 SPARE_COLUMNS = 64
 
 
-@functools.lru_cache(maxsize=None)  # one class per process, not one per prefill
+@functools.lru_cache(maxsize=None)  # one class per process, not one per batch
 def _roomy_layer_class():
     from transformers.cache_utils import DynamicLayer
 
     class RoomyLayer(DynamicLayer):
-        """A DynamicLayer whose `keys` and `values` are views of the first columns of larger
-        buffers (rows, heads, columns + spare, dim), so that `update` appends in place. What
-        transformers reads (`keys`, `values`, their shapes) is what a DynamicLayer would hold."""
+        """A DynamicLayer whose `keys` and `values` are views [:rows, :, start:end] of buffers
+        (row capacity, heads, columns + spare, dim), so that nothing the batch does copies the
+        whole cache: a step appends one column in place, a row that leaves is overwritten by a
+        row from the end (`move_rows`), newcomers are written into free rows (`admit`), leading
+        columns are dropped by moving `start`. What transformers reads (`keys`, `values`, their
+        shapes) is what a DynamicLayer would hold."""
 
-        def _fresh(self, rows: int, columns: int, like) -> None:
-            """New buffers with room for `columns` columns plus the spare ones; `keys` and
-            `values` view their first `columns` columns (contents not yet written)."""
+        capacity = 1  # rows the buffers hold; set before the first write
+
+        def _allocate(self, columns: int, like) -> None:
+            """Empty buffers for `capacity` rows and `columns` columns plus the spare ones."""
             heads, dim = like.shape[1], like.shape[3]
-            self._kbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
-            self._vbuf = like.new_empty((rows, heads, columns + SPARE_COLUMNS, dim))
-            self.keys, self.values = self._kbuf[:, :, :columns], self._vbuf[:, :, :columns]
+            self._kbuf = like.new_empty((self.capacity, heads, columns + SPARE_COLUMNS, dim))
+            self._vbuf = like.new_empty((self.capacity, heads, columns + SPARE_COLUMNS, dim))
+
+        def _view(self, rows: int, start: int, end: int) -> None:
+            self._rows, self._start, self._end = rows, start, end
+            self.keys, self.values = self._kbuf[:rows, :, start:end], self._vbuf[:rows, :, start:end]
+
+        def _initialize(self, like) -> None:
+            # what DynamicLayer.lazy_initialization records
+            self.dtype, self.device, self.is_initialized = like.dtype, like.device, True
+            self.capacity = max(self.capacity, like.shape[0])
+            self._allocate(like.shape[2], like)
+            self._view(0, 0, 0)
+
+        def _regrow(self, left: int = 0, right: int = 0) -> None:
+            """New buffers holding the live columns after `left` zeroed columns, with room for
+            `right` more columns plus the spare ones."""
+            keys, values = self.keys, self.values
+            rows, width = keys.shape[0], keys.shape[2]
+            self._allocate(left + width + right, keys)
+            for buf, old in ((self._kbuf, keys), (self._vbuf, values)):
+                buf[:rows, :, :left].zero_()
+                buf[:rows, :, left:left + width] = old
+            self._view(rows, 0, left + width)
 
         def update(self, key_states, value_states, *args, **kwargs):
-            new = key_states.shape[2]
-            if not self.is_initialized:  # what DynamicLayer.lazy_initialization records
-                self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
-                self._fresh(key_states.shape[0], 0, key_states)
-            used = self.keys.shape[2]
-            if used + new > self._kbuf.shape[2]:
-                # out of room (a prefill can be wider than the spare columns): buffers for the
-                # old columns, the new ones and the spare, the old columns copied over
-                keys, values = self.keys, self.values
-                self._fresh(keys.shape[0], used + new, keys)
-                self._kbuf[:, :, :used] = keys
-                self._vbuf[:, :, :used] = values
-            self._kbuf[:, :, used:used + new] = key_states
-            self._vbuf[:, :, used:used + new] = value_states
-            self.keys, self.values = self._kbuf[:, :, :used + new], self._vbuf[:, :, :used + new]
+            rows, new = key_states.shape[0], key_states.shape[2]
+            if not self.is_initialized:
+                self._initialize(key_states)
+                self._view(rows, 0, 0)
+            if self._end + new > self._kbuf.shape[2]:
+                self._regrow(right=new)
+            end = self._end + new
+            self._kbuf[:rows, :, self._end:end] = key_states
+            self._vbuf[:rows, :, self._end:end] = value_states
+            self._view(rows, self._start, end)
             return self.keys, self.values
 
-        def select(self, index, lead: int) -> None:
-            """Keep the rows `index` (in that order) and drop the first `lead` columns."""
-            import torch
+        def move_rows(self, sources, targets, rows: int) -> None:
+            """Copy the rows `sources` over the rows `targets` (index tensors), then keep the
+            first `rows` rows."""
+            if len(sources):
+                columns = slice(self._start, self._end)
+                self._kbuf[targets, :, columns] = self._kbuf[sources, :, columns]
+                self._vbuf[targets, :, columns] = self._vbuf[sources, :, columns]
+            self._view(rows, self._start, self._end)
 
-            keys, values = self.keys[:, :, lead:], self.values[:, :, lead:]
-            self._fresh(len(index), keys.shape[2], keys)
-            # index_select into the new buffers: one pass, where keys[index] is a slower gather
-            # into a temporary and then a copy
-            torch.index_select(keys, 0, index, out=self.keys)
-            torch.index_select(values, 0, index, out=self.values)
+        def drop_columns(self, lead: int) -> None:
+            """Forget the first `lead` columns (no row attends to them)."""
+            self._view(self._rows, self._start + lead, self._end)
 
-        def stack(self, other: "RoomyLayer") -> None:
-            """Append `other`'s rows below these, both right-aligned: the narrower is left-padded
-            with zeros, masked out like the left padding of a static batch."""
-            mine, theirs = self.keys.shape[2], other.keys.shape[2]
-            width, rows = max(mine, theirs), self.keys.shape[0]
-            keys, values = self.keys, self.values
-            self._fresh(rows + other.keys.shape[0], width, keys)
-            for part, source in ((slice(None, rows), (keys, values)), (slice(rows, None), (other.keys, other.values))):
-                for target, tensor in zip((self.keys, self.values), source):
-                    pad = width - tensor.shape[2]
-                    target[part, :, :pad].zero_()
-                    target[part, :, pad:].copy_(tensor)
+        def admit(self, keys, values) -> None:
+            """Append rows below the live ones, right-aligned: left-padded with zeros to the
+            batch's width (masked out, like the left padding of a static batch). A newcomer
+            wider than the batch widens it on the left (the caller pads the mask alike)."""
+            if not self.is_initialized:
+                self._initialize(keys)
+            new, columns = keys.shape[0], keys.shape[2]
+            width = self._end - self._start
+            if columns > width:
+                if self._start >= columns - width:
+                    self._widen_in_place(columns - width)
+                else:
+                    self._regrow(left=columns - width)
+                width = columns
+            rows = self._rows + new
+            pad = self._end - columns
+            for buf, source in ((self._kbuf, keys), (self._vbuf, values)):
+                buf[self._rows:rows, :, self._start:pad].zero_()
+                buf[self._rows:rows, :, pad:self._end] = source
+            self._view(rows, self._start, self._end)
+
+        def _widen_in_place(self, left: int) -> None:
+            start = self._start - left
+            self._kbuf[:self._rows, :, start:self._start].zero_()
+            self._vbuf[:self._rows, :, start:self._start].zero_()
+            self._view(self._rows, start, self._end)
 
     return RoomyLayer
 
 
-def _new_cache(config):
-    """A DynamicCache whose layers append in place and manage the rows (`_roomy_layer_class`)."""
+def _new_cache(config, capacity: int):
+    """A DynamicCache whose layers hold up to `capacity` rows in place (`_roomy_layer_class`)."""
     from transformers.cache_utils import DynamicCache
 
     cache = DynamicCache(config=config)
     layer_class = _roomy_layer_class()
     cache.layers = [layer_class() for _ in cache.layers]
+    for layer in cache.layers:
+        layer.capacity = capacity
     return cache
 
 
 class _Batch:
     """The rows being generated: their KV cache, attention mask, next position and tokens."""
 
-    def __init__(self):
-        self.cache = None  # DynamicCache of RoomyLayers, [rows, heads, columns, dim] per layer
+    def __init__(self, config, capacity: int):
+        self.cache = _new_cache(config, capacity)  # RoomyLayers, [rows, heads, columns, dim] each
         self.mask = None  # [rows, columns] 1 = real token
         self.positions = None  # [rows] position id of the next token
         self.last = None  # [rows] token to feed next
@@ -180,34 +218,48 @@ class _Batch:
         return len(self.items)
 
     def add(self, cache, mask, positions, last, items):
+        """Newcomers: their prefilled cache (a DynamicCache), mask, next positions, first tokens."""
         import torch
         import torch.nn.functional as F
 
-        if self.cache is None or not self.items:
-            self.cache, self.mask, self.positions, self.last = cache, mask, positions, last
+        for layer, theirs in zip(self.cache.layers, cache.layers):
+            layer.admit(theirs.keys, theirs.values)
+        if not self.items:
+            self.mask, self.positions, self.last = mask, positions, last
         else:
             width = max(self.mask.shape[1], mask.shape[1])
-            for old, new in zip(self.cache.layers, cache.layers):
-                old.stack(new)
             self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))])
             self.positions = torch.cat([self.positions, positions])
             self.last = torch.cat([self.last, last])
         self.items += items
         self.tokens += [[] for _ in items]
 
-    def keep(self, rows: list[int]) -> None:
-        """Keep these rows, in this order; then drop columns no remaining row attends to."""
+    def drop(self, rows: list[int]) -> None:
+        """Remove these rows: each hole below the new row count is filled by a kept row from
+        above it, so the cache copies one row per hole, not the batch. Then forget the columns
+        no remaining row attends to."""
         import torch
 
-        index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
+        gone = set(rows)
+        count = len(self.items) - len(gone)
+        holes = [r for r in sorted(gone) if r < count]
+        donors = [r for r in range(count, len(self.items)) if r not in gone]
+        order = list(range(count))
+        for hole, donor in zip(holes, donors):
+            order[hole] = donor
+        device = self.mask.device
+        index = torch.tensor(order, dtype=torch.long, device=device)
         self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
-        self.items = [self.items[r] for r in rows]
-        self.tokens = [self.tokens[r] for r in rows]
+        self.items = [self.items[r] for r in order]
+        self.tokens = [self.tokens[r] for r in order]
+        sources = torch.tensor(donors, dtype=torch.long, device=device)
+        targets = torch.tensor(holes, dtype=torch.long, device=device)
         used = self.mask.any(dim=0).nonzero()
-        lead = int(used[0]) if len(used) else 0
+        lead = int(used[0]) if len(used) else self.mask.shape[1]  # no rows left: no columns either
         self.mask = self.mask[:, lead:]
         for layer in self.cache.layers:
-            layer.select(index, lead)
+            layer.move_rows(sources, targets, count)
+            layer.drop_columns(lead)
 
 
 def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: dict[str, Any], batch_size: int,
@@ -216,6 +268,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
     finishes (in no particular order). The text excludes the prompt and special tokens; the count
     includes EOS, as the static loop's does. Check `unsupported_reason` first."""
     import torch
+    from transformers.cache_utils import DynamicCache
 
     device = next(model.parameters()).device
     ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -229,7 +282,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
     cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     waiting = deque(sorted(range(len(prompts)), key=lambda i: -len(ids[i])))  # longest first, stable
     refill_at = max(1, batch_size // REFILL_FRACTION)
-    batch = _Batch()
+    batch = _Batch(config, batch_size)
 
     def prefill(items: list[int]):
         width = max(len(ids[i]) for i in items)
@@ -241,7 +294,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
         input_ids, mask = input_ids.to(device), mask.to(device)
         # generate()'s position ids: count of real tokens before, padding at 1
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        cache = _new_cache(config)
+        cache = DynamicCache(config=config)  # the newcomers' own; `batch.add` copies it into the batch's
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                        logits_to_keep=1, **{cache_arg: cache}).logits
         batch.add(cache, mask, mask.sum(-1), logits[:, -1].argmax(-1), items)
@@ -257,16 +310,16 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
     with torch.no_grad():
         while waiting or len(batch):
             free = batch_size - len(batch)
-            if waiting and (not len(batch) or free >= refill_at):
+            # refill once 1/8 of the batch is free, or when that many rows are no longer waiting
+            if waiting and (not len(batch) or free >= min(refill_at, len(waiting))):
                 first = prefill([waiting.popleft() for _ in range(min(free, len(waiting)))])
             else:
                 first = decode_step()
-            keep = []
+            done = []
             new_tokens = batch.last.tolist()  # the one host synchronisation per step
             for row, token in enumerate(new_tokens):
                 if row < first:
-                    keep.append(row)  # rows that did not step (a refill prefilled only newcomers)
-                    continue
+                    continue  # rows that did not step (a refill prefilled only newcomers)
                 tokens = batch.tokens[row]
                 tokens.append(token)
                 item = batch.items[row]
@@ -274,11 +327,11 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
                     # the count includes EOS but not a separate pad token, as in the static loop
                     count = len(tokens) if token == eos else len(tokens) - 1
                     on_done(item, tokenizer.decode(tokens[:count], skip_special_tokens=True), count)
+                    done.append(row)
                     continue
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 if len(tokens) >= budgets[item] or stop(text):
                     on_done(item, text, len(tokens))
-                    continue
-                keep.append(row)
-            if len(keep) < len(batch):
-                batch.keep(keep)
+                    done.append(row)
+            if done:
+                batch.drop(done)
