@@ -11,9 +11,11 @@ Here a row leaves the batch as soon as it is done and a waiting prompt takes its
 - a row is done at EOS, at its token budget, or where the grader would cut the text
   (`scoring.grader.continuation_start`: a hallucinated next "Question:", a special token), since
   nothing written after that point can change a grade (tests/scoring/test_stop_rule.py);
-- cache columns that every row masks (the padding of rows that left) are dropped;
-- the cache appends a step in place, into spare columns, where DynamicCache copies itself at
-  every step (`_roomy_layer_class`; 1.14x the engine's speed on the demo, same outputs).
+- the cache never copies the whole batch for a step, a row leaving or a refill
+  (`_roomy_layer_class`): a step appends in place into spare columns (DynamicCache copies
+  itself with torch.cat at every step), a row that leaves is overwritten by one row from the
+  end, newcomers are written into free rows, and columns no row attends to any more are dropped
+  by moving a view (docs/performance.md has the measured effect of each).
 
 The greedy decision is generate()'s: argmax of the last position's logits, position ids counted
 from the attention mask. Outputs equal the static loop's up to float rounding: a row's padding
@@ -310,7 +312,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
     with torch.no_grad():
         while waiting or len(batch):
             free = batch_size - len(batch)
-            # refill once 1/8 of the batch is free, or when that many rows are no longer waiting
+            # refill once 1/8 of the batch is free, or once there is room for every prompt left
             if waiting and (not len(batch) or free >= min(refill_at, len(waiting))):
                 first = prefill([waiting.popleft() for _ in range(min(free, len(waiting)))])
             else:
