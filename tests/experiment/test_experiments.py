@@ -149,7 +149,7 @@ def test_the_training_loss_equals_the_models_own_loss_with_the_same_gradients(ex
     must be the loss (and gradients) of `model(**batch).loss`, regularisers PEFT adds included."""
     from peft import get_peft_model
 
-    from peftbench.training.loss import causal_lm_loss
+    from peftbench.training.loss import causal_lm_loss, label_positions
 
     exp = load_experiment(exp_dir)
     peft_config = shrink_peft_config(exp.peft_config)
@@ -169,7 +169,8 @@ def test_the_training_loss_equals_the_models_own_loss_with_the_same_gradients(ex
         loss = compute()
         return loss.detach(), torch.autograd.grad(loss, trainable, allow_unused=True)
 
-    ours, our_grads = loss_and_grads(lambda: causal_lm_loss(model, batch, extra, peft_config))
+    positions = label_positions(batch["labels"])  # as train_step gives them, from the CPU batch
+    ours, our_grads = loss_and_grads(lambda: causal_lm_loss(model, batch, extra, peft_config, positions))
     theirs, their_grads = loss_and_grads(lambda: model(**batch, **extra).loss)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     for mine, other in zip(our_grads, their_grads):

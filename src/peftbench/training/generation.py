@@ -141,7 +141,6 @@ def _roomy_layer_class():
             rows, new = key_states.shape[0], key_states.shape[2]
             if not self.is_initialized:
                 self._initialize(key_states)
-                self._view(rows, 0, 0)
             if self._end + new > self._kbuf.shape[2]:
                 self._regrow(right=new)
             end = self._end + new

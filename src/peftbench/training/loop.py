@@ -25,7 +25,7 @@ from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
 from peftbench.training import memory
 from peftbench.training.data import batch_stream, collate_train
-from peftbench.training.loss import causal_lm_loss
+from peftbench.training.loss import causal_lm_loss, label_positions
 from peftbench.training.signals import raise_if_signalled
 
 
@@ -137,9 +137,10 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
 
     extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
     tokens = int(batch["attention_mask"].sum())
+    positions = label_positions(batch["labels"]).to(device)  # from the CPU batch: no wait
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(cfg, device):
-        loss = causal_lm_loss(model, batch, extra, peft_config)
+        loss = causal_lm_loss(model, batch, extra, peft_config, positions)
         loss = loss + methods.extra_loss(model, peft_config)
     opt.scaler.scale(loss).backward()
     if cfg.grad_norm_clip is not None:

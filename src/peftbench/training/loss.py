@@ -47,18 +47,27 @@ def _forward_takes_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
-def causal_lm_loss(model: Any, batch: dict[str, Any], extra: dict[str, Any], peft_config: Any) -> Any:
+def label_positions(labels: Any) -> Any:
+    """The positions t whose next token (t + 1) some row has a label for: the logits the loss
+    needs. Give it the CPU batch's labels: on an accelerator, `nonzero` waits for the device."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+
+
+def causal_lm_loss(model: Any, batch: dict[str, Any], extra: dict[str, Any], peft_config: Any,
+                   positions: Any = None) -> Any:
     """The loss of one batch (input_ids, attention_mask, labels with IGNORE_INDEX on prompt and
     padding; on the model's device) with the method's extra forward kwargs: the value and
-    gradients of `model(**batch, **extra).loss`."""
+    gradients of `model(**batch, **extra).loss`. `positions`: `label_positions` of the batch's
+    labels, computed on the CPU and moved to the device (computed here when not given)."""
     if not keeps_label_positions_only(model, peft_config):
         return model(**batch, **extra).loss
     import torch.nn.functional as F
 
+    if positions is None:
+        positions = label_positions(batch["labels"])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     # position t predicts token t + 1: the targets are the labels shifted left by one
     targets = batch["labels"][:, 1:]
-    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
     # use_cache=False: training reads no cache, and building one costs a copy per layer
     logits = model(**inputs, **extra, logits_to_keep=positions, use_cache=False).logits
     # float32 as transformers' loss does (logits may be bfloat16 under autocast); the mean over
