@@ -26,13 +26,38 @@ def test_bench_json_holds_both_measurements(tiny_suite, capsys):
     assert ev["identical_share"] == 1.0 and ev["accuracy_difference_items"] == 0
     assert len(tr["peftbench"]["losses"]) == len(tr["hf_trainer"]["losses"]) == 3
     assert tr["max_loss_rel_diff"] < 1e-5 and tr["throughput_ratio"] > 0
-    assert report["machine"]["device"] == "cpu"
+    assert report["machine"]["device"] == "cpu" and report["machine"]["cpu_kernels"]
     # two rounds by default, each measured; greedy generation repeats itself exactly
     assert ev["rounds"] == tr["rounds"] == 2
     assert len(ev["round_speedups"]) == len(ev["static"]["round_seconds"]) == 2
     assert len(tr["round_ratios"]) == len(tr["hf_trainer"]["round_seconds"]) == 2
     assert ev["static"]["rounds_identical"] and ev["dynamic"]["rounds_identical"]
     assert ev["static"]["seconds"] == pytest.approx(sum(ev["static"]["round_seconds"]) / 2)
+
+
+def test_bench_pins_the_cpu_kernels_as_run_does_for_a_deterministic_suite(tiny_suite):
+    """A fresh process (kernels are pinned before torch loads): with deterministic: true the
+    bench runs on the AVX2 kernels that `peftbench run` would use, and says so."""
+    import os
+    import subprocess
+    import sys
+
+    from peftbench.record.hardware import cpu_info
+    from peftbench.training.cpu_kernels import PORTABLE_ENV
+
+    if "avx2" not in cpu_info()["cpu_flags"]:
+        pytest.skip("no AVX2 on this CPU: nothing to pin to")
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENV}
+
+    def machine(deterministic: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "peftbench.cli", "bench", str(tiny_suite), "--only", "eval",
+                               "--items", "2", "--rounds", "1", "--json", "--set", f"deterministic={deterministic}"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["machine"]
+
+    assert machine("true")["cpu_kernels"] == "AVX2 (pinned)"
+    assert not machine("false")["cpu_kernels"].endswith("(pinned)")
 
 
 def test_bench_alternates_which_side_goes_first():

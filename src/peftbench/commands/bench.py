@@ -27,7 +27,9 @@ Each side runs --rounds times (default 2) in alternating order (A B, then B A), 
 untimed warm-up (a short generation with each engine, one training step), so that neither side
 always runs first on a cold or a warm process;
 the tables show the mean wall time and each round's ratio. Settings come from the experiment's
-merged training parameters (suite defaults, its training_params.json, then --set). Other
+merged training parameters (suite defaults, its training_params.json, then --set); with
+`deterministic: true` (the demo suite) the CPU kernels are pinned to AVX2 as `peftbench run` pins
+them, and `--set deterministic=false` measures the machine's own. Other
 processes on the machine slow both sides alike, not alike in every second: run it on an
 otherwise idle machine for figures worth recording.
 
@@ -55,6 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from peftbench.commands.options import pin_cpu_kernels_if_deterministic
     from peftbench.experiment.config import load_experiment, parse_overrides
 
     if args.items is not None and args.items < 1:
@@ -63,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     if args.rounds < 1:
         raise UserError(f"--rounds must be >= 1, got {args.rounds}")
-    exp = load_experiment(_train_experiment(Path(args.suite), args.train_experiment), parse_overrides(args.overrides))
+    experiment = _train_experiment(Path(args.suite), args.train_experiment)
+    overrides = parse_overrides(args.overrides)
+    # as `peftbench run` does for a suite with deterministic: true (the demo), so that bench
+    # measures the kernels the suite's runs use; before load_experiment, which loads torch
+    pin_cpu_kernels_if_deterministic([experiment], overrides)
+    exp = load_experiment(experiment, overrides)
     _quiet_libraries()
     report: dict[str, Any] = {"machine": _machine(exp.train_config), "experiment": exp.experiment_name}
     if args.only in (None, "eval"):
@@ -97,11 +105,15 @@ def _machine(cfg) -> dict[str, Any]:
 
     from peftbench.record import hardware
     from peftbench.training import modeling
+    from peftbench.training.cpu_kernels import pinned_level
 
     device = modeling.resolve_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else hardware.cpu_info().get("cpu_model")
+    capability = torch.backends.cpu.get_cpu_capability()
+    pinned = pinned_level(torch_capability=capability) is not None
     return {"device": device, "name": name, "torch_threads": torch.get_num_threads(), "dtype": cfg.dtype,
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_kernels": f"{capability} (pinned)" if pinned else capability}
 
 
 def _orders(names: tuple[str, str], rounds: int) -> list[tuple[str, str]]:
@@ -211,8 +223,8 @@ def render(report: dict[str, Any]) -> str:
     from peftbench.analysis.texttable import format_table
 
     m = report["machine"]
-    lines = [f"machine: {m['name']} ({m['device']}, {m['torch_threads']} torch threads, {m['dtype']}, "
-             f"torch {m['torch']})"]
+    lines = [f"machine: {m['name']} ({m['device']}, {m['cpu_kernels']} CPU kernels, {m['torch_threads']} torch "
+             f"threads, {m['dtype']}, torch {m['torch']})"]
     if "eval" in report:
         e = report["eval"]
         lines += ["", f"evaluation: {e['model']}, base model, {e['items']} test items, "

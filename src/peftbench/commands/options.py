@@ -4,6 +4,7 @@ explained the same way everywhere (`run`, `run-all`, `status`, ...)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def number_above(kind: type, low: float, *, inclusive: bool = False):
@@ -80,3 +81,33 @@ def seeds_of(args) -> list[int] | None:
 def seed_list(args) -> list[int | None]:
     """The seeds asked for, [None] meaning the suite's default seed: one run per entry."""
     return seeds_of(args) or [None]
+
+
+def pin_cpu_kernels_if_deterministic(paths, overrides) -> None:
+    """`deterministic: true` in any of these experiments (their JSON layers, then the --set
+    overrides) pins PyTorch, MKL and oneDNN to their AVX2 paths (training/cpu_kernels.py).
+    Call it before anything imports torch (load_experiment does). Reads only the JSON layers,
+    without validating them: load_experiment reports any problem right after."""
+    from peftbench.experiment.config import DEFAULTS_FILE, TRAINING_PARAMS_FILES, locate_experiment, read_json_file
+    from peftbench.errors import UserError
+
+    wanted = False
+    for path in paths:
+        try:
+            exp_dir, suite, _, _ = locate_experiment(path)
+            layers = [read_json_file(suite / DEFAULTS_FILE)]
+            layers += [read_json_file(exp_dir / f) for f in TRAINING_PARAMS_FILES if (exp_dir / f).is_file()]
+        except UserError:
+            continue
+        value = False
+        for layer in [*layers, overrides]:
+            if isinstance(layer, dict) and "deterministic" in layer:
+                value = layer["deterministic"]
+        wanted = wanted or value is True
+    if not wanted:
+        return
+    from peftbench.training.cpu_kernels import pin_portable_kernels
+
+    outcome = pin_portable_kernels()
+    if not outcome.pinned:
+        print(f"warning: {outcome.reason}", file=sys.stderr)

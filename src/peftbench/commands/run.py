@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from peftbench.commands.options import add_common_run_options, add_verbose_option, seed_list
+from peftbench.commands.options import (add_common_run_options, add_verbose_option, pin_cpu_kernels_if_deterministic,
+                                        seed_list)
 from peftbench.errors import ExitCode
 from peftbench.terminal import printable
 
@@ -71,7 +72,7 @@ def _run(args) -> int:
     overrides = parse_overrides(args.overrides)
     # Before anything imports torch (loading an experiment imports peft): pinning the CPU
     # kernels only takes effect in a process that has not loaded them yet.
-    _pin_cpu_kernels_if_deterministic(args.experiments, overrides)
+    pin_cpu_kernels_if_deterministic(args.experiments, overrides)
     from peftbench.training.runner import RunOptions, run_experiment
 
     # Validate everything before running anything: a typo in the third experiment must not
@@ -113,32 +114,3 @@ def _write_outcome(args, exp, outcome) -> None:
                         status=status, result_path=outcome.result_path,
                         detail=outcome.message.removeprefix("skipped: ") if outcome.status is None else None,
                         error=outcome.error, run_key=outcome.run_key, expected_run_key=args.expected_run_key)
-
-
-def _pin_cpu_kernels_if_deterministic(paths, overrides) -> None:
-    """`deterministic: true` pins PyTorch, MKL and oneDNN to their AVX2 paths
-    (training/cpu_kernels.py). Reads only the JSON layers, without validating them:
-    load_experiment reports any problem right after."""
-    from peftbench.experiment.config import DEFAULTS_FILE, TRAINING_PARAMS_FILES, locate_experiment, read_json_file
-    from peftbench.errors import UserError
-
-    wanted = False
-    for path in paths:
-        try:
-            exp_dir, suite, _, _ = locate_experiment(path)
-            layers = [read_json_file(suite / DEFAULTS_FILE)]
-            layers += [read_json_file(exp_dir / f) for f in TRAINING_PARAMS_FILES if (exp_dir / f).is_file()]
-        except UserError:
-            continue
-        value = False
-        for layer in [*layers, overrides]:
-            if isinstance(layer, dict) and "deterministic" in layer:
-                value = layer["deterministic"]
-        wanted = wanted or value is True
-    if not wanted:
-        return
-    from peftbench.training.cpu_kernels import pin_portable_kernels
-
-    outcome = pin_portable_kernels()
-    if not outcome.pinned:
-        print(f"warning: {outcome.reason}", file=sys.stderr)
