@@ -85,6 +85,18 @@ def shrink_train_config(train_config, peft_config):
 # ------------------------------------------------------------------------------------------
 
 
+def _model_to_train(peft_config):
+    """The tiny Llama with the method applied (seed 0, so every case starts from the same
+    adapter), or all of it trainable for full fine-tuning."""
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    model = tiny_llama()
+    if peft_config is None:
+        return model.requires_grad_(True)
+    return get_peft_model(model, peft_config)
+
+
 def _outputs(model, peft_config):
     """Logits on a fixed prompt and greedy continuations, with the method's generation kwargs."""
     batch = prompt_batch()
@@ -97,7 +109,7 @@ def _outputs(model, peft_config):
 
 @pytest.mark.parametrize("exp_dir", EXPERIMENT_DIRS, ids=_case_id)
 def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel
 
     from peftbench.training.loop import Optimization, train_step
 
@@ -106,12 +118,7 @@ def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
     peft_config = shrink_peft_config(exp.peft_config)  # shrunk and prepared as the capability matrix does
     train_config = shrink_train_config(exp.train_config, peft_config)
 
-    torch.manual_seed(0)
-    model = tiny_llama()
-    if peft_config is None:
-        model.requires_grad_(True)
-    else:
-        model = get_peft_model(model, peft_config)
+    model = _model_to_train(peft_config)
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "nothing to train"
 
@@ -147,18 +154,11 @@ def test_experiment_trains_generates_saves_and_reloads(exp_dir, tmp_path):
 def test_the_training_loss_equals_the_models_own_loss_with_the_same_gradients(exp_dir):
     """training.loss computes logits only where there are labels; for every shipped method that
     must be the loss (and gradients) of `model(**batch).loss`, regularisers PEFT adds included."""
-    from peft import get_peft_model
-
     from peftbench.training.loss import causal_lm_loss, label_positions
 
     exp = load_experiment(exp_dir)
     peft_config = shrink_peft_config(exp.peft_config)
-    torch.manual_seed(0)
-    model = tiny_llama()
-    if peft_config is None:
-        model.requires_grad_(True)
-    else:
-        model = get_peft_model(model, peft_config)
+    model = _model_to_train(peft_config)
     model.train()  # dropout on: both forwards draw the same masks from the same seed
     batch = train_batch()
     extra = methods.forward_kwargs(peft_config, batch)
