@@ -169,13 +169,12 @@ def _roomy_layer_class():
             if not self.is_initialized:
                 self._initialize(keys)
             new, columns = keys.shape[0], keys.shape[2]
-            width = self._end - self._start
-            if columns > width:
-                if self._start >= columns - width:
-                    self._widen_in_place(columns - width)
+            missing = columns - (self._end - self._start)
+            if missing > 0:
+                if self._start >= missing:
+                    self._widen_in_place(missing)
                 else:
-                    self._regrow(left=columns - width)
-                width = columns
+                    self._regrow(left=missing)
             rows = self._rows + new
             pad = self._end - columns
             for buf, source in ((self._kbuf, keys), (self._vbuf, values)):
