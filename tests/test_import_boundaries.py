@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-LIGHT_PACKAGES = ("peftbench.analysis", "peftbench.scoring", "peftbench.experiment")
+LIGHT_PACKAGES = ("peftbench.analysis", "peftbench.scoring", "peftbench.experiment", "peftbench.tasks")
 HEAVY = ("torch",)
 
 _IMPORT_EVERY_MODULE = """

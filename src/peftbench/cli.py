@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "list": "list_cmd",
     "tune": "tune",
     "bench": "bench",
+    "data": "data",
 }
 
 
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peftbench",
         description=(
-            "Benchmark PEFT methods: fine-tune a causal LM on MetaMathQA, evaluate on GSM8K, "
-            "record reproducible results and compare them."
+            "Benchmark PEFT methods: fine-tune a causal LM on a task (MetaMathQA -> GSM8K, commonsense "
+            "reasoning, ...), evaluate it, record reproducible results and compare them within and across tasks."
         ),
     )
     parser.add_argument("--version", action="version", version=f"peftbench {__version__}")

@@ -9,6 +9,7 @@ run is a failure of the run itself and is recorded as such.
 
 from __future__ import annotations
 
+import difflib
 import os
 from enum import IntEnum
 
@@ -48,3 +49,10 @@ class RunCancelled(BaseException):
 
     A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (logging's
     handlers, a tracker call, a library's retry loop) takes a cancel for an error and goes on."""
+
+
+def suggest(name: str, choices) -> str:
+    """The "did you mean ...? available: ..." tail of a message about an unknown name."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    hint = f" did you mean {close[0]!r}?" if close else ""
+    return f"{hint} available: {', '.join(sorted(choices))}"

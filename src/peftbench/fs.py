@@ -97,3 +97,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder: `cache_dir` if given, else $PEFTBENCH_CACHE, else
+    $XDG_CACHE_HOME/peftbench, else ~/.cache/peftbench."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("PEFTBENCH_CACHE"):
+        return Path(os.environ["PEFTBENCH_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "peftbench"
+    return Path.home() / ".cache" / "peftbench"

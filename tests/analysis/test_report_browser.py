@@ -191,3 +191,32 @@ def test_a_tuned_row_shows_its_budget_and_a_plot_of_its_trials(browser, make_res
     assert len(figure.find_elements(By.CSS_SELECTOR, "text.trial-failed")) == 1
     screenshot(browser, "tuned-report.png")
     assert console_errors(browser) == []
+
+
+def test_results_of_two_tasks_show_a_heat_map_of_ranks_and_one_front_per_task(browser, make_result, write_run, tmp_path):
+    for name, math, boolq in (("full-finetuning/a", 0.5, 0.6), ("lora/b", 0.4, 0.7), ("ia3/c", 0.2, 0.9)):
+        stem = name.replace("/", "--")
+        write_run(tmp_path / f"{stem}.json", make_result(name, math, train_time=100 * math))
+        write_run(tmp_path / f"{stem}--cs.json", make_result(name, (boolq + 0.5) / 2, task="commonsense",
+                                                            test_sets={"boolq": (boolq, 100), "piqa": (0.5, 80)},
+                                                            train_time=100 * boolq))
+    out = tmp_path / "two-tasks.html"
+    out.write_text(report.build_report(compare.load_runs([tmp_path])), encoding="utf-8")
+    open_report(browser, out)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#cross-task-table tbody tr")
+    assert len(rows) == 3
+    header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#cross-task-table thead th")]
+    assert header == ["experiment", "method", "commonsense", "commonsense: boolq", "commonsense: piqa", "metamathqa"]
+    firsts = browser.find_elements(By.CSS_SELECTOR, '#cross-task-table td[data-rank="1"]')
+    lasts = browser.find_elements(By.CSS_SELECTOR, '#cross-task-table td[data-rank="3"]')
+    assert firsts and lasts
+    green, red = firsts[0].value_of_css_property("background-color"), lasts[0].value_of_css_property("background-color")
+    assert green != red  # ranks are told apart at a glance
+    r, g, b = (int(v) for v in green[green.index("(") + 1:].split(",")[:3])
+    assert g > r and g > b  # the first of a column is green
+    assert "metamathqa: full-finetuning/a" in browser.find_element(By.ID, "cross-task-leads").text.replace("\n", " ")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")) == 6
+    fronts = browser.find_elements(By.CSS_SELECTOR, "#pareto-plot polyline.front")
+    assert {f.get_attribute("data-task") for f in fronts} <= {"metamathqa", "commonsense"}
+    screenshot(browser, "two-tasks-report.png")
+    assert console_errors(browser) == []

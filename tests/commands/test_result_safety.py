@@ -92,8 +92,8 @@ def test_an_unreadable_main_result_is_moved_aside_not_replaced(tmp_path):
 
 @pytest.mark.parametrize("content, reason", [
     (TRUNCATED, "not valid JSON (truncated?)"),
-    ('{"schema_version": 2, "run_info": {"experiment_name": "lora/tiny-r4"}, "train_info": {"status": "success"}}',
-     "unsupported schema_version 2"),
+    ('{"schema_version": 3, "run_info": {"experiment_name": "lora/tiny-r4"}, "train_info": {"status": "success"}}',
+     "unsupported schema_version 3"),
 ], ids=["truncated", "newer-schema"])
 def test_status_and_run_all_leave_an_unreadable_result_alone_and_say_why(tiny_suite, capsys, content, reason):
     main_result = tiny_suite / MAIN_RESULT

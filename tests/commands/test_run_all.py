@@ -199,7 +199,7 @@ def test_each_run_is_a_fresh_cli_process_with_the_options_passed_through(suite):
     assert "--clean" not in child.command(item, run_all.settings_of(kept))
 
 
-def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, tmp_path, monkeypatch, capsys):
+def test_a_change_to_training_code_or_the_tasks_grader_marks_its_experiments_stale_and_another_tasks_does_not(suite, tmp_path, monkeypatch, capsys):
     # The code identity hashes TRAINING_SOURCES next to peftbench/__init__.py: point it at a copy
     # of the package and edit the copy, never the real sources.
     copy = Path(shutil.copytree(Path(peftbench.__file__).parent, tmp_path / "pkg" / "peftbench",
@@ -208,10 +208,16 @@ def test_a_change_to_a_training_source_file_marks_every_experiment_stale(suite, 
     assert main(["run-all", str(suite), "--dry-run"]) == 0
     assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
 
-    with open(copy / "scoring" / "grader.py", "a") as f:  # grading changes are applied by rescore, not a rerun
-        f.write("\n# an edit outside the training code\n")
+    with open(copy / "tasks" / "commonsense.py", "a") as f:  # another task's module: not this suite's
+        f.write("\n# an edit of the commonsense task\n")
     assert main(["run-all", str(suite), "--dry-run"]) == 0
     assert all("up to date" in line for line in plan_lines(capsys.readouterr().out).values())
+
+    with open(copy / "scoring" / "grader.py", "a") as f:  # the grader of this suite's task (metamathqa)
+        f.write("\n# an edit of the GSM8K grader\n")
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    lines = plan_lines(capsys.readouterr().out)
+    assert all("will run" in line and "code changed (sources_sha256)" in line for line in lines.values())
 
     with open(copy / "training" / "loop.py", "a") as f:
         f.write("\n# an edit of the training loop\n")

@@ -30,7 +30,7 @@ def test_a_result_loads_normalised(make_result, tmp_path):
     ("[]", "not a peftbench result"),
     ('"text"', "not a peftbench result"),
     ('{"run_info": {}}', "not a peftbench result"),
-    ('{"schema_version": 2, "run_info": {}, "train_info": {}}', "unsupported schema_version 2"),
+    ('{"schema_version": 3, "run_info": {}, "train_info": {}}', "unsupported schema_version 3"),
     ('{"schema_version": "1", "run_info": {}, "train_info": {}}', "unsupported schema_version '1'"),
     ('{"run_info": [], "train_info": {}}', "run_info is not an object"),
     ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),

@@ -1,6 +1,7 @@
 """The dynamic engine's stop rule never changes a grade.
 
-The engine (peftbench.training.generation) stops a row as soon as `stops_grading(text)` holds for
+The engine (peftbench.training.generation) stops a row as soon as the metamathqa task's
+`stops_generation(text, row)` holds for
 the text generated so far. Stopping can only be invisible to the grade if, for every text F and
 every prefix T of F at which the rule fires, the answers extracted from T and from F are the same
 in both modes (equal answers give equal grades against any reference, without the symbolic
@@ -13,8 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peftbench.scoring.grader import extract_answer
-from peftbench.training.generation import stops_grading
+from peftbench import tasks
 from scoring_cases import EXTRACT_CASES, GRADE_CASES, NEXT_QUESTION
+
+_TASK = tasks.get("metamathqa")
+
+
+def stops_grading(text: str) -> bool:
+    return _TASK.stops_generation(text, {"question": "q", "answer": "#### 1"})
+
 
 # What models write after an answer: a new question, a chat turn, more answers, blank lines.
 _PIECES = ["\n", "\n\n", " ", "Question", "question", "Q", ":", " :", "Problem", "### ", "**", "User", "<|eot_id|>",

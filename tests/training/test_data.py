@@ -9,6 +9,10 @@ import pytest
 
 from peftbench.training import data
 from peftbench.errors import UserError
+from peftbench import tasks
+
+# the loaders of GSM8K-form data are the metamathqa task's
+MMQ = tasks.get("metamathqa")
 
 
 
@@ -103,19 +107,19 @@ def test_valid_split_is_fixed_and_leaves_global_rng_alone(gsm8k_folder, tmp_path
     folder = gsm8k_folder()
     random.seed(123)
     state = random.getstate()
-    a = data.load_eval_splits(str(folder), valid_size=5, test_size=None)
+    a = MMQ.load_eval_data(str(folder), valid_size=5, test_size=None)
     assert random.getstate() == state
-    b = data.load_eval_splits(str(folder), valid_size=5, test_size=None)
+    b = MMQ.load_eval_data(str(folder), valid_size=5, test_size=None)
     assert a.valid == b.valid and len(a.valid) == 5
     assert len(a.test) == 10
-    assert data.load_eval_splits(str(folder), 5, test_size=3).test == a.test[:3]
+    assert MMQ.load_eval_data(str(folder), 5, test_size=3).test == a.test[:3]
     assert a.identity["source"] == "local" and len(a.identity["sha256"]) == 64
 
 
 def test_sizes_larger_than_their_split_are_clamped_with_a_warning_one_rule_for_both(gsm8k_folder, tmp_path, capsys):
     folder = gsm8k_folder()
-    whole = data.load_eval_splits(str(folder), valid_size=0, test_size=None)
-    splits = data.load_eval_splits(str(folder), valid_size=99, test_size=999)
+    whole = MMQ.load_eval_data(str(folder), valid_size=0, test_size=None)
+    splits = MMQ.load_eval_data(str(folder), valid_size=99, test_size=999)
     err = capsys.readouterr().err
     assert "warning: valid_size 99 is larger than the" in err and "warning: test_size 999 is larger than the" in err
     assert splits.test == whole.test and len(splits.valid) == splits.identity["valid_rows"] > 0
@@ -125,15 +129,15 @@ def test_eval_folder_without_test_jsonl_is_bad_input_not_a_traceback(gsm8k_folde
     folder = gsm8k_folder()
     (folder / "test.jsonl").unlink()
     with pytest.raises(UserError, match=r"eval_dataset .* folder lacks test.jsonl"):
-        data.dataset_identity(str(folder), "eval")
+        MMQ.data_identity(str(folder), "eval")
     with pytest.raises(UserError, match=r"folder lacks test.jsonl"):
-        data.load_eval_splits(str(folder), 2, None)
+        MMQ.load_eval_data(str(folder), 2, None)
 
 
 def test_train_rows_over_the_char_limit_are_dropped(write_jsonl, tmp_path):
     rows = [{"query": "q" * 10, "response": "r" * 10}, {"query": "q" * 100, "response": "r" * 100}]
     path = write_jsonl(tmp_path / "m.jsonl", rows)
-    kept, identity = data.load_train_rows(str(path), char_limit=50)
+    kept, identity = MMQ.load_train_rows(str(path), char_limit=50)
     assert kept == [{"query": "q" * 10, "response": "r" * 10}]
     assert identity["rows"] == 2 and identity["rows_kept"] == 1
 
@@ -141,18 +145,18 @@ def test_train_rows_over_the_char_limit_are_dropped(write_jsonl, tmp_path):
 def test_train_rows_without_metamath_fields_are_refused(write_jsonl, tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(UserError, match="query/response"):
-        data.load_train_rows(str(path), 1300)
+        MMQ.load_train_rows(str(path), 1300)
 
 
 def test_train_rows_load_from_json_and_from_a_folder(tmp_path):
     rows = [{"query": "a", "response": "b"}]
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x.json").write_text(json.dumps(rows))
-    assert data.load_train_rows(str(tmp_path / "d"), 100)[0] == rows
+    assert MMQ.load_train_rows(str(tmp_path / "d"), 100)[0] == rows
 
 
 def test_real_gsm8k_folder_loads_with_all_rows(shared_data):
-    splits = data.load_eval_splits(str(shared_data("gsm8k")), valid_size=50, test_size=None)
+    splits = MMQ.load_eval_data(str(shared_data("gsm8k")), valid_size=50, test_size=None)
     assert len(splits.test) == 1319 and len(splits.valid) == 50
     assert all(r["answer"].rsplit("####", 1)[1].strip() for r in splits.test)
     assert splits.identity["test_rows"] == 1319
@@ -199,10 +203,10 @@ def test_hub_ids_go_through_datasets_load_dataset_with_the_reference_splits(monk
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rows, ident = data.load_train_rows("meta-math/MetaMathQA", 1300)
+    rows, ident = MMQ.load_train_rows("meta-math/MetaMathQA", 1300)
     assert rows == [{"query": "q", "response": "r"}]
     assert ident["source"] == "hub" and ident["id"] == "meta-math/MetaMathQA"
-    splits = data.load_eval_splits("openai/gsm8k", valid_size=3, test_size=2)
+    splits = MMQ.load_eval_data("openai/gsm8k", valid_size=3, test_size=2)
     assert len(splits.valid) == 3 and len(splits.test) == 2
     texts, f_ident = data.load_forgetting_texts("Salesforce/wikitext:wikitext-2-raw-v1")
     assert len(texts) == 1 and f_ident["config"] == "wikitext-2-raw-v1"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from peftbench import tasks
 from peftbench.training.evaluate import evaluate_rows, generate_batch, text_cross_entropy
+
+TASK = tasks.get("metamathqa")
 
 PROMPTS = ["Question: Sara has 3 pens. Think step by step.\nAnswer:",
            "Question: Tom has 12 apples and buys 4 more. How many apples? Think step by step.\nAnswer:",
@@ -36,15 +39,13 @@ def test_batched_generation_equals_one_by_one(tiny_peft_model, method):
 def test_evaluation_batches_give_one_by_one_outputs_for_every_method(tiny_peft_model, method):
     """Prefix tuning cannot be batched with padding (see evaluate._needs_unpadded_batches); the
     evaluator must still give every method the outputs of one-by-one generation, in item order."""
-    from peftbench.scoring.grader import grade
-
     model, tok = tiny_peft_model(CONFIGS[method])
     rows = [{"question": q, "answer": "#### 1"} for q in ("Sara has 3 pens.", "Tom has 12 apples and buys 4 more.",
                                                           "1+1?", "Sara has 5 pens.")]
     batched = evaluate_rows(model, tok, rows, split="test", template="Q: {query}\nA:", batch_size=4,
-                            generation_kwargs={"max_new_tokens": 10}, grade=grade)
+                            generation_kwargs={"max_new_tokens": 10}, task=TASK)
     single = evaluate_rows(model, tok, rows, split="test", template="Q: {query}\nA:", batch_size=1,
-                           generation_kwargs={"max_new_tokens": 10}, grade=grade)
+                           generation_kwargs={"max_new_tokens": 10}, task=TASK)
     assert [r["index"] for r in batched.rows] == [0, 1, 2, 3]
     assert [r["generated"] for r in batched.rows] == [r["generated"] for r in single.rows]
 
@@ -58,13 +59,11 @@ def test_max_length_and_max_new_tokens_become_one_budget(tiny_peft_model):
     assert counts[0] <= 2
 
 
-def test_evaluate_rows_grades_each_item_with_the_given_grader(tiny_peft_model):
-    from peftbench.scoring.grader import grade
-
+def test_evaluate_rows_grades_each_item_with_the_tasks_grader(tiny_peft_model):
     model, tok = tiny_peft_model(None)
     rows = [{"question": "Sara has 3 pens.", "answer": "#### 3"}, {"question": "Tom has 2.", "answer": "#### 2"}]
     out = evaluate_rows(model, tok, rows, split="test", template="Q: {query}\nA:", batch_size=2,
-                        generation_kwargs={"max_new_tokens": 4}, grade=grade)
+                        generation_kwargs={"max_new_tokens": 4}, task=TASK)
     assert [r["index"] for r in out.rows] == [0, 1] and out.accuracy in (0.0, 0.5, 1.0)
     assert all(r["prompt"].startswith("Q: ") for r in out.rows)
 

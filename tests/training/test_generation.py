@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench.scoring.grader import grade
+from peftbench import tasks
 from peftbench.training.evaluate import evaluate_rows
+
+TASK = tasks.get("metamathqa")
 
 CONFIGS = {
     "none": None,
@@ -33,7 +35,7 @@ def _rows(n: int = 11) -> list[dict[str, str]]:
 
 def _evaluate(model, tok, engine, batch_size=4):
     return evaluate_rows(model, tok, _rows(), split="test", template=TEMPLATE, batch_size=batch_size,
-                         generation_kwargs=GENERATION, grade=grade, engine=engine)
+                         generation_kwargs=GENERATION, task=TASK, engine=engine)
 
 
 def _make_a_frequent_token_the_eos(model, tok):
@@ -83,10 +85,10 @@ def test_dynamic_engine_stops_where_the_grader_cuts_and_keeps_the_grade(tiny_pef
     prompts = [TEMPLATE.format(query=r["question"]) for r in _rows(5)]
     full, stopped = {}, {}
     generate_dynamic(model, tok, prompts, GENERATION, 2, lambda i, t, n: full.setdefault(i, (t, n)),
-                     stop=lambda text: False)
+                     stop=lambda i, text: False)
     # a stand-in stop rule: the second time a text gets longer than 20 characters
     generate_dynamic(model, tok, prompts, GENERATION, 2, lambda i, t, n: stopped.setdefault(i, (t, n)),
-                     stop=lambda text: len(text) > 20)
+                     stop=lambda i, text: len(text) > 20)
     for i in full:
         text, count = stopped[i]
         assert full[i][0].startswith(text) and count <= full[i][1]
@@ -100,7 +102,7 @@ def test_engines_that_cannot_run_fall_back_to_static(tiny_peft_model):
     assert unsupported_reason(model, GENERATION) is None
     assert "repetition_penalty" in unsupported_reason(model, {**GENERATION, "repetition_penalty": 1.2})
     out = evaluate_rows(model, tok, _rows(3), split="test", template=TEMPLATE, batch_size=2,
-                        generation_kwargs={**GENERATION, "repetition_penalty": 1.2}, grade=grade, engine="dynamic")
+                        generation_kwargs={**GENERATION, "repetition_penalty": 1.2}, task=TASK, engine="dynamic")
     assert out.engine == "static"
 
 

@@ -55,6 +55,10 @@ def test_lora_run_writes_a_result_with_every_field(tiny_suite, capsys):
             assert m[key] is not None, key
     final = metrics[-1]
     assert 0 <= final[R.M_TEST_ACC] <= 1 and 0 <= final[R.M_TEST_ACC_FLEX] <= 1
+    # the task is recorded, and its one test set's figures equal the headline
+    assert info["task"] == {"name": "metamathqa", "version": "1"}
+    assert final[R.M_TEST_SETS] == {"gsm8k": {R.SET_N: 6, R.M_TEST_ACC: final[R.M_TEST_ACC],
+                                              R.M_TEST_ACC_FLEX: final[R.M_TEST_ACC_FLEX]}}
     assert final[R.M_TRAIN_SAMPLES] == 8 and final[R.M_TRAIN_TOTAL_TOKENS] > 0
     assert isinstance(final[R.M_FORGETTING], float)
     assert meta["model_info"]["source"] == "local" and len(meta["model_info"]["local_sha256"]) == 64
@@ -66,7 +70,9 @@ def test_lora_run_writes_a_result_with_every_field(tiny_suite, capsys):
     preds = R.read_predictions(R.predictions_path_for(path))
     assert info["predictions"]["sha256"] == fs.sha256_file(R.predictions_path_for(path))
     assert [r["split"] for r in preds] == ["valid"] * 4 + ["test"] * 6
-    assert set(preds[0]) == set(R.PREDICTION_FIELDS)
+    grading = {"extracted", "extracted_flexible", "correct_strict", "correct_flexible"}  # the metamathqa task's
+    assert set(preds[0]) == set(R.PREDICTION_FIELDS) | grading
+    assert set(preds[-1]) == set(R.PREDICTION_FIELDS) | grading | {"test_set"} and preds[-1]["test_set"] == "gsm8k"
     assert sum(r["correct_strict"] for r in preds if r["split"] == "test") / 6 == final[R.M_TEST_ACC]
     assert info["adapter_dir"] is None  # --clean removed it
     assert "success: result written to" in capsys.readouterr().err

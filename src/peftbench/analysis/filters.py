@@ -39,7 +39,7 @@ import tokenize
 from typing import Any, Callable, Mapping
 
 from peftbench.errors import UserError
-from peftbench.experiment.config import suggest
+from peftbench.errors import suggest
 
 # Column kinds a caller declares; they decide which operators apply.
 NUMBER = "number"

@@ -25,6 +25,7 @@ from importlib import resources
 from itertools import permutations
 from typing import Any, Sequence
 
+from peftbench.analysis import cross_task
 from peftbench.analysis import leaderboard as compare
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
@@ -52,11 +53,14 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
     frame = compare.leaderboard(runs)
     rows = compare.records(frame)
     table = [c for c in TABLE_COLUMNS if any(r[c] is not None for r in rows if r["ranked"])]
+    if len({r["task"] for r in rows}) > 1:  # results of several tasks: say which task each row is
+        table.insert(table.index("experiment") + 1 if "experiment" in table else 0, "task")
     axes = [c.name for c in compare.COLUMNS
             if c.direction and sum(1 for r in rows if r["ranked"] and r[c.name] is not None) >= 1]
     ranked_idx = [i for i, r in enumerate(rows) if r["ranked"]]
     columns = {c.name: {"label": c.label, "fmt": c.fmt, "direction": c.direction, "help": c.help}
                for c in compare.COLUMNS}
+    view = cross_task.build(runs)
     out_rows = []
     for i, row in enumerate(rows):
         display = {c.name: compare.format_value(c, row.get(c.name), row) for c in compare.COLUMNS}
@@ -77,18 +81,71 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
         "curves": _curves(runs),
         "tuning": _tuning(runs),
         "default_curves": [r["experiment"] for r in rows if r["ranked"] and r["test_acc"] is not None][:DEFAULT_CURVES],
+        "cross_task": cross_task.to_records(view),
+        "cross_task_columns": [cross_task.column_label(c) for c in view.columns],
+        "cross_task_tasks": view.tasks,
     }
 
 
+def cross_task_section(data: dict[str, Any]) -> str:
+    """The cross-task view as a heat map: one row per experiment, one column per task (and per
+    set of a task with several), each cell coloured by its rank in the column (green: first,
+    red: last) and holding the accuracy, its interval and the rank. Rendered here, not by the
+    script: it is a table, and every text in it is escaped."""
+    records, columns = data.get("cross_task") or [], data.get("cross_task_columns") or []
+    if len(data.get("cross_task_tasks") or []) < 2:
+        return ('<p class="note">These results hold one task. With results of two or more tasks '
+                '(<code>peftbench report SUITE_A SUITE_B</code>) this section shows whether each method\'s rank '
+                'holds from one task to another.</p>')
+    worst = {c: max((r[c]["rank"] for r in records if r.get(c)), default=1) for c in columns}
+
+    def colour(rank: int, column: str) -> str:
+        share = 0.0 if worst[column] <= 1 else (rank - 1) / (worst[column] - 1)
+        return f"hsl({120 * (1 - share):.0f}, 60%, 82%)"
+
+    def mean_rank(record: dict[str, Any]) -> float:
+        ranks = [record[c]["rank"] for c in columns if record.get(c)]
+        return sum(ranks) / len(ranks) if ranks else float("inf")
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["experiment", "method", *columns])
+    body = []
+    for record in sorted(records, key=lambda r: (mean_rank(r), r["experiment"])):
+        cells = [f"<td>{html.escape(record['experiment'])}</td>", f"<td>{html.escape(record.get('method') or '')}</td>"]
+        for c in columns:
+            cell = record.get(c)
+            if not cell:
+                cells.append('<td class="empty">&ndash;</td>')
+                continue
+            interval = "" if cell["lo"] is None else f" [{100 * cell['lo']:.1f}, {100 * cell['hi']:.1f}]"
+            cells.append(f'<td class="rank-cell" data-rank="{cell["rank"]}" style="background:{colour(cell["rank"], c)}">'
+                         f'{100 * cell["accuracy"]:.1f}%{html.escape(interval)} <b>#{cell["rank"]}</b></td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    leads = []
+    for c in columns:
+        first = [r["experiment"] for r in records if r.get(c) and r[c]["rank"] == 1]
+        leads.append(f"<li><b>{html.escape(c)}</b>: {html.escape(', '.join(sorted(first)) or 'none')}</li>")
+    return (f'<p class="note">Test accuracy with its 95% interval and the rank within each column (#1 = best; '
+            f'green: first, red: last). Rows are experiments, matched by name across suites, sorted by their mean '
+            f'rank. A method whose colour changes along its row ranks differently from task to task.</p>'
+            f'<div class="table-wrap"><table id="cross-task-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div><p>Leads:</p><ul id="cross-task-leads">{"".join(leads)}</ul>')
+
+
 def _fronts(rows: list[dict[str, Any]], ranked_idx: list[int], axes: list[str]) -> dict[str, list[int]]:
-    """Row ids on the Pareto front of every ordered pair of axes, keyed "x|y"."""
+    """Row ids on the Pareto front of every ordered pair of axes, keyed "x|y"; each task's rows
+    have a front of their own (the script draws one line per task)."""
+    by_task: dict[str, list[int]] = {}
+    for i in ranked_idx:
+        by_task.setdefault(rows[i]["task"], []).append(i)
     fronts = {}
     for x, y in permutations(axes, 2):
-        xs = [rows[i][x] if rows[i][x] is not None else float("nan") for i in ranked_idx]
-        ys = [rows[i][y] if rows[i][y] is not None else float("nan") for i in ranked_idx]
-        mask = compare.pareto_front(xs, ys, compare.column(x).direction == compare.HIGHER,
-                                    compare.column(y).direction == compare.HIGHER)
-        fronts[f"{x}|{y}"] = [ranked_idx[k] for k, on in enumerate(mask) if on]
+        fronts[f"{x}|{y}"] = []
+        for ids in by_task.values():
+            xs = [rows[i][x] if rows[i][x] is not None else float("nan") for i in ids]
+            ys = [rows[i][y] if rows[i][y] is not None else float("nan") for i in ids]
+            mask = compare.pareto_front(xs, ys, compare.column(x).direction == compare.HIGHER,
+                                        compare.column(y).direction == compare.HIGHER)
+            fronts[f"{x}|{y}"] += [ids[k] for k, on in enumerate(mask) if on]
     return fronts
 
 
@@ -166,15 +223,20 @@ def render_html(data: dict[str, Any], title: str | None = None,
 <h1>{html.escape(title)}</h1>
 <p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
 from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
-<nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#tuning">Tuning</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
+<nav><a href="#leaderboard">Leaderboard</a> <a href="#cross-task">Across tasks</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#tuning">Tuning</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
 </header>
 <main>
 <section id="leaderboard">
 <h2>Leaderboard</h2>
-<p class="note">Click a column header to sort. Test accuracy: GSM8K test, strict answer format, with its 95% Wilson
-interval (bar: the interval, dot: the accuracy). &#8776;best: not significantly worse than the best run at the 5%
+<p class="note">Click a column header to sort. Test accuracy: the task's headline (GSM8K: strict answer format;
+commonsense: the mean over its sets) with its 95% interval (bar: the interval, dot: the accuracy). Rows of different
+tasks are never ranked against each other. &#8776;best: not significantly worse than the best run at the 5%
 level (exact McNemar on paired predictions, else two-proportion z-test; no multiple-comparison correction).</p>
 <div class="table-wrap"><table id="leaderboard-table"></table></div>
+</section>
+<section id="cross-task">
+<h2>Across tasks</h2>
+{cross_task_section(data)}
 </section>
 <section id="pareto">
 <h2>Pareto front</h2>

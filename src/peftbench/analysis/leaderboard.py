@@ -45,8 +45,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from peftbench import tasks
 from peftbench.analysis import stats, tuned
-from peftbench.experiment.config import suggest
+from peftbench.errors import suggest
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
@@ -90,6 +91,7 @@ from peftbench.record.results import (
     read_predictions,
 )
 from peftbench.record.results import load as load_result
+from peftbench.record.results import SET_N, M_TEST_SETS, task_name
 from peftbench.record.hardware import hardware_label
 from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS, parse_result_name
 
@@ -115,17 +117,21 @@ COLUMNS: tuple[Column, ...] = (
     Column("family", "family", TEXT, "text", "method family (PEFT type; Full fine-tuning without PEFT config)"),
     Column("variant", "variant", TEXT, "text", "variant inside the family (DoRA, rsLoRA, LoRA+, ...; the family name when plain)"),
     Column("experiment", "experiment", TEXT, "text", "<method>/<name>"),
-    Column("test_acc", "test acc", NUMBER, "pct", "GSM8K test accuracy, strict answer format (mean over seeds)", HIGHER),
+    Column("task", "task", TEXT, "text", "the task the run was trained and tested on (peftbench.tasks; results of "
+           "schema version 1 are metamathqa)"),
+    Column("test_acc", "test acc", NUMBER, "pct", "test accuracy, the task's headline (GSM8K: strict answer format; "
+           "commonsense: unweighted mean over its sets), mean over seeds", HIGHER),
     Column("test_acc_lo", "95% lo", NUMBER, "pct", "lower end of the 95% Wilson interval of test_acc"),
     Column("test_acc_hi", "95% hi", NUMBER, "pct", "upper end of the 95% Wilson interval of test_acc"),
     Column("test_acc_std", "acc std", NUMBER, "pct", "standard deviation of test_acc over seeds (needs >= 2 seeds)"),
     Column("n_seeds", "seeds", NUMBER, "count", "number of seeds averaged in this row"),
     Column("n_test", "n test", NUMBER, "count", "test items behind the interval (summed over seeds)"),
-    Column("n_test_source", "n from", TEXT, "text", "where n_test comes from: predictions, test_size or gsm8k (1,319)"),
+    Column("n_test_source", "n from", TEXT, "text", "where n_test comes from: predictions, the result's test sets, "
+           "test_size or gsm8k (1,319)"),
     Column("near_best", "~best", BOOL, "bool", "not significantly worse than the best run (5% level)"),
     Column("p_vs_best", "p vs best", NUMBER, "pvalue", "p-value of the test against the best run"),
     Column("best_test", "test vs best", TEXT, "text", "test behind p_vs_best: mcnemar (paired) or z-test"),
-    Column("test_acc_flex", "flex acc", NUMBER, "pct", "test accuracy, flexible answer extraction", HIGHER),
+    Column("test_acc_flex", "flex acc", NUMBER, "pct", "test accuracy, flexible answer extraction (GSM8K-graded tasks)", HIGHER),
     Column("valid_acc", "valid acc", NUMBER, "pct", "last validation accuracy during training", HIGHER),
     Column("forgetting", "forgetting", NUMBER, "float", "forgetting metric of the run (lower is better)", LOWER),
     Column("mem_max", "mem max", NUMBER, "bytes", "accelerator memory, maximum reserved", LOWER),
@@ -294,9 +300,17 @@ def rows_of_test_split(run: Run) -> list[dict[str, Any]] | None:
     return [r for r in run.predictions if r.get("split") == "test"]
 
 
-def correct_by_item(run: Run, field: str = "correct_strict") -> dict[str, bool]:
-    """item_id -> correct, over the run's test predictions. UserError when the run has no
-    predictions, no test rows, a row without item_id or `field`, or an item_id seen twice."""
+def headline_field(run: Run) -> str:
+    """The predictions field of the headline grade of the run's task ("correct_strict" for GSM8K)."""
+    return f"correct_{tasks.get(task_name(run.result)).grade_names[0]}" if task_name(run.result) in tasks.names() \
+        else "correct_strict"
+
+
+def correct_by_item(run: Run, field: str | None = None) -> dict[str, bool]:
+    """item_id -> correct (`field`, by default the task's headline grade), over the run's test
+    predictions. UserError when the run has no predictions, no test rows, a row without item_id
+    or `field`, or an item_id seen twice."""
+    field = field or headline_field(run)
     rows = rows_of_test_split(run)
     if rows is None:
         raise UserError(f"{run.path}: no predictions file ({predictions_path_for(run.path).name}); "
@@ -314,7 +328,7 @@ def correct_by_item(run: Run, field: str = "correct_strict") -> dict[str, bool]:
     return correct
 
 
-def paired_correctness(run_a: Run, run_b: Run, field: str = "correct_strict") -> tuple[list[str], list[bool], list[bool]]:
+def paired_correctness(run_a: Run, run_b: Run, field: str | None = None) -> tuple[list[str], list[bool], list[bool]]:
     """The test items of two runs matched by item_id: (ids, A correct, B correct), in A's order.
     Refuses (UserError) what `correct_by_item` refuses, and two runs whose test items differ:
     a paired comparison needs the very same items."""
@@ -414,6 +428,10 @@ def number_of_test_items(run: Run) -> tuple[int, str]:
     rows = rows_of_test_split(run)
     if rows:
         return len(rows), "predictions"
+    sets = final_metrics(run.result).get(M_TEST_SETS)
+    counts = [_num(f.get(SET_N)) for f in sets.values() if isinstance(f, dict)] if isinstance(sets, dict) else []
+    if counts and all(c is not None for c in counts):
+        return int(sum(counts)), "test sets"
     configured = _dict(run.result[RUN_INFO].get(RI_TRAIN_CONFIG)).get("test_size")
     if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
         return configured, "test_size"
@@ -458,6 +476,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "family": family_name(peft_config, train_config),
         "variant": variant_label(peft_config, train_config),
         "experiment": experiment_name(run),
+        "task": task_name(run.result),
         "test_acc": acc,
         "n_test": float(n_test),
         "n_test_source": n_source,
@@ -485,8 +504,20 @@ def run_row(run: Run) -> dict[str, Any]:
         "seeds": _seed_text(run_seed(run)),
         "created_at": when.isoformat() if when else None,
         "path": str(run.path),
+        "_sets": set_figures(final),
         **tuned.row_fields(run.path, experiment_name(run)),
     }
+
+
+def set_figures(final: dict[str, Any]) -> dict[str, tuple[float, int]]:
+    """{test set: (headline accuracy, items)} of a final metrics entry; {} without per-set figures."""
+    sets = final.get(M_TEST_SETS)
+    out = {}
+    for name, figures in (sets.items() if isinstance(sets, dict) else ()):
+        acc, n = _num(_dict(figures).get(M_TEST_ACC)), _num(_dict(figures).get(SET_N))
+        if acc is not None and n:
+            out[str(name)] = (acc, int(n))
+    return out
 
 
 def _seed_text(seed: int | None) -> str | None:
@@ -539,7 +570,21 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
         sources = {r["n_test_source"] for r in rows}
         out["n_test_source"] = sources.pop() if len(sources) == 1 else "mixed"
     out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"])
+    sets = pooled_sets(rows)
+    if len(sets) > 1 and out["test_acc"] is not None:
+        # the headline is the unweighted mean over several test sets, not one pooled proportion
+        out["test_acc_lo"], out["test_acc_hi"] = stats.mean_of_proportions_interval(
+            [a for a, _ in sets.values()], [n for _, n in sets.values()])
     return out
+
+
+def pooled_sets(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
+    """Per test set, the mean accuracy over the rows (seeds) and their summed items; {} unless
+    every row has the same sets."""
+    names = [tuple(r.get("_sets") or {}) for r in rows]
+    if not names or not names[0] or any(n != names[0] for n in names):
+        return {}
+    return {s: (float(np.mean([r["_sets"][s][0] for r in rows])), sum(r["_sets"][s][1] for r in rows)) for s in names[0]}
 
 
 def accuracy_interval(acc: float | None, n: float) -> tuple[float | None, float | None]:
@@ -550,9 +595,28 @@ def accuracy_interval(acc: float | None, n: float) -> tuple[float | None, float 
     return stats.wilson_interval(acc, int(n))
 
 
+def by_task(runs: Iterable[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by their task, tasks in name order: runs of different tasks are never ranked
+    against each other."""
+    grouped: dict[str, list[Run]] = {}
+    for run in runs:
+        grouped.setdefault(task_name(run.result), []).append(run)
+    return dict(sorted(grouped.items()))
+
+
 def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per experiment (its newest successful main result, seeds aggregated) plus one row
-    per failed or cancelled run; columns as in COLUMNS (without `pareto`, see `mark_pareto`)."""
+    """One row per experiment and task (its newest successful main result, seeds aggregated)
+    plus one row per failed or cancelled run; columns as in COLUMNS (without `pareto`, see
+    `mark_pareto`). The best tier is decided within each task; rows are sorted by task, then by
+    test accuracy."""
+    frames = [_task_leaderboard(group) for group in by_task(runs).values()]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _task_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
+    """The leaderboard of runs of one task."""
     grouped = newest_per_seed(runs)
     ranked_rows = []
     candidates: list[stats.Candidate | None] = []
@@ -574,6 +638,10 @@ def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
         row = run_row(run)
         row.update(ranked=False, n_seeds=1.0, test_acc_std=None, near_best=False, p_vs_best=None, best_test=None)
         row["test_acc_lo"], row["test_acc_hi"] = accuracy_interval(row["test_acc"], row["n_test"])
+        sets = row.get("_sets") or {}
+        if len(sets) > 1 and row["test_acc"] is not None:
+            row["test_acc_lo"], row["test_acc_hi"] = stats.mean_of_proportions_interval(
+                [a for a, _ in sets.values()], [n for _, n in sets.values()])
         newest = newest_success.get(row["experiment"])
         row["superseded"] = newest is not None and newest > _time_key(run)
         failure_rows.append(row)

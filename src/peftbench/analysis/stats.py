@@ -3,6 +3,8 @@
 - `wilson_interval`: the 95% interval of one accuracy when only the accuracy and the number of
   items are known. Unlike the normal approximation it stays inside [0, 1] and keeps its coverage
   near 0% and 100% accuracy (Wilson 1927; Brown, Cai & DasGupta 2001).
+- `mean_of_proportions_interval`: the interval of a task's headline that is the unweighted mean
+  of several test sets' accuracies (commonsense), each set an independent sample.
 - `paired_bootstrap`: the interval of the difference of two accuracies measured on the same items.
 - `mcnemar_exact`: the exact two-sided p-value of "A and B are equally good" on paired items; only
   the items exactly one of the two got right carry information.
@@ -33,6 +35,26 @@ def wilson_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, fl
     centre = (accuracy + z2 / (2 * n)) / denom
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_of_proportions_interval(accuracies: Sequence[float], ns: Sequence[int], z: float = Z_95
+                                 ) -> tuple[float, float]:
+    """95% interval of the unweighted mean of k independent proportions (accuracy i on ns[i]
+    items): the normal approximation of the mean, each proportion's variance taken from its
+    Wilson-adjusted estimate (x + z²/2) / (n + z²) over n + z² items (Agresti & Coull 1998), so
+    that a set at 0% or 100% still adds width; clipped to [0, 1]. With one set this is close to,
+    but not the same as, `wilson_interval`, which is used then."""
+    if not accuracies or len(accuracies) != len(ns):
+        raise ValueError("need one item count per accuracy, and at least one")
+    z2, k = z * z, len(accuracies)
+    variance = 0.0
+    for acc, n in zip(accuracies, ns):
+        if n is None or n <= 0 or not 0.0 <= acc <= 1.0:
+            raise ValueError(f"accuracy {acc!r} on {n!r} items is not a proportion")
+        adjusted = (acc * n + z2 / 2) / (n + z2)
+        variance += adjusted * (1 - adjusted) / (n + z2)
+    mean, half = sum(accuracies) / k, z * math.sqrt(variance) / k
+    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def binomial_cdf_half(k: int, n: int) -> float:

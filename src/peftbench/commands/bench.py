@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from peftbench import tasks
 from peftbench.errors import ExitCode, UserError
 
 HELP = "measure the dynamic vs static evaluation engine and peftbench's loop vs HF Trainer + peft"
@@ -126,20 +127,20 @@ def bench_eval(cfg, items: int | None, rounds: int = 2) -> dict[str, Any]:
     """Both engines on the base model and the first `items` test items, `rounds` times each."""
     import torch
 
-    from peftbench.scoring.grader import continuation_start, grade
-    from peftbench.training import data, modeling
+    from peftbench.training import modeling
     from peftbench.training.evaluate import evaluate_rows
 
+    task = tasks.get(cfg.task)
     items = items or cfg.test_size or 200
-    rows = data.load_eval_splits(cfg.eval_dataset, 0, items).test[:items]
+    rows = task.load_eval_data(cfg.eval_dataset, 0, items).test[:items]
     device = modeling.resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     loaded = modeling.load_model(cfg, None, device)
 
     def evaluate(engine: str, subset, generation_kwargs):
-        return evaluate_rows(loaded.model, loaded.tokenizer, subset, split="test", template=cfg.query_template,
-                             batch_size=cfg.batch_size_eval, generation_kwargs=generation_kwargs, grade=grade,
-                             engine=engine)
+        return evaluate_rows(loaded.model, loaded.tokenizer, subset, task=task, split="test",
+                             template=cfg.query_template, batch_size=cfg.batch_size_eval,
+                             generation_kwargs=generation_kwargs, engine=engine)
 
     # Untimed warm-up: the first forward passes pay for allocations and kernel selection.
     for engine in ("static", "dynamic"):
@@ -155,17 +156,18 @@ def bench_eval(cfg, items: int | None, rounds: int = 2) -> dict[str, Any]:
         first = runs[0]
         out[engine] = {"engine_used": first.engine, "seconds": seconds / rounds, "new_tokens": first.generated_tokens,
                        "tokens_per_s": tokens / seconds if seconds else None, "accuracy": first.accuracy,
-                       "correct": sum(r["correct_strict"] for r in first.rows),
+                       "correct": sum(r[f"correct_{task.grade_names[0]}"] for r in first.rows),
                        "round_seconds": [o.seconds for o in runs],
                        # greedy generation on one machine: every round must write the same texts
                        "rounds_identical": all([r["generated"] for r in o.rows] == [r["generated"] for r in first.rows]
                                                for o in runs)}
 
-    def cut(text: str) -> str:
-        return text[:continuation_start(text)]
+    # the same text up to where the task's grades stop reading it (the dynamic engine stops there)
+    def cut(text: str, row: dict[str, Any]) -> str:
+        return text[:task.continuation_start(text, row)]
 
-    same = sum(cut(a["generated"]) == cut(b["generated"])
-               for a, b in zip(outcomes["static"][0].rows, outcomes["dynamic"][0].rows))
+    same = sum(cut(a["generated"], r) == cut(b["generated"], r)
+               for r, a, b in zip(rows, outcomes["static"][0].rows, outcomes["dynamic"][0].rows))
     out["identical_share"] = same / len(rows) if rows else None
     out["speedup"] = out["static"]["seconds"] / out["dynamic"]["seconds"] if out["dynamic"]["seconds"] else None
     out["round_speedups"] = [s.seconds / d.seconds if d.seconds else None
@@ -190,7 +192,7 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
         return modeling.load_model(cfg, peft_config, device)
 
     loaded = fresh_model()
-    train_rows, _ = data.load_train_rows(cfg.train_dataset, cfg.char_limit)
+    train_rows, _ = tasks.get(cfg.task).load_train_rows(cfg.train_dataset, cfg.char_limit)
     samples = data.tokenize_train_rows(train_rows, loaded.tokenizer, cfg.query_template, cfg.max_seq_length)
     batches = TC.step_batches(samples, loaded.tokenizer, cfg, steps)
     TC.check_comparable(peft_config, batches[0])

@@ -8,15 +8,23 @@ import json
 import sys
 from typing import Any
 
+from peftbench import tasks
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_result_reading_options
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, UserError, suggest
 
 HELP = "leaderboard of results: accuracy with 95% intervals, cost, failures"
 DESCRIPTION = """\
 Show one row per experiment: its newest successful main result, or with several seeds the mean,
 standard deviation and number of seeds. Failed and cancelled runs get a row each with their
 status and error (never dropped; `superseded` marks those with a newer successful result).
+
+Tasks: results of different tasks (run_info.task; files of schema version 1 are metamathqa) are
+never ranked against each other. The table and Markdown formats print one leaderboard per task,
+then, when there are several, the cross-task view: experiments as rows, tasks (and the sets of
+a task with several test sets) as columns, each cell the accuracy with its interval and rank, and
+who leads each column. --task NAME shows one task only. CSV and JSON hold every task's rows with
+their `task` column.
 
 What is read:
   SUITE folder (has results/ or cancelled_results/): results/ and cancelled_results/
@@ -29,8 +37,10 @@ What is read:
 
 Statistics:
   test acc [lo, hi]  95% Wilson score interval on n test items; n comes from the saved
-                     predictions when present, else train_config test_size, else GSM8K test's
-                     1,319 (column n_test_source). With seeds: pooled items; see acc std too.
+                     predictions when present, else the result's per-set counts, else
+                     train_config test_size, else GSM8K test's 1,319 (column n_test_source).
+                     With seeds: pooled items; see acc std too. A headline that is the mean
+                     over several test sets gets the interval of that mean (docs/comparing.md).
   ~best              not significantly worse than the best (5% level): exact McNemar on the
                      shared test items when both have predictions, else two-proportion z-test.
                      No multiple-comparison correction: a screening mark.
@@ -69,6 +79,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--filter", metavar="EXPR", help='keep rows matching EXPR, e.g. \'family == "LoRA" and test_acc > 0.4\'')
     parser.add_argument("--pareto", metavar="X,Y",
                         help="mark the rows on the Pareto front of two columns (column `pareto`), e.g. mem_max,test_acc")
+    parser.add_argument("--task", metavar="NAME",
+                        help="show only the results of this task (e.g. metamathqa, commonsense); default: every task found")
     add_result_reading_options(parser)
     parser.add_argument("--list-columns", action="store_true", help="list the columns and exit")
 
@@ -79,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list_columns:
         print(list_columns())
         return ExitCode.OK
-    frame = compare.leaderboard(compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict))
+    runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
+    runs = select_task(runs, args.task)
+    frame = compare.leaderboard(runs)
     for warning in (compare.engine_mix_warning(frame), compare.hardware_mix_warning(frame)):
         if warning:
             print(warning, file=sys.stderr)
@@ -88,9 +102,41 @@ def run(args: argparse.Namespace) -> int:
     frame = compare.filter_rows(frame, args.filter)
     frame = compare.sort_rows(frame, args.sort)
     machine = args.format in ("csv", "json")
-    shown = compare.select_columns(frame, args.columns, default=[c.name for c in compare.COLUMNS] if machine else DEFAULT_COLUMNS)
-    sys.stdout.write(render(shown, frame, args.format))
+    if machine:
+        shown = compare.select_columns(frame, args.columns, default=[c.name for c in compare.COLUMNS])
+        sys.stdout.write(render(shown, frame, args.format))
+        return ExitCode.OK
+    task_names = list(dict.fromkeys(frame["task"])) if len(frame) else []
+    for task in task_names:
+        part = frame[frame["task"] == task].reset_index(drop=True)
+        shown = compare.select_columns(part, args.columns, default=DEFAULT_COLUMNS)
+        if len(task_names) > 1:
+            sys.stdout.write(("\n" if task != task_names[0] else "") + _task_heading(task, args.format))
+        sys.stdout.write(render(shown, part, args.format))
+    if not task_names:
+        sys.stdout.write(render(frame, frame, args.format))
+    if len(task_names) > 1:
+        from peftbench.analysis import cross_task
+
+        sys.stdout.write("\n" + cross_task.render_text(cross_task.build(runs)))
     return ExitCode.OK
+
+
+def select_task(runs, task: str | None):
+    """The runs of `task` (all when None); a task no result has is bad input, with the tasks found."""
+    from peftbench.analysis.leaderboard import by_task
+
+    if task is None:
+        return runs
+    grouped = by_task(runs)
+    if task not in grouped:
+        raise UserError(f"--task: no result of task {task!r} here;{suggest(task, grouped)}")
+    return grouped[task]
+
+
+def _task_heading(task: str, fmt: str) -> str:
+    description = tasks.get(task).description if task in tasks.names() else "a task this peftbench does not know"
+    return f"## task {task}: {description}\n\n" if fmt == "markdown" else f"task {task}: {description}\n"
 
 
 def list_columns() -> str:

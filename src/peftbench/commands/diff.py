@@ -7,7 +7,8 @@ import dataclasses
 import json
 import sys
 
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, UserError
+from peftbench.record.results import task_name
 
 HELP = "paired comparison of two results on the same test items (bootstrap CI, McNemar)"
 DESCRIPTION = """\
@@ -20,7 +21,9 @@ Compare two runs item by item, from the predictions saved beside each result
   - the exact McNemar p-value (two-sided, from the items exactly one run got right),
   - how many items only A, only B, both or neither got right.
 
-Refuses results without predictions and two results tested on different items.
+Refuses results without predictions, two results of different tasks, and two results tested on
+different items. The grading is the task's headline grade (GSM8K: strict; --flexible: the
+flexible one).
 """
 
 
@@ -34,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("a", metavar="A.json", help="first result file")
     parser.add_argument("b", metavar="B.json", help="second result file")
     parser.add_argument("--flexible", action="store_true",
-                        help="grade with flexible answer extraction instead of strict")
+                        help="GSM8K-graded tasks: grade with flexible answer extraction instead of strict")
     parser.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
                         help=f"bootstrap resamples, 100 to {MAX_BOOTSTRAP:,} (default: 10000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
@@ -47,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import stats
     from peftbench.record.hardware import hardware_differences, hardware_label
-    from peftbench.errors import UserError
 
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
@@ -60,7 +62,15 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"{path}: no such result file")
         runs.append(compare.read_run(path))
-    field = "correct_flexible" if args.flexible else "correct_strict"
+    task_names = [task_name(r.result) for r in runs]
+    if task_names[0] != task_names[1]:
+        raise UserError(f"{runs[0].path.name} is a result of task {task_names[0]!r} and {runs[1].path.name} of task "
+                        f"{task_names[1]!r}: a paired comparison needs two runs of the same task on the same items")
+    field = compare.headline_field(runs[0])
+    if args.flexible:
+        if field != "correct_strict":
+            raise UserError(f"--flexible: task {task_names[0]!r} has no flexible grade (its grade: {field[len('correct_'):]})")
+        field = "correct_flexible"
     _, a, b = compare.paired_correctness(runs[0], runs[1], field)
     result = stats.compare_paired(a, b, n_bootstrap=args.bootstrap, seed=args.seed)
     names = [compare.experiment_name(r) for r in runs]

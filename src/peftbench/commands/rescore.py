@@ -9,34 +9,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench import tasks
 from peftbench.record import results
 from peftbench.errors import ExitCode, UserError
 from peftbench.fs import atomic_write_json, sha256_file
-from peftbench.record.results import (
-    M_TEST_ACC,
-    M_TEST_ACC_FLEX,
-    M_VALID_ACC,
-    M_VALID_ACC_FLEX,
-)
-from peftbench.scoring.grader import GRADER_VERSION, Grade, accuracy, grade
+from peftbench.tasks.base import Task
 
 HELP = "recompute accuracies from saved predictions with the current grader"
 DESCRIPTION = """\
 Recompute every accuracy of a result from the predictions saved beside it
-(<base>.predictions.jsonl.gz) with the current grader, and print old -> new per metric:
-test accuracy (strict and flexible) of the final metrics entry, valid accuracy (strict and
-flexible) of the last validation entry. No model is loaded.
+(<base>.predictions.jsonl.gz) with the current grader of the result's task, and print old -> new
+per metric: the test accuracies of the final metrics entry (every grade of the task, and per
+test set), the valid accuracies of the last validation entry. No model is loaded.
 
 Without --write nothing changes on disk. With --write the predictions rows (extracted answers
 and correct flags) and the result (accuracies, predictions sha256, meta_info.grader_version)
 are rewritten atomically; everything else in the result stays as it was."""
 
-# (split of the predictions rows, key marking its metrics entry, [(metric, grading mode)])
-_SPLIT_METRICS = (
-    ("test", M_TEST_ACC, ((M_TEST_ACC, "strict"), (M_TEST_ACC_FLEX, "flexible"))),
-    ("valid", M_VALID_ACC, ((M_VALID_ACC, "strict"), (M_VALID_ACC_FLEX, "flexible"))),
-)
-_GRADE_FIELDS = ("extracted", "extracted_flexible", "correct_strict", "correct_flexible")
+# (split of the predictions rows, the key that marks its metrics entry)
+_SPLITS = (("test", results.M_TEST_ACC), ("valid", results.M_VALID_ACC))
 
 
 def configure(parser) -> None:
@@ -58,6 +49,7 @@ class MetricChange:
 class Rescore:
     result_path: Path
     raw: dict[str, Any]  # the result as read with json, to be written back with few changes
+    task: Task  # the result's task, whose grader regrades it
     predictions_path: Path
     rows: list[dict[str, Any]]  # regraded rows
     rows_changed: int
@@ -65,6 +57,7 @@ class Rescore:
     changes: list[MetricChange] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     record_stale: bool = False  # run_info.predictions is absent or names another sha256
+    per_set: dict[str, Any] | None = None  # the final entry's new "test sets", None: the result has none
 
     @property
     def old_grader_version(self) -> str | None:
@@ -72,7 +65,7 @@ class Rescore:
 
     @property
     def needs_write(self) -> bool:
-        return (self.rows_changed > 0 or self.record_stale or self.old_grader_version != GRADER_VERSION
+        return (self.rows_changed > 0 or self.record_stale or self.old_grader_version != self.task.grader_version
                 or any(c.new is not None and c.entry_index is not None and c.old != c.new
                        for c in self.changes))
 
@@ -101,11 +94,12 @@ def run(args) -> int:
     return ExitCode.OK
 
 
-def _load_raw(path: Path) -> dict[str, Any]:
+def _load_raw(path: Path) -> tuple[dict[str, Any], str]:
+    """(the raw object, which is what gets written back; the result's task name)."""
     if not path.is_file():
         raise UserError(f"{path}: no such result file")
-    raw, _ = results.load_raw(path)  # the raw object is what gets written back
-    return raw
+    raw, result = results.load_raw(path)
+    return raw, results.task_name(result)
 
 
 def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> tuple[Path, bool]:
@@ -150,37 +144,43 @@ def _last_entry_with(metrics: list[dict[str, Any]], key: str) -> int | None:
 
 
 def rescore_file(path: Path) -> Rescore:
-    """Regrade the predictions of one result; changes nothing on disk."""
+    """Regrade the predictions of one result with its task's grader; changes nothing on disk."""
     path = Path(path)
-    raw = _load_raw(path)
+    raw, task_name = _load_raw(path)
+    task = tasks.get(task_name)
     warnings: list[str] = []
     pred_path, record_stale = _predictions_file(path, raw, warnings)
     old_rows = _read_rows(pred_path)
 
-    grades_by_split: dict[str, list[Grade]] = {}
     rows, rows_changed = [], 0
     for row in old_rows:
-        g = grade(row["generated"], row["reference"])
-        grades_by_split.setdefault(row["split"], []).append(g)
-        new_row = dict(row)
-        new_row.update({name: getattr(g, name) for name in _GRADE_FIELDS})
-        rows_changed += any(row.get(name) != new_row[name] for name in _GRADE_FIELDS)
+        try:
+            fields = task.grade_fields(row["generated"], task.row_from_prediction(row))
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"{pred_path}: a {row['split']} row cannot be graded by task {task.name!r}: {exc}") from None
+        new_row = {**row, **fields}
+        rows_changed += any(row.get(name) != value for name, value in fields.items())
         rows.append(new_row)
 
     metrics = raw[results.TRAIN_INFO].get(results.TI_METRICS) or []
-    changes = []
-    for split, entry_key, metric_modes in _SPLIT_METRICS:
+    changes, per_set = [], None
+    for split, entry_key in _SPLITS:
         index = _last_entry_with(metrics, entry_key)
-        grades = grades_by_split.get(split, [])
-        for metric, mode in metric_modes:
+        split_rows = [r for r in rows if r["split"] == split]
+        accuracies, sets = task.accuracies(split, split_rows)
+        for metric, new in accuracies.items():
             old = metrics[index].get(metric) if index is not None else None
-            new = accuracy(grades, mode) if grades else None
+            if not split_rows:
+                new = None
             if old is None and new is None:
                 continue  # a split the run never evaluated
             changes.append(MetricChange(metric, index, old, new))
-    return Rescore(path, raw, pred_path, rows, rows_changed,
-                   {split: len(g) for split, g in grades_by_split.items()}, changes, warnings,
-                   record_stale)
+        if split == "test" and index is not None and isinstance(metrics[index].get(results.M_TEST_SETS), dict) and sets:
+            per_set = sets
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["split"]] = counts.get(row["split"], 0) + 1
+    return Rescore(path, raw, task, pred_path, rows, rows_changed, counts, changes, warnings, record_stale, per_set)
 
 
 def _fmt(value: float | None) -> str:
@@ -190,7 +190,7 @@ def _fmt(value: float | None) -> str:
 def format_report(plan: Rescore) -> str:
     counts = ", ".join(f"{n} {split}" for split, n in sorted(plan.split_counts.items())) or "no"
     lines = [f"{plan.result_path}: {counts} rows, {plan.rows_changed} regraded "
-             f"(grader {plan.old_grader_version or 'unknown'} -> {GRADER_VERSION})"]
+             f"(task {plan.task.name}, grader {plan.old_grader_version or 'unknown'} -> {plan.task.grader_version})"]
     width = max((len(c.metric) for c in plan.changes), default=0)
     for c in plan.changes:
         line = f"  {c.metric:<{width}}  {_fmt(c.old)} -> {_fmt(c.new)}"
@@ -212,6 +212,10 @@ def write(plan: Rescore) -> None:
     for c in plan.changes:
         if c.new is not None and c.entry_index is not None:
             metrics[c.entry_index][c.metric] = c.new
+    if plan.per_set is not None:
+        final = next(i for i in range(len(metrics) - 1, -1, -1)
+                     if isinstance(metrics[i], dict) and results.M_TEST_ACC in metrics[i])
+        metrics[final][results.M_TEST_SETS] = plan.per_set
     info = raw[results.RUN_INFO].get(results.RI_PREDICTIONS)
     if not isinstance(info, dict):
         info = raw[results.RUN_INFO][results.RI_PREDICTIONS] = {}
@@ -220,5 +224,5 @@ def write(plan: Rescore) -> None:
     meta = raw.get(results.META_INFO)
     if not isinstance(meta, dict):
         meta = raw[results.META_INFO] = {}
-    meta[results.MI_GRADER_VERSION] = GRADER_VERSION
+    meta[results.MI_GRADER_VERSION] = plan.task.grader_version
     atomic_write_json(plan.result_path, raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from peftbench.commands.options import number_above
+from peftbench.commands.status import suite_column
 from peftbench.errors import ExitCode
 from peftbench.experiment.executors import EXECUTORS, RAN, Outcome, Outcomes, RunItem, Settings
 
@@ -143,9 +144,12 @@ def exit_status(outcomes: list[Outcome], interrupted: bool) -> int:
 def format_summary(outcomes: list[Outcome]) -> str:
     from peftbench.analysis.texttable import format_table
 
-    rows = [[o.item.experiment, str(o.item.seed), o.status, "-" if o.seconds is None else f"{o.seconds:.1f}s", o.detail]
-            for o in outcomes]
-    table = format_table(["EXPERIMENT", "SEED", "OUTCOME", "TIME", "RESULT OR REASON"], rows, pad_last=False)
+    suites = suite_column([o.item for o in outcomes])
+    rows = [([suites[i]] if suites else []) + [o.item.experiment, str(o.item.seed), o.status,
+                                              "-" if o.seconds is None else f"{o.seconds:.1f}s", o.detail]
+            for i, o in enumerate(outcomes)]
+    table = format_table((["SUITE"] if suites else []) + ["EXPERIMENT", "SEED", "OUTCOME", "TIME", "RESULT OR REASON"],
+                         rows, pad_last=False)
     count = {w: sum(1 for o in outcomes if o.status == w) for w in (*RAN, "skipped", "invalid", "not started")}
     total = sum(o.seconds or 0.0 for o in outcomes)
     ran = sum(count[w] for w in RAN)

@@ -56,15 +56,24 @@ def run(args) -> int:
 ACTION_WORDS = {"run": "will run", "skip": "skip", "invalid": "INVALID"}
 
 
+def suite_column(items) -> list[str] | None:
+    """The suite of each item, when the items come from more than one suite (the demo's two
+    suites name their experiments alike); None for one suite."""
+    suites = [short_path(item.path.parents[2]) for item in items]
+    return suites if len(set(suites)) > 1 else None
+
+
 def format_plan(items, with_results: bool = False) -> str:
-    """One line per experiment and seed: what run-all does with it and why."""
-    header = ["EXPERIMENT", "SEED", "PLAN"]
+    """One line per experiment and seed: what run-all does with it and why (with the suite of
+    each line when there are several)."""
+    suites = suite_column(items)
+    header = (["SUITE"] if suites else []) + ["EXPERIMENT", "SEED", "PLAN"]
     if with_results:
         header += ["TEST ACC", "NEWEST RESULT"]
     header.append("REASON")
     rows = []
-    for item in items:
-        row = [item.experiment, str(item.seed), ACTION_WORDS.get(item.action, item.action)]
+    for i, item in enumerate(items):
+        row = ([suites[i]] if suites else []) + [item.experiment, str(item.seed), ACTION_WORDS.get(item.action, item.action)]
         if with_results:
             row += [_test_accuracy(item.result), short_path(item.result) if item.result else "-"]
         row.append(item.reason)

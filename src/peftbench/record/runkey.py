@@ -13,12 +13,17 @@ What goes in (`run_key_inputs`), in canonical JSON (sorted keys, no whitespace):
   local files, or the built-in generator's version and hash);
 - `model`: hub revision sha, sha256 of a local model folder, or the packaged GGUF's sha256;
 - `code`: peftbench's version and a sha256 of every source file under the folders that train
-  and evaluate (TRAINING_SOURCES below: folders are walked, never listed by hand);
+  and evaluate (TRAINING_SOURCES below: folders are walked, never listed by hand), plus the
+  run's task: its module, the task interface and every file it grades with (`Task.source_files`:
+  for GSM8K the grader in scoring/). A change to one task's module or grader stales that task's
+  experiments only; the dynamic engine stops generating where the task says a grade can no
+  longer change, so a grader change can change the saved texts too;
 - `libraries`: versions of torch, transformers, peft and datasets.
 Left out, because they do not change the numbers: verbosity, --output-dir, --clean, the
-results folder, the time, the git commit of the repository (a commit that does not touch the
-training code does not invalidate results; `code` covers the code that matters) and the grader
-(scoring/: a grader change is applied to saved predictions by `peftbench rescore`, no rerun).
+results folder, the time, and the git commit of the repository (a commit that does not touch the
+training code does not invalidate results; `code` covers the code that matters). `peftbench
+rescore` still applies a newer grader to saved predictions without a GPU, for a look before
+the rerun that `run-all` then schedules.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import peftbench
+from peftbench import tasks
+from peftbench.tasks import sources
 
 # What decides a run's numbers, as paths relative to the package: whole folders are walked, so
 # a module added to one of them counts without anyone listing it. The training subpackage is the
-# run itself; demo/ generates the demo data and converts its model; config.py holds the defaults
-# a field falls back to. Everything else (planning, analysis, scoring, the CLI) reads or schedules
-# runs without changing their numbers; the grader is applied to saved predictions by `rescore`.
-TRAINING_SOURCES = ("training", "demo", "experiment/config.py")
+# run itself; demo/smollm.py converts the demo model; config.py holds the defaults a field falls
+# back to. The task adds its own files (Task.source_files). Everything else (planning, analysis,
+# the CLI) reads or schedules runs without changing their numbers.
+TRAINING_SOURCES = ("training", "demo/smollm.py", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
 # equals an uninterrupted one, tests/training/test_resume.py).
@@ -49,11 +56,12 @@ SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_datase
 _PEFT_WRITTEN_FIELDS = ("peft_version", "base_model_name_or_path", "revision", "inference_mode")
 
 
-def training_source_files(package_dir: Path | None = None) -> list[Path]:
-    """Every Python file under TRAINING_SOURCES, in a fixed order (sorted relative paths)."""
+def training_source_files(task: str = tasks.DEFAULT_TASK, package_dir: Path | None = None) -> list[Path]:
+    """Every Python file under TRAINING_SOURCES and of `task`, in a fixed order (sorted relative
+    paths)."""
     root = Path(package_dir) if package_dir is not None else Path(peftbench.__file__).parent
     files: set[Path] = set()
-    for name in TRAINING_SOURCES:
+    for name in TRAINING_SOURCES + tuple(tasks.get(task).source_files()):
         path = root / name
         if path.is_dir():
             files.update(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
@@ -62,11 +70,11 @@ def training_source_files(package_dir: Path | None = None) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def code_identity() -> dict[str, str]:
+def code_identity(task: str = tasks.DEFAULT_TASK) -> dict[str, str]:
     root = Path(peftbench.__file__).parent
     # A plan computes this once per experiment: the files are read again only when one changed.
     files = tuple((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in training_source_files(root))
+                  for p in training_source_files(task, root))
     return {"peftbench_version": peftbench.__version__, "sources_sha256": _sources_sha256(str(root), files)}
 
 
@@ -107,6 +115,7 @@ def _default(value):
 
 def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, datasets: dict[str, Any],
                    model: dict[str, Any]) -> dict[str, Any]:
+    task = train_config.get("task") or tasks.DEFAULT_TASK
     cfg = {k: v for k, v in train_config.items() if k not in _NOT_OUTCOME_FIELDS}
     cfg["device"] = device_kind
     # A local data or model path is identified by the hash of its content (datasets / model
@@ -119,7 +128,7 @@ def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, 
         "peft_config": peft_config_identity(peft_config),
         "datasets": {k: _stable_identity(v) for k, v in datasets.items()},
         "model": _stable_identity(model),
-        "code": code_identity(),
+        "code": code_identity(task),
         "libraries": library_versions(),
     }
 
@@ -165,13 +174,13 @@ def _first_diff(old, new) -> str:
 def compute(exp, device_kind: str) -> tuple[str, dict[str, Any]]:
     """(run key, inputs) of an experiment without loading its model or data: the same function
     serves a run and a `run-all` plan, so both agree on what is up to date."""
-    from peftbench.training import data
     from peftbench.training import modeling
 
     cfg = exp.train_config
-    datasets = {"train": data.dataset_identity(cfg.train_dataset, "train"),
-                # a tuning trial reads only the eval train split: a new test set must not touch it
-                "eval": data.dataset_identity(cfg.eval_dataset, "tune" if cfg.tune_valid_size > 0 else "eval"),
-                "forgetting": data.dataset_identity(cfg.forgetting_dataset, "forgetting")}
+    task = tasks.get(cfg.task)
+    datasets = {"train": task.data_identity(cfg.train_dataset, "train"),
+                # a tuning trial reads only the validation pool: a new test set must not touch it
+                "eval": task.data_identity(cfg.eval_dataset, "tune" if cfg.tune_valid_size > 0 else "eval"),
+                "forgetting": sources.generic_identity(cfg.forgetting_dataset)}
     inputs = run_key_inputs(cfg.to_dict(), exp.peft_config, device_kind, datasets, modeling.model_identity(cfg))
     return run_key(inputs), inputs

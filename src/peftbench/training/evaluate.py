@@ -1,4 +1,4 @@
-"""Evaluation: batched greedy generation on GSM8K-form rows, graded per item, and the
+"""Evaluation: batched greedy generation on a task's rows, graded per item by the task, and the
 forgetting measure (per-token cross-entropy on plain text)."""
 
 from __future__ import annotations
@@ -7,19 +7,26 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from peftbench.record import results as R
-from peftbench.training.data import format_prompt
+from peftbench.tasks.base import Task
 from peftbench.training.signals import raise_if_signalled
 
 
 @dataclass
 class EvalOutcome:
-    rows: list[dict[str, Any]]  # prediction rows, fields as results.PREDICTION_FIELDS
-    accuracy: float | None  # strict; None for an empty split
-    accuracy_flexible: float | None
+    rows: list[dict[str, Any]]  # prediction rows, fields as results.PREDICTION_FIELDS plus the task's
+    # metrics-entry key ("test accuracy", "test accuracy flexible", ...) -> accuracy: for the test
+    # split the task's aggregate over its sets, for validation the share of items; None: no items
+    accuracies: dict[str, float | None]
+    per_set: dict[str, dict[str, Any]]  # test split: set -> {"n": items, <metric key>: accuracy}
     generated_tokens: int
     seconds: float
     loss: float | None = None  # validation only: see qa_cross_entropy
     engine: str = "static"  # the engine that ran (TrainConfig.eval_engine, or static as its fallback)
+
+    @property
+    def accuracy(self) -> float | None:
+        """The headline accuracy (the first grade's)."""
+        return next(iter(self.accuracies.values()), None)
 
 
 def _traits(model):
@@ -108,13 +115,13 @@ def _generation_batches(model, tokenizer, prompts: list[str], batch_size: int) -
     return [g[b:b + batch_size] for g in groups for b in range(0, len(g), batch_size)]
 
 
-def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, template: str,
-                  batch_size: int, generation_kwargs: dict[str, Any], grade: Callable,
-                  extra_kwargs_fn: Callable | None = None, progress=None, engine: str = "static") -> EvalOutcome:
-    """Generate an answer for every row and grade it. `grade(generated, reference)` returns an
-    object with extracted, extracted_flexible, correct_strict, correct_flexible. `engine` is a
-    TrainConfig.eval_engine; "dynamic" runs the static loop for models it cannot generate
-    (generation.unsupported_reason), and EvalOutcome.engine says which one ran."""
+def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, split: str, template: str,
+                  batch_size: int, generation_kwargs: dict[str, Any], extra_kwargs_fn: Callable | None = None,
+                  progress=None, engine: str = "static") -> EvalOutcome:
+    """Generate an answer for every row (the task's prompt) and grade it (the task's grader).
+    Test rows carry their set ("test_set"); accuracies are per set and the task's aggregate.
+    `engine` is a TrainConfig.eval_engine; "dynamic" runs the static loop for models it cannot
+    generate (generation.unsupported_reason), and EvalOutcome.engine says which one ran."""
     import time
 
     from peftbench.training import generation
@@ -123,28 +130,31 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, t
     was_training = model.training
     model.eval()
     out_rows: list[dict[str, Any]] = []
-    all_prompts = [format_prompt(template, r["question"]) for r in rows]
+    all_prompts = [task.prompt(template, r) for r in rows]
+    headline = f"correct_{task.grade_names[0]}"
     if engine == "dynamic" and generation.unsupported_reason(model, generation_kwargs) is not None:
         engine = "static"
 
     def record(index: int, text: str, count: int) -> None:
         raise_if_signalled()
         row = rows[index]
-        g = grade(text, row["answer"])
-        out_rows.append({
-            "split": split, "index": index, "item_id": R.item_id(row["question"]),
+        out = {
+            "split": split, "index": index, "item_id": R.item_id(task.item_key(row)),
             "question": row["question"], "prompt": all_prompts[index], "generated": text,
-            "reference": row["answer"], "extracted": g.extracted,
-            "extracted_flexible": g.extracted_flexible, "correct_strict": bool(g.correct_strict),
-            "correct_flexible": bool(g.correct_flexible), "num_generated_tokens": count,
-        })
+            "reference": row["answer"], **task.prediction_extras(row), **task.grade_fields(text, row),
+            "num_generated_tokens": count,
+        }
+        if "test_set" in row:
+            out["test_set"] = row["test_set"]
+        out_rows.append(out)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(acc=f"{sum(r['correct_strict'] for r in out_rows) / len(out_rows):.3f}")
+            progress.set_postfix(acc=f"{sum(r[headline] for r in out_rows) / len(out_rows):.3f}")
 
     try:
         if engine == "dynamic":
-            generation.generate_dynamic(model, tokenizer, all_prompts, generation_kwargs, batch_size, record)
+            generation.generate_dynamic(model, tokenizer, all_prompts, generation_kwargs, batch_size, record,
+                                        stop=lambda index, text: task.stops_generation(text, rows[index]))
         else:
             for indices in _generation_batches(model, tokenizer, all_prompts, batch_size):
                 extra = extra_kwargs_fn(len(indices)) if extra_kwargs_fn else None
@@ -155,11 +165,9 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, str]], *, split: str, t
     finally:
         model.train(was_training)
     out_rows.sort(key=lambda r: r["index"])
-    n = len(out_rows)
-    acc = sum(r["correct_strict"] for r in out_rows) / n if n else None
-    acc_flex = sum(r["correct_flexible"] for r in out_rows) / n if n else None
+    accuracies, per_set = task.accuracies(split, out_rows)
     total_tokens = sum(r["num_generated_tokens"] for r in out_rows)
-    return EvalOutcome(out_rows, acc, acc_flex, total_tokens, time.perf_counter() - start, engine=engine)
+    return EvalOutcome(out_rows, accuracies, per_set, total_tokens, time.perf_counter() - start, engine=engine)
 
 
 def text_cross_entropy(model, tokenizer, texts: list[str], max_seq_length: int, batch_size: int) -> float | None:
@@ -194,10 +202,10 @@ def text_cross_entropy(model, tokenizer, texts: list[str], max_seq_length: int, 
     return total_loss / total_tokens if total_tokens else None
 
 
-def qa_cross_entropy(model, tokenizer, rows: list[dict[str, str]], template: str, max_seq_length: int,
+def qa_cross_entropy(model, tokenizer, rows: list[dict[str, Any]], task: Task, template: str, max_seq_length: int,
                      batch_size: int) -> float | None:
     """Validation loss: mean per-token cross-entropy of `prompt + " " + reference answer` (the
     training text's layout). It breaks ties between tuning trials of equal validation accuracy;
     one forward pass per batch costs little beside generating up to 300 tokens per item."""
-    texts = [format_prompt(template, r["question"]) + " " + r["answer"] for r in rows]
+    texts = [task.prompt(template, r) + " " + task.reference_text(r) for r in rows]
     return text_cross_entropy(model, tokenizer, texts, max_seq_length, batch_size)

@@ -8,9 +8,9 @@ Here a row leaves the batch as soon as it is done and a waiting prompt takes its
 - prompts go in longest first, so a newcomer is never longer than the cache it joins: its keys
   and values are left-padded to the cache's length and masked out, which is what left padding
   does in a static batch;
-- a row is done at EOS, at its token budget, or where the grader would cut the text
-  (`scoring.grader.continuation_start`: a hallucinated next "Question:", a special token), since
-  nothing written after that point can change a grade (tests/scoring/test_stop_rule.py);
+- a row is done at EOS, at its token budget, or where the task says no later text can change
+  a grade (`Task.stops_generation`: for GSM8K, a hallucinated next "Question:" or a special
+  token after the answer, tests/scoring/test_stop_rule.py; for commonsense, the first answer word);
 - the cache never copies the whole batch for a step, a row leaving or a refill
   (`_roomy_layer_class`): a step appends in place into spare columns (DynamicCache copies
   itself with torch.cat at every step), a row that leaves is overwritten by one row from the
@@ -79,13 +79,6 @@ def _plain_dynamic_cache(config) -> bool:
 
     cache = DynamicCache(config=config)
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def stops_grading(text: str) -> bool:
-    """Whether the grader ignores everything after some point of `text` already."""
-    from peftbench.scoring.grader import continuation_start
-
-    return continuation_start(text) < len(text)
 
 
 # Spare columns kept at the end of every layer's key and value buffers. DynamicCache appends each
@@ -263,10 +256,12 @@ class _Batch:
 
 
 def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: dict[str, Any], batch_size: int,
-                     on_done: Callable[[int, str, int], None], stop: Callable[[str], bool] = stops_grading) -> None:
+                     on_done: Callable[[int, str, int], None], stop: Callable[[int, str], bool]) -> None:
     """Greedy generation for every prompt; calls on_done(prompt index, text, new tokens) as each
-    finishes (in no particular order). The text excludes the prompt and special tokens; the count
-    includes EOS, as the static loop's does. Check `unsupported_reason` first."""
+    finishes (in no particular order). A row finishes at EOS, at its budget, or once
+    stop(prompt index, text so far) holds (the task's `stops_generation`). The text excludes the
+    prompt and special tokens; the count includes EOS, as the static loop's does. Check
+    `unsupported_reason` first."""
     import torch
     from transformers.cache_utils import DynamicCache
 
@@ -330,7 +325,7 @@ def generate_dynamic(model, tokenizer, prompts: list[str], generation_kwargs: di
                     done.append(row)
                     continue
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
-                if len(tokens) >= budgets[item] or stop(text):
+                if len(tokens) >= budgets[item] or stop(item, text):
                     on_done(item, text, len(tokens))
                     done.append(row)
             if done:

@@ -200,8 +200,7 @@ def _validate(t: Training, state: TrainState) -> None:
     allocated_avg = memory.mean(state.mem_allocated[-window:]) if state.mem_allocated and window else None
     entry = {
         R.M_STEP: state.step,
-        R.M_VALID_ACC: outcome.accuracy,
-        R.M_VALID_ACC_FLEX: outcome.accuracy_flexible,
+        **outcome.accuracies,  # "valid accuracy" (the headline grade), then the task's other grades
         R.M_VALID_LOSS: outcome.loss,
         R.M_TRAIN_LOSS: state.window_loss / window if window else None,
         R.M_TRAIN_SAMPLES: state.train_samples,
@@ -215,9 +214,10 @@ def _validate(t: Training, state: TrainState) -> None:
     }
     state.metrics.append(entry)
     t.trackers.log_validation(entry)
+    others = ", ".join(f"{key[len(R.M_VALID_ACC) + 1:]} {_fmt(value)}" for key, value in list(outcome.accuracies.items())[1:])
     t.log_steps(
-        f"step {state.step:>6}/{t.cfg.max_steps}  valid acc {_fmt(outcome.accuracy)} "
-        f"(flexible {_fmt(outcome.accuracy_flexible)})  train loss {_fmt(entry[R.M_TRAIN_LOSS])}  "
+        f"step {state.step:>6}/{t.cfg.max_steps}  valid acc {_fmt(outcome.accuracy)}"
+        f"{f' ({others})' if others else ''}  train loss {_fmt(entry[R.M_TRAIN_LOSS])}  "
         f"{_fmt(entry[R.M_TOKENS_PER_SEC], '.0f')} tok/s  eval {outcome.seconds:.1f}s"
     )
     state.window_loss, state.window_steps, state.window_tokens, state.window_time = 0.0, 0, 0, 0.0

@@ -76,7 +76,7 @@ def model_source(model_id: str) -> str:
 def model_identity(cfg: TrainConfig) -> dict[str, Any]:
     """What identifies the base model, without loading it: the packaged GGUF's sha256, sha256
     of a local folder, or the hub revision sha."""
-    from peftbench.record import identity
+    from peftbench import identity
     from peftbench.demo import smollm
 
     model_id = cfg.model_id

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from peftbench import tasks
 from peftbench.record import results as R
 from peftbench.experiment.config import Experiment
 from peftbench.errors import ExitCode, RunCancelled, UserError
@@ -93,7 +94,8 @@ class _Run:
     default_seed: int
     device: str = "cpu"
     loaded: Any = None  # modeling.LoadedModel
-    splits: Any = None  # data.EvalSplits
+    task: Any = None  # tasks.Task of the run's train_config.task
+    splits: Any = None  # tasks.base.EvalData
     train_samples: list = field(default_factory=list)
     forgetting_texts: list = field(default_factory=list)
     state: Any = None  # loop.TrainState
@@ -117,7 +119,7 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
 
     cfg = exp.train_config
     stem = S.result_stem(exp.method, exp.name, cfg.seed, default_seed)
-    run = _Run(exp, opts, R.empty_result(), RunClock(), stem, default_seed)
+    run = _Run(exp, opts, R.empty_result(), RunClock(), stem, default_seed, task=tasks.get(cfg.task))
     lock = L.ExperimentLock(S.state_dir(exp.suite_dir) / "locks" / f"{stem}.lock", log=opts.log)
     try:
         lock.acquire()
@@ -204,6 +206,7 @@ def _record_static_info(run: _Run) -> None:
         hostname=provenance.hostname(),
         train_config=exp.train_config.to_dict(),
         peft_config=_peft_config_dict(exp.peft_config),
+        task=run.task.info(),
     )
 
 
@@ -267,7 +270,6 @@ def _setup(run: _Run) -> None:
     from peftbench.training import data
     from peftbench.training import modeling
     from peftbench.record import provenance
-    from peftbench.scoring import grader as scoring
 
     exp, cfg, log = run.exp, run.exp.train_config, run.opts.log
     # Seeding the global RNGs here, once per run, is the runner's job; no helper seeds anything.
@@ -281,8 +283,8 @@ def _setup(run: _Run) -> None:
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=False)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    train_rows, train_identity = data.load_train_rows(cfg.train_dataset, cfg.char_limit)
-    run.splits = data.load_eval_splits(cfg.eval_dataset, cfg.valid_size, cfg.test_size, cfg.tune_valid_size)
+    train_rows, train_identity = run.task.load_train_rows(cfg.train_dataset, cfg.char_limit)
+    run.splits = run.task.load_eval_data(cfg.eval_dataset, cfg.valid_size, cfg.test_size, cfg.tune_valid_size)
     run.forgetting_texts, forgetting_identity = data.load_forgetting_texts(cfg.forgetting_dataset)
     run.forgetting_texts = run.forgetting_texts[: cfg.forgetting_size]
     log(f"data: {len(train_rows)} train rows, {len(run.splits.valid)} valid, {len(run.splits.test)} test, "
@@ -297,7 +299,7 @@ def _setup(run: _Run) -> None:
         model_info=model_info,
         dataset_info={"train": train_identity, "eval": run.splits.identity, "forgetting": forgetting_identity},
         package_info=provenance.package_versions(), system_info=provenance.system_info(run.device),
-        pytorch_info=provenance.pytorch_info(), grader_version=scoring.GRADER_VERSION,
+        pytorch_info=provenance.pytorch_info(), grader_version=run.task.grader_version,
         peftbench_version=run.run_key_inputs["code"]["peftbench_version"],
         code_sha256=run.run_key_inputs["code"]["sources_sha256"])
     trainable, total = modeling.count_parameters(model)
@@ -328,22 +330,21 @@ def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
     """Generate and grade `rows` with the run's model; returns an evaluate.EvalOutcome (with the
     validation loss for the valid split)."""
     from peftbench.training import methods
-    from peftbench.scoring import grader as scoring
     from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy
 
     cfg = run.exp.train_config
     bar = _bar(run.opts.progress, len(rows), f"{split} eval")
     try:
         outcome = evaluate_rows(
-            run.loaded.model, run.loaded.tokenizer, rows, split=split, template=cfg.query_template,
-            batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs, grade=scoring.grade,
+            run.loaded.model, run.loaded.tokenizer, rows, task=run.task, split=split, template=cfg.query_template,
+            batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs,
             extra_kwargs_fn=functools.partial(methods.generate_kwargs, run.exp.peft_config, device=run.device),
             progress=bar, engine=cfg.eval_engine)
     finally:
         bar.close()
     run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
     if split == "valid":
-        outcome.loss = qa_cross_entropy(run.loaded.model, run.loaded.tokenizer, rows, cfg.query_template,
+        outcome.loss = qa_cross_entropy(run.loaded.model, run.loaded.tokenizer, rows, run.task, cfg.query_template,
                                         cfg.max_seq_length, cfg.batch_size_eval)
     return outcome
 
@@ -403,7 +404,7 @@ def _test(run: _Run) -> None:
     if run.exp.train_config.tune_valid_size > 0:
         # A tuning trial is chosen on validation data only: it never generates on the test split,
         # and its result holds no test accuracy (null: not measured) and no test predictions.
-        outcome = _NOT_TESTED
+        outcome = _NotTested(run.task)
     else:
         outcome = _evaluate_split(run, "test", run.splits.test)
     run.test_rows = outcome.rows
@@ -415,25 +416,30 @@ def _test(run: _Run) -> None:
         forgetting = forgetting_after - run.forgetting_before
     run.result[R.TRAIN_INFO][R.TI_METRICS] = state.metrics + [{
         R.M_STEP: state.step,
-        R.M_TEST_ACC: outcome.accuracy,
-        R.M_TEST_ACC_FLEX: outcome.accuracy_flexible,
+        **outcome.accuracies,  # "test accuracy" (the task's headline), then its other grades
         R.M_TRAIN_LOSS: _mean_train_loss(state),
         R.M_TRAIN_SAMPLES: state.train_samples,
         R.M_TRAIN_TOTAL_TOKENS: state.total_tokens,
         R.M_FORGETTING: forgetting,
+        R.M_TEST_SETS: outcome.per_set,
     }]
-    run.opts.log(f"test accuracy {_pct(outcome.accuracy)} (flexible {_pct(outcome.accuracy_flexible)}) on "
-                 f"{len(outcome.rows)} items; forgetting {forgetting if forgetting is None else round(forgetting, 4)}")
+    others = ", ".join(f"{key[len(R.M_TEST_ACC) + 1:]} {_pct(value)}" for key, value in list(outcome.accuracies.items())[1:])
+    sets = "; ".join(f"{name} {_pct(figures[R.M_TEST_ACC])}" for name, figures in outcome.per_set.items()) \
+        if len(outcome.per_set) > 1 else ""
+    run.opts.log(f"test accuracy {_pct(outcome.accuracy)}{f' ({others})' if others else ''} on "
+                 f"{len(outcome.rows)} items{f' [{sets}]' if sets else ''}; "
+                 f"forgetting {forgetting if forgetting is None else round(forgetting, 4)}")
 
 
 class _NotTested:
     """Stand-in for the test split's EvalOutcome in a tuning trial: nothing measured."""
 
     rows: list = []
-    accuracy = accuracy_flexible = seconds = None
+    accuracy = seconds = None
+    per_set: dict = {}
 
-
-_NOT_TESTED = _NotTested()
+    def __init__(self, task):
+        self.accuracies = {task.metric_key("test", g): None for g in task.grade_names}
 
 
 def _mean_train_loss(state) -> float | None:

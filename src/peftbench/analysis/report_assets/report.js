@@ -264,11 +264,15 @@
     (data.fronts[pareto.x + "|" + pareto.y] || []).forEach(function (id) { onFront[id] = true; });
     var front = points.filter(function (r) { return onFront[r.id]; })
       .sort(function (a, b) { return a.values[pareto.x] - b.values[pareto.x]; });
-    if (front.length > 1) {
-      fr.root.appendChild(svg("polyline", { "class": "front", points: front.map(function (r) {
+    // one front per task: results of different tasks are never compared with each other
+    var byTask = {};
+    front.forEach(function (r) { (byTask[r.values.task] = byTask[r.values.task] || []).push(r); });
+    Object.keys(byTask).forEach(function (task) {
+      if (byTask[task].length < 2) return;
+      fr.root.appendChild(svg("polyline", { "class": "front", "data-task": task, points: byTask[task].map(function (r) {
         return fr.sx.map(r.values[pareto.x]).toFixed(1) + "," + fr.sy.map(r.values[pareto.y]).toFixed(1);
       }).join(" ") }));
-    }
+    });
     points.forEach(function (r) {
       var c = svg("circle", { "class": "point" + (onFront[r.id] ? " on-front" : ""), r: onFront[r.id] ? 6 : 4.5,
         cx: fr.sx.map(r.values[pareto.x]).toFixed(1), cy: fr.sy.map(r.values[pareto.y]).toFixed(1),
@@ -276,7 +280,8 @@
       c.appendChild(svg("title", {}, r.values.experiment));
       var lines = [r.values.experiment, r.values.family + (r.values.variant !== r.values.family ? " / " + r.values.variant : ""),
         label(pareto.x) + ": " + r.display[pareto.x], label(pareto.y) + ": " + r.display[pareto.y]];
-      if (onFront[r.id]) lines.push("on the Pareto front");
+      if (data.cross_task_tasks && data.cross_task_tasks.length > 1) lines.push("task: " + r.values.task);
+      if (onFront[r.id]) lines.push("on the Pareto front of its task");
       c.addEventListener("mouseenter", function (e) { showTip(e, lines); });
       c.addEventListener("mousemove", moveTip);
       c.addEventListener("mouseleave", hideTip);

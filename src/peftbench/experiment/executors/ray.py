@@ -125,7 +125,7 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
     if _value(board.cancelled.remote()):
         return {"node": node, "not_started": True}
     board.started.remote(index, node)
-    from peftbench.demo.smollm import cache_root
+    from peftbench.fs import cache_root
 
     cache = cache_root()
     # By node: nodes that share a file system (several on one machine) keep their runs apart.
