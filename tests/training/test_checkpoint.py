@@ -59,9 +59,11 @@ def test_a_planted_pickle_runs_nothing_and_is_moved_aside_at_the_next_resume(tin
     assert not marker.exists(), "the planted pickle ran"
     assert code == 0
     err = capsys.readouterr().err
-    assert f"warning: checkpoint {checkpoint} cannot be read" in err and "starting from step 0" in err
     [aside] = checkpoint.parent.glob(f"{checkpoint.name}.unreadable-*")
-    assert f"moved aside to {aside.name}" in err
+    assert (f"warning: checkpoint {checkpoint} cannot be read (it holds more than tensors and plain values "
+            "(Unsupported global: GLOBAL io.open), which could run code if loaded); "
+            f"moved aside to {aside.name}; starting from step 0") in err
+    assert "weights_only" not in err  # torch's advice on how to load it anyway is not passed on
     assert newest_result(tiny_suite)["run_info"]["resumed_from_step"] is None
 
 

@@ -150,7 +150,7 @@ def load(path: Path, run_key: str, warn: Callable[[str], None]) -> dict[str, Any
     except Exception as exc:  # noqa: BLE001 - what torch raises depends on how the bytes are damaged
         # (UnpicklingError, RuntimeError from the zip reader, EOFError, OSError); an interrupt
         # is a BaseException and passes.
-        _move_aside(path, f"{type(exc).__name__}: {_first_line(exc)}", warn)
+        _move_aside(path, _why_unreadable(exc), warn)
         return None
     if not isinstance(payload, dict) or any(key not in payload for key in KEYS):
         _move_aside(path, "not a peftbench checkpoint", warn)
@@ -172,9 +172,23 @@ def _move_aside(path: Path, why: str, warn: Callable[[str], None]) -> None:
     warn(f"warning: checkpoint {path} cannot be read ({why}); moved aside to {aside.name}; starting from step 0")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "no message"
+def _why_unreadable(exc: BaseException) -> str:
+    """One line. torch's refusals come with advice on loading the file anyway (weights_only=False),
+    the one thing not to do with a file nobody here wrote: only what it found is passed on."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        found = _first_sentence(text.split(marker, 1)[1]).split(" was not an allowed global")[0]
+        if found.startswith("Unsupported global"):
+            return f"it holds more than tensors and plain values ({found}), which could run code if loaded"
+        return f"not a checkpoint ({found})"
+    found = _first_sentence(text)
+    return f"{type(exc).__name__}: {found}" if found else type(exc).__name__
+
+
+def _first_sentence(text: str) -> str:
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line.split(". ")[0].rstrip(".")
 
 
 def restore(payload: dict[str, Any], model, optimizer, scheduler, scaler) -> TrainState:
