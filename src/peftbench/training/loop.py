@@ -2,9 +2,9 @@
 
 `run_training` builds the optimizer, schedule and grad scaler, resumes from a checkpoint of the
 same run key, then repeats `train_step -> evaluate -> checkpoint` up to max_steps. A checkpoint
-that cannot be read or written is a warning (peftbench.training.checkpoint), never the end of a run. The runner
-(peftbench.training.runner) hands it a `Training` and a `TrainState` to fill; it does the phases
-before (data, model) and after (test, save, record).
+that cannot be read or written is a warning (peftbench.training.checkpoint), never the end of a
+run. The runner (peftbench.training.runner) hands it a `Training` and a `TrainState` to fill; it
+does the phases before (data, model) and after (test, save, record).
 
 `train_step` is one optimizer step, public so that tests drive the step that ships. What a PEFT
 method needs from a step (extra forward kwargs, an extra loss, AdaLoRA's rank allocation) comes
