@@ -1,8 +1,11 @@
 import base64
+import errno
 import hashlib
 import json
+import os
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -101,6 +104,38 @@ def test_report_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "x.json"), "-o", str(tmp_path / "r.html")]) == 2
     assert "x.json" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_to_a_path_below_a_file_exits_2_naming_it_before_reading_anything(tmp_path, capsys):
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    out = a_file / "x.html"
+    # No result folder at all: the output path is refused before the inputs are read.
+    assert main(["report", str(tmp_path / "no-such-suite"), "-o", str(out)]) == 2
+    assert f"cannot write the report to {out}: {a_file} is not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "root:x:0:0\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder that takes no new files")
+def test_report_to_a_folder_that_takes_no_files_exits_2_naming_it(hostile_suite, capsys):
+    out = Path("/proc/peftbench-report.html")
+    assert main(["report", str(hostile_suite), "-o", str(out)]) == 2
+    assert f"cannot write the report to {out}: No such file or directory" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_report_that_cannot_be_written_leaves_the_old_one_and_exits_2(hostile_suite, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report.html"
+    out.write_text("the old report")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert main(["report", str(hostile_suite), "-o", str(out)]) == 2
+    assert f"cannot write the report to {out}: {os.strerror(errno.ENOSPC)}" in capsys.readouterr().err
+    assert out.read_text() == "the old report"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".report")) == []  # no temporary file
 
 
 def test_report_of_the_published_results(published_results, tmp_path):

@@ -4,8 +4,9 @@ One cluster serves the module: a head node and a worker node of one CPU each, bo
 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 and node_ip_address), no dashboard, 150 MiB of
 object store each, usage statistics off: no traffic leaves the loopback interface. The driver is
 a `peftbench run-all` process, as a user would start it, so that Ctrl+C can be sent to it. The
-worker node is removed by the last test. Skipped, with the reason, where the `ray` extra is not
-installed."""
+worker node is removed by the last test. The first tests, on where the driver connects, start no
+cluster: ray.init is replaced by a recorder. Skipped, with the reason, where the `ray` extra is
+not installed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +121,86 @@ def ray_tasks_running() -> list[str]:
         if "ray::run_task" in cmdline or ("peftbench.cli run " in cmdline and "ray-runs" in cmdline):
             found.append(cmdline)
     return found
+
+
+# --- where the driver connects: no cluster is started ----------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a connect is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_init_calls(monkeypatch) -> list:
+    """The addresses ray.init is called with; each call then fails as an unreachable cluster would."""
+    import ray
+
+    calls = []
+
+    def init(address=None, **kwargs):
+        calls.append(address)
+        raise ConnectionError("stopped by the test")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return calls
+
+
+@pytest.fixture
+def stale_cluster_file(tmp_path, monkeypatch) -> str:
+    """Ray's record of the cluster `ray start` started last (/tmp/ray/ray_current_cluster, here
+    under RAY_TMPDIR), naming one long gone; its address."""
+    address = f"127.0.0.1:{closed_port()}"
+    ray_tmp = tmp_path / "ray-tmp"
+    (ray_tmp / "ray").mkdir(parents=True)
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(address + "\n")
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    return address
+
+
+def test_without_address_run_all_starts_a_fresh_local_instance_never_the_cluster_ray_last_joined(
+        tiny_suite, stale_cluster_file, ray_init_calls, capsys):
+    from peftbench.cli import main
+
+    code = main(["run-all", str(tiny_suite), "--executor", "ray", "--no-progress"])
+    assert ray_init_calls == ["local"]  # None would join the cluster in ray_current_cluster (or RAY_ADDRESS)
+    assert code == 2
+    assert "cannot start or reach a Ray instance on this machine: stopped by the test" in capsys.readouterr().err
+
+
+def test_a_dead_address_is_refused_with_exit_2_naming_it_before_ray_tries_to_join(tiny_suite, ray_init_calls, capsys):
+    from peftbench.cli import main
+
+    address = f"127.0.0.1:{closed_port()}"
+    code = main(["run-all", str(tiny_suite), "--executor", "ray", "--address", address, "--no-progress"])
+    assert ray_init_calls == []  # ray.init retries a dead address for as long as it is left running
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the Ray cluster at {address!r}: Connection refused" in err
+    assert "leave --address out to start a Ray instance on this machine" in err
+
+
+def test_address_auto_naming_a_cluster_that_is_gone_is_refused_with_exit_2(
+        tiny_suite, stale_cluster_file, ray_init_calls, capsys):
+    from peftbench.cli import main
+
+    code = main(["run-all", str(tiny_suite), "--executor", "ray", "--address", "auto", "--no-progress"])
+    assert ray_init_calls == [] and code == 2
+    assert f"cannot reach the Ray cluster at 'auto' ({stale_cluster_file}): Connection refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("address, host_port", [
+    ("127.0.0.1:6379", ("127.0.0.1", 6379)), ("head.example:6380", ("head.example", 6380)),
+    ("[::1]:6379", ("::1", 6379)), ("ray://head.example", ("head.example", 10001)),
+    ("ray://head.example:10002", ("head.example", 10002)), ("head.example", None), ("::1", None),
+    ("http://head.example:8265", None)])
+def test_the_address_checked_is_the_host_and_port_ray_would_connect_to(address, host_port):
+    from peftbench.experiment.executors.ray import _host_port
+
+    assert _host_port(address) == host_port
 
 
 def test_three_runs_on_two_nodes_equal_a_local_run_a_raising_run_fails_once_and_a_second_run_all_runs_nothing(

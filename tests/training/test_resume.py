@@ -131,7 +131,7 @@ def test_an_interrupt_during_the_test_loses_no_training(tiny_suite, monkeypatch,
     assert main(run) == 130
     monkeypatch.undo()
     [checkpoint] = checkpoints(tiny_suite)
-    assert torch.load(checkpoint, weights_only=False)["state"]["step"] == 4  # the last step of 4
+    assert torch.load(checkpoint, weights_only=True)["state"]["step"] == 4  # the last step of 4
 
     assert main(run) == 0
     resumed = read_result(max((tiny_suite / "temporary_results").glob("*.json"), key=os.path.getmtime))

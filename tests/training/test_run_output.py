@@ -121,3 +121,72 @@ def test_no_progress_bars_are_written_when_stderr_is_not_a_terminal(tiny_suite, 
     assert main(["run", "--clean", str(tiny_suite / LORA)]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "it/s" not in err and "train:" not in err
+
+
+# --- --output-dir: the adapter replaces nothing but an earlier adapter ---------------------------
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused_output_dir(suite: Path, output_dir: Path, capsys, experiment: str = LORA, *extra: str) -> str:
+    """Run with --output-dir; assert it is refused before anything runs; its message."""
+    before = files_under(suite)
+    assert main(["run", "--no-progress", str(suite / experiment), "--output-dir", str(output_dir), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"--output-dir {output_dir}" in err and "Nothing was run" in err
+    assert files_under(suite) == before  # nothing written: no result, checkpoint, lock or adapter file
+    return err
+
+
+def test_an_output_dir_inside_the_experiments_folder_is_refused_and_the_other_experiment_kept(tiny_suite, tiny_lora,
+                                                                                              capsys):
+    other = tiny_suite / "experiments" / "lora" / "other"
+    other.mkdir()
+    (other / "adapter_config.json").write_text(json.dumps(dict(tiny_lora, r=2, lora_alpha=4)))
+    err = refused_output_dir(tiny_suite, other, capsys)
+    assert f"inside the suite's experiments/ folder ({tiny_suite / 'experiments'})" in err
+    # A folder that does not exist yet is judged by where it would be.
+    err = refused_output_dir(tiny_suite, tiny_suite / "experiments" / "lora" / "tiny-r4" / "adapter", capsys)
+    assert "inside the suite's experiments/ folder" in err
+
+
+@pytest.mark.parametrize("files, why", [
+    ({"adapter_config.json": "{}"}, "holds an adapter_config.json with no adapter weights beside it"),
+    ({"adapter_config.json": "{}", "training_params.json": "{}"}, "holds training_params.json"),
+    ({"default_training_params.json": "{}"}, "holds default_training_params.json"),
+])
+def test_an_output_dir_that_looks_like_an_experiment_or_a_suite_is_refused(tiny_suite, tmp_path, files, why, capsys):
+    folder = tmp_path / "copied-experiment"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    assert why in refused_output_dir(tiny_suite, folder, capsys)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == files
+
+
+def test_an_output_dir_that_is_the_base_model_or_the_suite_is_refused(tiny_suite, tiny_model_dir, capsys):
+    assert "the model this run fine-tunes" in refused_output_dir(tiny_suite, tiny_model_dir, capsys,
+                                                                 "experiments/full-finetuning/tiny")
+    assert "the suite's own folder" in refused_output_dir(tiny_suite, tiny_suite, capsys)
+
+
+def test_output_dir_with_clean_is_refused_instead_of_deleting_the_folder(tiny_suite, tmp_path, capsys):
+    folder = tmp_path / "my-work"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    err = refused_output_dir(tiny_suite, folder, capsys, LORA, "--clean")
+    assert "with --clean: --clean deletes the adapter folder" in err
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_dir_an_earlier_run_saved_its_adapter_into_is_written_again(tiny_suite, tmp_path):
+    out = tmp_path / "adapter"
+    run = ["run", "--no-progress", str(tiny_suite / LORA), "--output-dir", str(out)]
+    assert main(run) == 0
+    first = files_under(out)
+    assert "adapter_config.json" in first and "adapter_model.safetensors" in first
+    assert main([*run, "--set", "optimizer_kwargs.lr=0.002"]) == 0
+    assert files_under(out).keys() == first.keys()
+    assert files_under(out)["adapter_model.safetensors"] != first["adapter_model.safetensors"]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from peftbench.commands.options import add_result_reading_options
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, UserError
 
 HELP = "write a self-contained HTML report (leaderboard, Pareto plot, learning curves, failures)"
 DESCRIPTION = """\
@@ -44,17 +44,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import html_report as report
-    from peftbench.errors import UserError
     from peftbench.fs import atomic_write_bytes
 
+    output = Path(args.output)
+    _check_output(output)  # before reading the results: a typo in -o costs no time
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
     page = report.build_report(runs, sources=args.paths, title=args.title, capabilities=_capabilities(args.paths))
-    output = Path(args.output)
-    if output.is_dir():
-        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
-    atomic_write_bytes(output, page.encode("utf-8"))  # fs gives it shared permissions (0666 less umask)
+    try:
+        atomic_write_bytes(output, page.encode("utf-8"))  # fs gives it shared permissions (0666 less umask)
+    except OSError as exc:
+        # What only the write can tell: a folder that takes no files (/proc, read-only, full disk).
+        # An existing report at that path is left as it was.
+        raise UserError(_cannot_write(output, exc.strerror or str(exc))) from None
     print(f"wrote {output} ({len(runs)} result files, {len(page) / 1024:.0f} KiB)")
     return ExitCode.OK
+
+
+def _check_output(output: Path) -> None:
+    """UserError when `output` cannot be a file: it is a folder, or a part of its path is a file."""
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; give a file name, e.g. {output / 'report.html'}")
+    existing = output.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(_cannot_write(output, f"{existing} is not a folder"))
+
+
+def _cannot_write(output: Path, reason: str) -> str:
+    return f"cannot write the report to {output}: {reason}; give -o a file in a folder you can write to"
 
 
 def _capabilities(paths: list[str]) -> list[dict] | None:

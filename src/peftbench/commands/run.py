@@ -38,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
                         help="experiment folder(s): <suite>/experiments/<peft-method>/<name>/")
     add_verbose_option(parser, "print validation lines and progress details")
-    parser.add_argument("--output-dir", help="save the trained adapter here (default: a temporary folder, printed)")
+    parser.add_argument("--output-dir", help="save the trained adapter here (default: a temporary folder, printed); "
+                                             "refused inside the suite's experiments/ folder and on a folder holding "
+                                             "an experiment's config or the base model")
     parser.add_argument("--clean", action="store_true", help="delete the saved adapter after the run")
     parser.add_argument("--if-stale", action="store_true",
                         help="skip an experiment whose up-to-date result already exists (used by run-all)")
@@ -87,10 +89,8 @@ def _run(args) -> int:
             if i == 0:  # model and adapter on the meta device: PEFT's own checks, nothing written
                 check_builds(exp)
             jobs.append((exp, suite_default_seed(exp.suite_dir)))
-    if args.output_dir and len(jobs) > 1:
-        from peftbench.errors import UserError
-
-        raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
+    if args.output_dir:
+        _check_output_dir(args, jobs)
     opts = RunOptions(verbose=args.verbose, output_dir=args.output_dir, clean=args.clean, resume=args.resume,
                       keep_checkpoint=args.keep_checkpoint, if_stale=args.if_stale, progress=args.progress,
                       debug=args.debug)
@@ -104,6 +104,22 @@ def _run(args) -> int:
             return ExitCode.CANCELLED
         worst = max(worst, ExitCode(outcome.exit_code))
     return worst
+
+
+def _check_output_dir(args, jobs) -> None:
+    """--output-dir takes one run, is not deleted by --clean, and replaces no config (output.py)."""
+    from pathlib import Path
+
+    from peftbench.errors import UserError
+    from peftbench.training.output import check_adapter_dir
+
+    if len(jobs) > 1:
+        raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
+    if args.clean:
+        # --clean deletes the adapter's folder, whole: with --output-dir, a folder the user named.
+        raise UserError(f"--output-dir {args.output_dir} with --clean: --clean deletes the adapter folder after the "
+                        "run, here the folder you named and all it holds. Give one or the other. Nothing was run.")
+    check_adapter_dir(Path(args.output_dir), jobs[0][0])
 
 
 def _write_outcome(args, exp, outcome) -> None:

@@ -12,6 +12,7 @@ from peftbench.commands.options import number_above
 from peftbench.commands.status import suite_column
 from peftbench.errors import ExitCode
 from peftbench.experiment.executors import EXECUTORS, RAN, Outcome, Outcomes, RunItem, Settings
+from peftbench.experiment.executors.ray import CONNECT_TIMEOUT_S
 
 HELP = "run every experiment that is not up to date, each in a fresh process, then summarise"
 DESCRIPTION = """\
@@ -37,7 +38,7 @@ examples:
   peftbench run-all demo/ --dry-run        # the plan, with the reason for each line
   peftbench run-all experiments/lora/ --seeds 0,1,2
   peftbench run-all demo/ --force --set max_steps=20
-  peftbench run-all --executor ray                     # one run per GPU of this machine
+  peftbench run-all --executor ray                     # a fresh Ray instance here: one run per GPU
   peftbench run-all --executor ray --address auto      # join a running Ray cluster (docs/cluster.md)
 """
 
@@ -65,8 +66,12 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="local: one run after another on this machine (default); ray: one Ray task per run, "
                             "over every GPU of this machine or of a Ray cluster (needs pip install 'peftbench[ray]')")
-    group.add_argument("--address", help="with --executor ray: join this running Ray cluster (auto, or HOST:6379); "
-                                         "default: start a Ray instance on this machine")
+    group.add_argument("--address", help="with --executor ray: join this running Ray cluster: auto (the one "
+                                         "RAY_ADDRESS or the last `ray start` names), HOST:6379 or ray://HOST:10001; "
+                                         f"an address that does not answer within {CONNECT_TIMEOUT_S} s is refused "
+                                         "(exit 2). Default: "
+                                         "start a fresh Ray instance on this machine and stop it at the end, never "
+                                         "joining a cluster already running")
     group.add_argument("--gpus-per-run", type=number_above(float, 0, inclusive=True), metavar="N",
                        help="with --executor ray: GPUs each run reserves (default: 1 when the cluster has GPUs, else 0; "
                             "never two runs on one GPU, so memory figures stay clean)")

@@ -1,9 +1,10 @@
 """The training loop in one place.
 
 `run_training` builds the optimizer, schedule and grad scaler, resumes from a checkpoint of the
-same run key, then repeats `train_step -> evaluate -> checkpoint` up to max_steps. The runner
-(peftbench.training.runner) hands it a `Training` and a `TrainState` to fill; it does the phases
-before (data, model) and after (test, save, record).
+same run key, then repeats `train_step -> evaluate -> checkpoint` up to max_steps. A checkpoint
+that cannot be read or written is a warning (peftbench.training.checkpoint), never the end of a
+run. The runner (peftbench.training.runner) hands it a `Training` and a `TrainState` to fill; it
+does the phases before (data, model) and after (test, save, record).
 
 `train_step` is one optimizer step, public so that tests drive the step that ships. What a PEFT
 method needs from a step (extra forward kwargs, an extra loss, AdaLoRA's rank allocation) comes
@@ -78,7 +79,7 @@ class Training:
     run_key: str  # a checkpoint of another run key is not resumed
     resume: bool  # False: delete this run key's checkpoint and start over
     clock: RunClock
-    log: Callable[[str], None]  # always shown (resuming)
+    log: Callable[[str], None]  # always shown (resuming, checkpoint warnings)
     log_steps: Callable[[str], None]  # one line per validation (shown with -v)
     progress: Any  # a tqdm-like bar, or a stand-in
     trackers: Trackers = field(default_factory=Trackers.none)  # report_to; the stand-in sends nothing
@@ -162,7 +163,7 @@ def _resume(t: Training, state: TrainState, opt: Optimization) -> None:
     if not t.resume:
         t.checkpoint_path.unlink(missing_ok=True)
         return
-    payload = C.load(t.checkpoint_path, t.run_key)
+    payload = C.load(t.checkpoint_path, t.run_key, warn=t.log)  # an unreadable one: moved aside, step 0
     if payload is None:
         return
     restored = C.restore(payload, t.model, opt.optimizer, opt.scheduler, opt.scaler)
@@ -245,7 +246,13 @@ def _checkpoint(t: Training, state: TrainState, opt: Optimization) -> None:
 
     _read_window_loss(t, state)
     state.elapsed_before = t.clock()
-    C.save(t.checkpoint_path, t.run_key, state, t.model, opt.optimizer, opt.scheduler, opt.scaler)
+    try:
+        C.save(t.checkpoint_path, t.run_key, state, t.model, opt.optimizer, opt.scheduler, opt.scaler)
+    except C.NotWritten as exc:
+        # A checkpoint only shortens a restart; the training itself is fine, and its result
+        # has a write path of its own (training/output.py).
+        t.log(f"warning: {exc}; training goes on (a run stopped now starts again from an earlier checkpoint "
+              "or step 0)")
 
 
 def _fmt(value, spec: str = ".4f") -> str:

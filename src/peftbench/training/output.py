@@ -1,5 +1,6 @@
 """A run's result must land somewhere: its results folders are checked before training, and a
-write that still fails at the end goes to a fallback folder instead of being lost.
+write that still fails at the end goes to a fallback folder instead of being lost. Its adapter
+lands only where it replaces nothing but an earlier adapter (`check_adapter_dir`, --output-dir).
 
 Training and evaluation can take hours; a results folder that cannot be written must cost
 seconds, not the run. `check_writable` probes a folder (by creating and removing a temporary
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from peftbench.errors import UserError
+from peftbench.experiment.config import (ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES,
+                                         Experiment)
 
 FALLBACK_DIR = "unwritten_results"  # under the suite's .peftbench/ (ignored by git)
 
@@ -37,6 +40,42 @@ def check_writable(folder: Path, what: str = "results") -> None:
     if problem:
         raise UserError(f"cannot write {what} to {folder} ({problem}); make it writable, then run again. "
                         "Nothing was trained.")
+
+
+# What PEFT's save_pretrained writes beside adapter_config.json: a folder holding one of them
+# is a saved adapter, which a new run may write over; without them, the config is an experiment's.
+ADAPTER_WEIGHTS_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter_dir(folder: Path, exp: Experiment) -> None:
+    """UserError, before anything runs, when saving the adapter (or the fully fine-tuned model)
+    into `folder` would replace something that is not an earlier run's output: a folder inside
+    the suite's experiments/ tree, the suite's own folder, an experiment's or suite's config, an
+    adapter_config.json with no adapter weights beside it (an experiment's config, copied), or
+    the local model the run starts from."""
+    target = folder.expanduser().resolve()
+    experiments = (exp.suite_dir / EXPERIMENTS_DIR).resolve()
+    problem = None
+    if target == experiments or experiments in target.parents:
+        problem = f"it is inside the suite's {EXPERIMENTS_DIR}/ folder ({experiments})"
+    elif target == exp.suite_dir.resolve():
+        problem = "it is the suite's own folder"
+    elif _is_local_model(exp.train_config.model_id, target):
+        problem = "it is the model this run fine-tunes (model_id)"
+    elif target.is_dir():
+        configs = [name for name in (*TRAINING_PARAMS_FILES, DEFAULTS_FILE) if (target / name).is_file()]
+        if configs:
+            problem = f"it holds {configs[0]}: an experiment's or a suite's config"
+        elif (target / ADAPTER_CONFIG_FILE).is_file() and not any((target / w).is_file() for w in ADAPTER_WEIGHTS_FILES):
+            problem = f"it holds an {ADAPTER_CONFIG_FILE} with no adapter weights beside it: an experiment's config"
+    if problem:
+        raise UserError(f"--output-dir {folder}: {problem}; saving the adapter there would replace it. Give a new "
+                        "folder, or one an earlier run saved its adapter into. Nothing was run.")
+
+
+def _is_local_model(model_id: str, target: Path) -> bool:
+    path = Path(model_id).expanduser()
+    return path.is_dir() and path.resolve() == target
 
 
 def fallback_dirs(suite_dir: Path) -> list[Path]:

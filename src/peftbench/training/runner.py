@@ -30,7 +30,7 @@ from peftbench.experiment.config import Experiment
 from peftbench.errors import ExitCode, RunCancelled, UserError
 from peftbench.record.results import Status
 from peftbench.terminal import printable
-from peftbench.training.signals import sigterm_raises
+from peftbench.training.signals import interrupt_behind, sigterm_raises
 from peftbench.training.trackers import Trackers
 
 
@@ -163,26 +163,13 @@ def _run_locked(run: _Run) -> RunOutcome:
                 "output pipe closed (BrokenPipeError): the process reading this run's output is gone")
             run.opts = dataclasses.replace(run.opts, log=_quiet)
         except Exception as exc:  # noqa: BLE001 - every other exception is a failed run, recorded
-            interrupt = _interrupt_behind(exc)
+            interrupt = interrupt_behind(exc)
             status, error = (Status.CANCELLED, interrupt) if interrupt is not None else (Status.FAILED, exc)
         path = _write_result(run, status, error)
     if run.unwritten:  # the numbers are safe in a fallback folder, but not where they belong: exit 1
         return RunOutcome(Status.FAILED, path, f"failed: {run.unwritten}", ExitCode.FAILED, run.run_key, run.unwritten)
     return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
                       run.result[R.RUN_INFO].get(R.RI_ERROR_MSG))
-
-
-def _interrupt_behind(exc: BaseException) -> BaseException | None:
-    """The Ctrl+C or SIGTERM that `exc` was raised while handling, if any. Library clean-up can
-    replace an interrupt by an error of its own: torch.save interrupted mid-write fails again in
-    its `__exit__` ("unexpected pos ..."). That run was cancelled, not failed."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (KeyboardInterrupt, RunCancelled)):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 The handler raises wherever the main thread happens to be. Code that swallows exceptions there
 (a bare `except:` in a library, an exception in a finalizer, which Python only prints) would
 lose the cancel, so the signal is also remembered: the training loop and the evaluation call
-`raise_if_signalled()` at every step and batch, and a lost cancel is raised there again."""
+`raise_if_signalled()` at every step and batch, and a lost cancel is raised there again.
+`interrupt_behind` finds a cancel that an error raised during clean-up has replaced."""
 
 from __future__ import annotations
 
 import contextlib
 import signal
 from typing import Callable, Iterator
+
+from peftbench.errors import RunCancelled
 
 # The cancel of the block being run (None outside one, or before its signal came).
 _received: BaseException | None = None
@@ -42,3 +45,16 @@ def sigterm_raises(make_exception: Callable[[int], BaseException]) -> Iterator[N
     finally:
         signal.signal(signal.SIGTERM, previous)
         _received = None
+
+
+def interrupt_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl+C or SIGTERM that `exc` was raised while handling, if any. Library clean-up can
+    replace an interrupt by an error of its own: torch.save interrupted mid-write fails again in
+    its `__exit__` ("unexpected pos ..."). That run was cancelled, not failed."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (KeyboardInterrupt, RunCancelled)):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

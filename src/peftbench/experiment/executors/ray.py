@@ -1,5 +1,6 @@
 """The Ray executor: each run is one Ray task that starts a fresh `peftbench run` process on its
-worker, over every GPU of this machine (a local Ray instance) or of a cluster (`--address`).
+worker, over every GPU of this machine (a fresh local Ray instance, started and stopped here) or
+of a running cluster (`--address`: `auto`, or an address checked to answer before Ray joins it).
 
 The driver (this process) keeps everything that decides what runs and where results go:
 - it checks each item is still stale and takes the experiment's lock (record/lock.py) before
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +45,10 @@ from peftbench.experiment.executors import (
     staging,
 )
 
+AUTO = "auto"  # --address auto: join the cluster Ray finds (RAY_ADDRESS, the last `ray start`)
+LOCAL = "local"  # ray.init's word for "start a fresh instance here", whatever else is running
+RAY_CLIENT_PREFIX, RAY_CLIENT_PORT = "ray://", 10001
+CONNECT_TIMEOUT_S = 10  # a live head answers a TCP connect in milliseconds, even across a cluster
 CANCEL_GRACE_S = 300  # a cancelled child writes its result within seconds; a long eval batch may take minutes
 PROGRESS_EVERY_S = 30
 POLL_S = 1.0  # how often a task looks at the cancel flag, and the driver at its tasks
@@ -69,12 +75,17 @@ def execute(items: list[RunItem], settings: Settings) -> Outcomes:
 
 
 def _connect(ray, address: str | None) -> None:
+    """Start a fresh Ray instance here (no --address), or join the cluster at `address` after
+    checking that it answers. Without an address, ray.init would join whatever cluster
+    RAY_ADDRESS or /tmp/ray/ray_current_cluster names, which may be a stranger's or a dead one."""
+    if address is not None:
+        check_reachable(address)
     # The children's log text stays in their run folder on the worker (its end comes back with
     # the result): several runs printing progress bars into one terminal would be unreadable.
     try:
-        context = ray.init(address=address, log_to_driver=False, configure_logging=False)
+        context = ray.init(address=address or LOCAL, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+        where = f"the Ray cluster at {address!r}" if address else "a Ray instance on this machine"
         raise UserError(f"cannot start or reach {where}: {exc}") from None
     url = getattr(context, "dashboard_url", None)
     resources = ray.cluster_resources()
@@ -82,6 +93,59 @@ def _connect(ray, address: str | None) -> None:
           f"{len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)"
           + (f"; dashboard http://{url}" if url and not str(url).startswith("http") else
              f"; dashboard {url}" if url else ""), file=sys.stderr, flush=True)
+
+
+def check_reachable(address: str) -> None:
+    """UserError, naming the address, unless something accepts a TCP connection at it within
+    CONNECT_TIMEOUT_S. ray.init retries a dead address for as long as it is left running, printing
+    GCS warnings; a refused port is known at once. `auto` is resolved as Ray resolves it
+    (RAY_ADDRESS, then the cluster `ray start` started last). An address without a port is left
+    to Ray."""
+    resolved = _resolve_auto() if address == AUTO else address
+    if resolved is None:
+        return
+    host_port = _host_port(resolved)
+    if host_port is None:
+        return
+    shown = repr(address) + (f" ({resolved})" if resolved != address else "")
+    try:
+        socket.create_connection(host_port, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:  # refused, no route, unknown host, or no answer within the timeout
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UserError(f"cannot reach the Ray cluster at {shown}: {reason}. Give the address of a running "
+                        "cluster's head (HOST:6379, or ray://HOST:10001 for Ray Client), or leave --address "
+                        "out to start a Ray instance on this machine") from None
+
+
+def _resolve_auto() -> str | None:
+    """The address `ray.init(address="auto")` would join; None when Ray's lookup is not where
+    this version of Ray kept it (Ray then resolves it itself, unchecked)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:
+        return None
+    try:
+        return get_ray_address_from_environment(AUTO, None)
+    except ConnectionError as exc:
+        raise UserError(f"--address auto: no running Ray cluster found ({exc}); start one with `ray start --head`, "
+                        "or leave --address out to start a Ray instance on this machine") from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of `HOST:PORT`, `[IPv6]:PORT` or `ray://HOST[:PORT]` (Ray Client, port 10001
+    by default); None for anything else."""
+    default_port = None
+    if address.startswith(RAY_CLIENT_PREFIX):
+        address, default_port = address[len(RAY_CLIENT_PREFIX):], RAY_CLIENT_PORT
+    elif "://" in address:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or host.endswith(":"):
+        host, port = address, default_port
+    host = host.strip("[]")
+    if not host or port is None:
+        return None
+    return host, int(port)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,8 +179,6 @@ class Board:
 def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_settings: Settings,
              seed: int, overrides: tuple[str, ...], expected_run_key: str, board) -> dict[str, Any]:
     """Run one experiment in a fresh child process on this worker; return what it wrote."""
-    import socket
-
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
