@@ -36,14 +36,14 @@ def test_every_answer_is_right_for_its_question(family, check):
     seen = 0
     for p in list_ops.problems("eval-test", 500):
         if p.family == family:
-            assert check(list(p.numbers), [int(x) for x in p.answer.split(", ")]), p
+            assert check(list(p.params), [int(x) for x in p.answer.split(", ")]), p
             seen += 1
     assert seen > 20
 
 
 def test_count_and_remove_answers():
     for p in list_ops.problems("eval-test", 500):
-        target, xs = p.numbers[0], list(p.numbers[1:])
+        target, xs = p.params[0], list(p.params[1:])
         if p.family == "count":
             assert int(p.answer) == xs.count(target) >= 1
         elif p.family == "without":

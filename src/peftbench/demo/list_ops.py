@@ -23,39 +23,27 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import random
 from dataclasses import dataclass
 from typing import Callable
 
+from peftbench.demo import generator
 from peftbench.errors import UserError
 
 DATASET_ID = "demo:list-ops"
 # Bump when any change here can change a generated row (the dataset identity records it).
 GENERATOR_VERSION = "1"
 
-TRAIN_SIZE = 20_000
-EVAL_SIZES = {"train": 1_000, "test": 500}  # "train" is the pool the validation set is drawn from
-_BUCKETS = {"train": range(0, 80), "eval-train": range(80, 90), "eval-test": range(90, 100)}
+TRAIN_SIZE, EVAL_SIZES, _BUCKETS = generator.TRAIN_SIZE, generator.EVAL_SIZES, generator.BUCKETS
 _SEEDS = {"train": 11, "eval-train": 12, "eval-test": 13}
-_MAX_DRAWS_PER_ROW = 200
 
 
 @dataclass(frozen=True)
-class Problem:
+class Problem(generator.CanonicalProblem):
     family: str
-    numbers: tuple[int, ...]  # with the family, what defines the problem
+    params: tuple[int, ...]  # with the family, what defines the problem
     question: str
     answer: str
-
-    @property
-    def canonical(self) -> str:
-        return f"{self.family}:{','.join(map(str, self.numbers))}"
-
-    def split(self) -> str:
-        bucket = int.from_bytes(hashlib.sha256(self.canonical.encode()).digest()[:8], "big") % 100
-        return next(name for name, share in _BUCKETS.items() if bucket in share)
 
 
 def _listed(numbers) -> str:
@@ -113,20 +101,7 @@ def problems(split: str, n: int) -> list[Problem]:
     """`n` distinct problems of a split ("train", "eval-train" or "eval-test"), in generation order."""
     if split not in _BUCKETS:
         raise UserError(f"{DATASET_ID}: unknown split {split!r}; available: {sorted(_BUCKETS)}")
-    rng = random.Random(_SEEDS[split])  # local: the global RNG is never touched
-    seen: set[str] = set()
-    out: list[Problem] = []
-    for _ in range(n * _MAX_DRAWS_PER_ROW):
-        if len(out) == n:
-            return out
-        problem = rng.choice(_FAMILIES)(rng)
-        if problem.canonical in seen or problem.split() != split:
-            continue
-        seen.add(problem.canonical)
-        out.append(problem)
-    if len(out) == n:
-        return out
-    raise RuntimeError(f"{DATASET_ID}: split {split!r} ran out of distinct problems after {len(out)} of {n}")
+    return generator.draw(DATASET_ID, split, n, _SEEDS[split], _FAMILIES, Problem.split, lambda p: p.canonical)
 
 
 def train_rows(n: int = TRAIN_SIZE) -> list[dict[str, str]]:
@@ -147,9 +122,6 @@ def identity() -> dict[str, object]:
 
 @functools.cache
 def _identity() -> dict[str, object]:
-    h = hashlib.sha256()
-    for rows in (train_rows(TRAIN_SIZE), eval_rows("train"), eval_rows("test")):
-        for row in rows:
-            h.update(json.dumps(row, sort_keys=True).encode() + b"\n")
     sizes = {"train": TRAIN_SIZE, **{f"eval-{k}": v for k, v in EVAL_SIZES.items()}}
-    return {"generator": __name__, "generator_version": GENERATOR_VERSION, "split_sizes": sizes, "sha256": h.hexdigest()}
+    return generator.rows_identity(__name__, GENERATOR_VERSION, sizes,
+                                   (train_rows(TRAIN_SIZE), eval_rows("train"), eval_rows("test")))

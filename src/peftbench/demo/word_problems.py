@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import random
 from dataclasses import dataclass
 from typing import Callable
 
+from peftbench.demo import generator
 from peftbench.errors import UserError
 
 DATASET_ID = "demo:word-problems"
@@ -47,35 +46,18 @@ DATASET_ID = "demo:word-problems"
 # dataset identity recorded in results.
 GENERATOR_VERSION = "1"
 
-TRAIN_SIZE = 20_000
-EVAL_SIZES = {"train": 1_000, "test": 500}  # "train" is the pool the validation set is drawn from
-
-# Share of canonical problems in each split, in hundredths of the sha256 bucket space. Training
-# gets 80%; the two evaluation pools 10% each, several times the rows they need (see the test
-# that counts the problem space), so drawing them without repeats ends quickly.
-_BUCKETS = {"train": range(0, 80), "eval-train": range(80, 90), "eval-test": range(90, 100)}
+TRAIN_SIZE, EVAL_SIZES, _BUCKETS = generator.TRAIN_SIZE, generator.EVAL_SIZES, generator.BUCKETS
 _SEEDS = {"train": 1, "eval-train": 2, "eval-test": 3}
-# Draws per requested row before giving up: a split that cannot be filled is a bug in the
-# families below, not something to loop on forever.
-_MAX_DRAWS_PER_ROW = 200
 
 
 @dataclass(frozen=True)
-class Problem:
+class Problem(generator.CanonicalProblem):
     family: str
     params: tuple[int, ...]  # the numbers that define the problem; names and objects do not
     question: str
     reasoning: tuple[str, ...]  # MetaMathQA-style sentences, "4 * 12 = 48"
     gsm_lines: tuple[str, ...]  # GSM8K-style lines, "4*12 = 48"
     answer: int
-
-    @property
-    def canonical(self) -> str:
-        return f"{self.family}:{','.join(map(str, self.params))}"
-
-    def split(self) -> str:
-        bucket = int.from_bytes(hashlib.sha256(self.canonical.encode()).digest()[:8], "big") % 100
-        return next(name for name, share in _BUCKETS.items() if bucket in share)
 
     def metamath_row(self) -> dict[str, str]:
         response = "\n".join(self.reasoning) + f"\nThe answer is: {self.answer}"
@@ -111,14 +93,9 @@ def identity() -> dict[str, object]:
 
 @functools.cache
 def _identity() -> dict[str, object]:
-    h = hashlib.sha256()
     sizes = {"train": TRAIN_SIZE, **{f"eval-{k}": v for k, v in EVAL_SIZES.items()}}
-    for rows in (train_rows(TRAIN_SIZE), eval_rows("train"), eval_rows("test")):
-        for row in rows:
-            h.update(json.dumps(row, sort_keys=True).encode())
-            h.update(b"\n")
-    return {"generator": __name__, "generator_version": GENERATOR_VERSION,
-            "split_sizes": sizes, "sha256": h.hexdigest()}
+    return generator.rows_identity(__name__, GENERATOR_VERSION, sizes,
+                                   (train_rows(TRAIN_SIZE), eval_rows("train"), eval_rows("test")))
 
 
 def problems(split: str, n: int) -> list[Problem]:
@@ -128,23 +105,8 @@ def problems(split: str, n: int) -> list[Problem]:
     """
     if split not in _BUCKETS:
         raise UserError(f"{DATASET_ID}: unknown split {split!r}; available: {sorted(_BUCKETS)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise UserError(f"{DATASET_ID}: number of rows must be a non-negative integer, got {n!r}")
-    rng = random.Random(_SEEDS[split])  # local: the global RNG is never touched
-    seen: set[str] = set()
-    out: list[Problem] = []
-    for _ in range(n * _MAX_DRAWS_PER_ROW):
-        if len(out) == n:
-            return out
-        problem = rng.choice(_FAMILIES)(rng)
-        key = problem.question if split == "train" else problem.canonical
-        if key in seen or problem.split() != split:
-            continue
-        seen.add(key)
-        out.append(problem)
-    if len(out) == n:
-        return out
-    raise RuntimeError(f"{DATASET_ID}: split {split!r} ran out of distinct problems after {len(out)} of {n}")
+    key = (lambda p: p.question) if split == "train" else (lambda p: p.canonical)
+    return generator.draw(DATASET_ID, split, n, _SEEDS[split], _FAMILIES, Problem.split, key)
 
 
 # ---------------------------------------------------------------------------- vocabulary

@@ -225,13 +225,8 @@ class Commonsense(Task):
         rows = sources.read_rows(source)
         sources.check_fields(rows, ("instruction", "output"), f"train_dataset {source!r}",
                              "LLM-Adapters' instruction/input/output/answer rows")
-        ident = self.data_identity(source, "train")
-        pairs = [(_query(r), r["output"]) for r in rows]
-        kept = [{"query": q, "response": a} for q, a in pairs if len(q) + 1 + len(a) <= char_limit]
-        ident.update({"rows": len(rows), "rows_kept": len(kept), "char_limit": char_limit})
-        if not kept:
-            raise UserError(f"train_dataset {source!r}: no row is within char_limit={char_limit}")
-        return kept, ident
+        return sources.within_char_limit([(_query(r), r["output"]) for r in rows], char_limit, source,
+                                         self.data_identity(source, "train"))
 
     def load_eval_data(self, source: str, valid_size: int, test_size: int | None,
                        tune_valid_size: int = 0) -> EvalData:

@@ -63,10 +63,8 @@ class ListOps(Task):
 
     def load_train_rows(self, source: str, char_limit: int) -> tuple[list[dict[str, str]], dict[str, Any]]:
         self._check_source("train_dataset", source)
-        rows = [r for r in list_ops.train_rows() if len(r["query"]) + 1 + len(r["response"]) <= char_limit]
-        ident = self.data_identity(source, "train")
-        ident.update({"rows": list_ops.TRAIN_SIZE, "rows_kept": len(rows), "char_limit": char_limit})
-        return rows, ident
+        return sources.within_char_limit([(r["query"], r["response"]) for r in list_ops.train_rows()], char_limit,
+                                         source, self.data_identity(source, "train"))
 
     def load_eval_data(self, source: str, valid_size: int, test_size: int | None,
                        tune_valid_size: int = 0) -> EvalData:

@@ -63,12 +63,7 @@ class GradeAnswerTask(Task):
         rows = demo_data.train_rows() if sources.is_demo(source) else sources.read_rows(source)
         ident = self.data_identity(source, "train")
         sources.check_fields(rows, ("query", "response"), f"train_dataset {source!r}", "MetaMathQA's query/response")
-        kept = [{"query": r["query"], "response": r["response"]} for r in rows
-                if len(r["query"]) + 1 + len(r["response"]) <= char_limit]
-        ident.update({"rows": len(rows), "rows_kept": len(kept), "char_limit": char_limit})
-        if not kept:
-            raise UserError(f"train_dataset {source!r}: no row is within char_limit={char_limit}")
-        return kept, ident
+        return sources.within_char_limit([(r["query"], r["response"]) for r in rows], char_limit, source, ident)
 
     def load_eval_data(self, source: str, valid_size: int, test_size: int | None,
                        tune_valid_size: int = 0) -> EvalData:

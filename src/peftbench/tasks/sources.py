@@ -111,6 +111,18 @@ def check_fields(rows: list[dict[str, Any]], fields: tuple[str, ...], what: str,
         raise UserError(f"{what}: rows lack field(s) {missing}; expected {expected}")
 
 
+def within_char_limit(pairs: list[tuple[str, str]], char_limit: int, source: str,
+                      ident: dict[str, Any]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Training rows {"query", "response"} of the (query, response) pairs whose
+    `query + " " + response` fits `char_limit` characters, and `ident` with the counts. No row
+    left is bad input."""
+    kept = [{"query": q, "response": r} for q, r in pairs if len(q) + 1 + len(r) <= char_limit]
+    ident.update({"rows": len(pairs), "rows_kept": len(kept), "char_limit": char_limit})
+    if not kept:
+        raise UserError(f"train_dataset {source!r}: no row is within char_limit={char_limit}")
+    return kept, ident
+
+
 def draw_valid(pool: list[Any], size: int, tuning: bool, name: str, split: str) -> list[Any]:
     """`size` rows of `pool` drawn with the fixed validation seed (the tuning seed for a tuning
     trial), in pool order. A size larger than the pool is clamped to it, and said on stderr."""
