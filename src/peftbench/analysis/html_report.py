@@ -29,7 +29,7 @@ from peftbench.analysis import leaderboard as compare
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
 TABLE_COLUMNS = (
-    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "family", "variant", "experiment", "overrides", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
     "file_size", "trainable_params", "trainable_pct", "tune_budget", "status",
 )
@@ -95,7 +95,9 @@ def _fronts(rows: list[dict[str, Any]], ranked_idx: list[int], axes: list[str]) 
 def _curves(runs: Sequence[compare.Run]) -> dict[str, list[dict[str, Any]]]:
     """Learning curves of the runs behind each leaderboard row, one per seed."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for experiment, group in compare.newest_per_seed(runs).items():
+    for (experiment, overrides), group in compare.newest_per_seed(runs).items():
+        if overrides:  # curves are picked by experiment name: a --set row must not replace the plain one's
+            continue
         curves = []
         for run in group:
             curve = compare.learning_curve(run.result)
@@ -112,7 +114,9 @@ def _tuning(runs: Sequence[compare.Run]) -> dict[str, dict[str, Any]]:
     from peftbench.experiment.tuning import budget_summary
 
     out = {}
-    for experiment, group in compare.newest_per_seed(runs).items():
+    for (experiment, overrides), group in compare.newest_per_seed(runs).items():
+        if overrides:  # a --set run of a tuned experiment is not what the search chose
+            continue
         record = tuned.record_for(group[-1].path, experiment)
         if record is not None:
             out[experiment] = {"budget": budget_summary(record), "base": record.get("experiment"),

@@ -14,7 +14,9 @@ Rows:
 
 - Successful runs are ranked. Per experiment and seed the newest run (by `created_at`, then file
   time) is kept; an experiment with several seeds becomes one row with the mean of every number,
-  the standard deviation of the test accuracy and the number of seeds.
+  the standard deviation of the test accuracy and the number of seeds. Runs made with `--set`
+  overrides that changed the config (run_info `overrides`) are another configuration of the
+  experiment: a row of their own (`config_key`), the overrides in column `overrides`.
 - Every failed or cancelled run is its own row with its status and error, whatever else exists
   for the experiment: a failure is never dropped. `superseded` says that a successful result of
   the same experiment is newer, so the failure no longer stands for it. Failure rows take no part
@@ -46,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench.analysis import stats, tuned
-from peftbench.experiment.config import suggest
+from peftbench.experiment.config import overrides_text, suggest
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
@@ -67,6 +69,7 @@ from peftbench.record.results import (
     RI_CREATED_AT,
     RI_ERROR_MSG,
     RI_EXPERIMENT_NAME,
+    RI_OVERRIDES,
     RI_PEFT_CONFIG,
     RI_SEED,
     RI_TOTAL_TIME,
@@ -115,6 +118,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("family", "family", TEXT, "text", "method family (PEFT type; Full fine-tuning without PEFT config)"),
     Column("variant", "variant", TEXT, "text", "variant inside the family (DoRA, rsLoRA, LoRA+, ...; the family name when plain)"),
     Column("experiment", "experiment", TEXT, "text", "<method>/<name>"),
+    Column("overrides", "--set", TEXT, "text", "the --set overrides that made the run's config differ from its "
+           "experiment's files (such runs are in temporary_results/ and get a row of their own)"),
     Column("test_acc", "test acc", NUMBER, "pct", "GSM8K test accuracy, strict answer format (mean over seeds)", HIGHER),
     Column("test_acc_lo", "95% lo", NUMBER, "pct", "lower end of the 95% Wilson interval of test_acc"),
     Column("test_acc_hi", "95% hi", NUMBER, "pct", "upper end of the 95% Wilson interval of test_acc"),
@@ -458,6 +463,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "family": family_name(peft_config, train_config),
         "variant": variant_label(peft_config, train_config),
         "experiment": experiment_name(run),
+        "overrides": overrides_text(_dict(info.get(RI_OVERRIDES))) or None,
         "test_acc": acc,
         "n_test": float(n_test),
         "n_test_source": n_source,
@@ -497,18 +503,24 @@ def _seed_text(seed: int | None) -> str | None:
 # The leaderboard
 
 
-def newest_per_seed(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Ranked runs grouped by experiment, keeping per (experiment, seed) only the newest run."""
-    newest: dict[tuple[str, int | None], Run] = {}
+def config_key(run: Run) -> tuple[str, str]:
+    """(experiment, its --set overrides as text): a run made with overrides is another config of
+    the experiment, never a newer result of the plain one."""
+    return experiment_name(run), overrides_text(_dict(run.result[RUN_INFO].get(RI_OVERRIDES)))
+
+
+def newest_per_seed(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Ranked runs grouped by `config_key`, keeping per (config, seed) only the newest run."""
+    newest: dict[tuple[tuple[str, str], int | None], Run] = {}
     for run in runs:
         if not is_ranked(run):
             continue
-        key = (experiment_name(run), run_seed(run))
+        key = (config_key(run), run_seed(run))
         if key not in newest or _time_key(run) > _time_key(newest[key]):
             newest[key] = run
-    grouped: dict[str, list[Run]] = {}
-    for (experiment, _), run in sorted(newest.items(), key=lambda kv: (kv[0][0], _seed_sort(kv[0][1]))):
-        grouped.setdefault(experiment, []).append(run)
+    grouped: dict[tuple[str, str], list[Run]] = {}
+    for (config, _), run in sorted(newest.items(), key=lambda kv: (kv[0][0], _seed_sort(kv[0][1]))):
+        grouped.setdefault(config, []).append(run)
     return grouped
 
 
@@ -574,7 +586,7 @@ def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
         row = run_row(run)
         row.update(ranked=False, n_seeds=1.0, test_acc_std=None, near_best=False, p_vs_best=None, best_test=None)
         row["test_acc_lo"], row["test_acc_hi"] = accuracy_interval(row["test_acc"], row["n_test"])
-        newest = newest_success.get(row["experiment"])
+        newest = newest_success.get(config_key(run))
         row["superseded"] = newest is not None and newest > _time_key(run)
         failure_rows.append(row)
 

@@ -34,6 +34,8 @@ Statistics:
   ~best              not significantly worse than the best (5% level): exact McNemar on the
                      shared test items when both have predictions, else two-proportion z-test.
                      No multiple-comparison correction: a screening mark.
+  --set              a run whose --set overrides changed the config (in temporary_results/)
+                     is a row of its own, its overrides in this column.
 
 Filter language (--filter): Python's comparison syntax, parsed to a tree and never run:
   family == "LoRA" and test_acc > 0.4      "rank32" in experiment   (substring test)
@@ -51,7 +53,7 @@ Examples:
 
 # Columns of the human-readable formats when --columns is not given; empty ones are left out.
 DEFAULT_COLUMNS = (
-    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "family", "variant", "experiment", "overrides", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
     "file_size", "trainable_params", "trainable_pct", "tune_budget", "pareto", "status", "error",
 )

@@ -34,6 +34,12 @@ DEFAULT_QUERY_TEMPLATE = "Question: {query} Think step by step.\nAnswer:"
 # (training.generation); "static": the reference study's fixed batches in item order.
 EVAL_ENGINES = ("dynamic", "static")
 
+# Train config fields that cannot change a run's numbers: how often to checkpoint (a resumed run
+# equals an uninterrupted one) and which experiment trackers watch the run (they only read its
+# numbers). The run key leaves them out (record/runkey.py), and a `--set` of them alone does not
+# keep a result out of results/ (`config_overrides` below).
+NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to")
+
 TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
 DEFAULTS_FILE = "default_training_params.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -363,6 +369,10 @@ class Experiment:
     adapter_config: dict | None  # adapter_config.json as written on disk
     training_params: dict  # the experiment's own overrides as written on disk
     overrides: dict  # --set overrides, parsed
+    # The --set overrides that make the resolved config differ from the one the committed files
+    # give (the seed aside: a result's file name carries it; NUMBER_NEUTRAL_FIELDS aside). A run
+    # with any is not reproducible from the tree, so its result never goes to results/.
+    config_overrides: dict = field(default_factory=dict)
 
     @property
     def experiment_name(self) -> str:
@@ -489,7 +499,45 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
     if problems:
         raise ConfigError(problems, f"experiment {method}/{name}")
     return Experiment(exp_dir, suite, method, name, train_config, peft_config, adapter_config,
-                      params if isinstance(params, dict) else {}, overrides)
+                      params if isinstance(params, dict) else {}, overrides,
+                      _config_overrides(layers[:2], overrides, train_config))
+
+
+def _config_overrides(committed: list[tuple[str, Any]], overrides: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """The entries of `overrides` whose field resolves to another value than the committed
+    layers (suite defaults, experiment file) give with the same seed."""
+    candidates = {k: v for k, v in overrides.items() if k != "seed" and k not in NUMBER_NEUTRAL_FIELDS}
+    if not candidates:
+        return {}
+    seed = [("--seed", {"seed": overrides["seed"]})] if "seed" in overrides else []
+    try:
+        base = build_train_config([*committed, *seed]).to_dict()
+    except ConfigError:
+        return candidates  # the committed files alone do not even load: every override counts
+    resolved = cfg.to_dict()
+    changed = {}
+    for key, value in candidates.items():
+        if isinstance(value, dict) and isinstance(base[key], dict):  # `--set a.b=v`: the keys b that changed
+            value = {sub: v for sub, v in value.items() if sub not in base[key] or base[key][sub] != resolved[key][sub]}
+        if base[key] != resolved[key] and value != {}:
+            changed[key] = value
+    return changed
+
+
+def overrides_text(overrides: dict[str, Any] | None) -> str:
+    """`{"max_steps": 2, "optimizer_kwargs": {"lr": 0.5}}` -> "max_steps=2, optimizer_kwargs.lr=0.5",
+    the `--set` form (a mapping's keys one by one, as `--set a.b=v` changes them)."""
+    parts = []
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and value:
+            parts += [f"{key}.{sub}={_set_text(v)}" for sub, v in value.items()]
+        else:
+            parts.append(f"{key}={_set_text(value)}")
+    return ", ".join(parts)
+
+
+def _set_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _update_mapping(key: str, below: dict[str, Any], value: Any) -> Any:

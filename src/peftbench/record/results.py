@@ -79,6 +79,7 @@ RI_ADAPTER_DIR = "adapter_dir"
 RI_ADAPTER_SHA256 = "adapter_sha256"
 RI_RESUMED_FROM_STEP = "resumed_from_step"
 RI_TRACKERS = "trackers"
+RI_OVERRIDES = "overrides"
 
 # train_info. Memory on an accelerator: reserved memory over training steps, bytes. On CPU: the
 # process's peak resident set size, bytes. The names say which one was measured.
@@ -165,6 +166,7 @@ class RunInfo(TypedDict):
     adapter_sha256: str | None  # sha256 of adapter_model.safetensors
     resumed_from_step: int | None  # the checkpoint step the run resumed from, None: from scratch
     trackers: dict[str, Any] | None  # report_to: {name: {"run_id", "location", "failed", "error"}}; None: none
+    overrides: dict[str, Any] | None  # --set overrides that changed the config ({"max_steps": 2}); {}: none
 
 
 # train_info keys are spelled with the seed's names, some not identifiers: functional syntax.
