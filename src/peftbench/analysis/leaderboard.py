@@ -27,11 +27,15 @@ Statistics:
 - The 95% interval of the test accuracy is the Wilson score interval on n test items, n taken
   from the saved predictions (rows with split "test") when present, else train_config
   `test_size`, else the 1,319 items of GSM8K test; `n_test_source` says which. With several
-  seeds the interval is that of the pooled items (all seeds' items together), which covers item
-  sampling, not seed-to-seed spread: `test_acc_std` shows that spread.
+  seeds the test item stays the unit: every seed answers the same items, so the accuracy (the
+  mean over seeds, which is the mean over items of each item's share of seeds answering it
+  right) gets the interval of n items, not of n x seeds (two seeds of the same 6 items are
+  still 6 items). An item's share lies in [0, 1], so its variance is at most that of one
+  answer and the interval errs wide. `test_acc_std` shows the seed-to-seed spread.
 - `near_best`: not significantly worse than the best run at the 5% level, see
-  `stats.indistinguishable_from_best` (paired McNemar when both have predictions on the same
-  items, else the two-proportion z-test).
+  `stats.indistinguishable_from_best`: paired over the test items when both rows have
+  predictions on the same items (McNemar for one seed each; with several seeds the sign test on
+  each item's share of seeds right), else the two-proportion z-test on n items.
 """
 
 from __future__ import annotations
@@ -125,11 +129,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("test_acc_hi", "95% hi", NUMBER, "pct", "upper end of the 95% Wilson interval of test_acc"),
     Column("test_acc_std", "acc std", NUMBER, "pct", "standard deviation of test_acc over seeds (needs >= 2 seeds)"),
     Column("n_seeds", "seeds", NUMBER, "count", "number of seeds averaged in this row"),
-    Column("n_test", "n test", NUMBER, "count", "test items behind the interval (summed over seeds)"),
+    Column("n_test", "n test", NUMBER, "count", "test items behind the interval (an item answered by several seeds "
+           "counts once)"),
     Column("n_test_source", "n from", TEXT, "text", "where n_test comes from: predictions, test_size or gsm8k (1,319)"),
     Column("near_best", "~best", BOOL, "bool", "not significantly worse than the best run (5% level)"),
     Column("p_vs_best", "p vs best", NUMBER, "pvalue", "p-value of the test against the best run"),
-    Column("best_test", "test vs best", TEXT, "text", "test behind p_vs_best: mcnemar (paired) or z-test"),
+    Column("best_test", "test vs best", TEXT, "text", "test behind p_vs_best: mcnemar (paired items), sign test "
+           "(paired items, rows of several seeds) or z-test"),
     Column("test_acc_flex", "flex acc", NUMBER, "pct", "test accuracy, flexible answer extraction", HIGHER),
     Column("valid_acc", "valid acc", NUMBER, "pct", "last validation accuracy during training", HIGHER),
     Column("forgetting", "forgetting", NUMBER, "float", "forgetting metric of the run (lower is better)", LOWER),
@@ -168,7 +174,7 @@ COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
 FILTER_COLUMNS = {c.name: c.kind for c in COLUMNS}
 NUMERIC_COLUMNS = [c.name for c in COLUMNS if c.kind == NUMBER]
 
-# Columns averaged over seeds. The interval and n are recomputed from pooled counts instead.
+# Columns averaged over seeds. The interval and n are recomputed instead (the items are the unit).
 _MEAN_OVER_SEEDS = [c for c in NUMERIC_COLUMNS if c not in
                     ("test_acc_lo", "test_acc_hi", "test_acc_std", "n_seeds", "n_test", "p_vs_best")]
 
@@ -535,7 +541,8 @@ def _time_key(run: Run) -> tuple[float, str]:
 
 def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[str, Any]:
     """One row for one experiment from its per-seed rows: the texts of the `newest` one, the mean
-    of each number, the spread of the test accuracy and the interval of the pooled items."""
+    of each number, the spread of the test accuracy and the interval over the test items (each
+    item once, however many seeds answered it: see the module docstring)."""
     out = dict(newest)
     out["n_seeds"] = float(len(rows))
     out["seeds"] = ",".join(r["seeds"] for r in rows if r["seeds"] is not None) or None
@@ -547,7 +554,8 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
             out[name] = float(np.mean(values)) if values else None
         accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
         out["test_acc_std"] = float(np.std(accs, ddof=1)) if len(accs) >= 2 else None
-        out["n_test"] = float(sum(r["n_test"] for r in rows if r["test_acc"] is not None)) or newest["n_test"]
+        # The seeds share their test items; should their counts differ, the fewest items bound the interval.
+        out["n_test"] = min((r["n_test"] for r in rows if r["test_acc"] is not None), default=newest["n_test"])
         sources = {r["n_test_source"] for r in rows}
         out["n_test_source"] = sources.pop() if len(sources) == 1 else "mixed"
     out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"])
@@ -625,17 +633,24 @@ def hardware_mix_warning(frame: pd.DataFrame) -> str | None:
 
 
 def _candidate(row: dict[str, Any], group: list[Run]) -> stats.Candidate | None:
-    """The best-tier input of a row: per-item correctness only for a single run with predictions
-    (for several seeds there is no single per-item vector to pair)."""
+    """The best-tier input of a row: its accuracy, its number of test items and, when every seed
+    has predictions on the same items, each item's share of seeds that answered it right."""
     if row["test_acc"] is None:
         return None
-    per_item = None
-    if len(group) == 1 and group[0].predictions is not None:
-        try:
-            per_item = correct_by_item(group[0])
-        except UserError:
-            per_item = None  # unusable predictions: fall back to the unpaired test
-    return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=per_item)
+    return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=item_means(group))
+
+
+def item_means(group: list[Run]) -> dict[str, float] | None:
+    """item_id -> share of the runs (the seeds of one row) that answered it right; None when a
+    run has no usable predictions or the runs were tested on different items (then there is
+    nothing to pair, and the unpaired test applies)."""
+    try:
+        per_run = [correct_by_item(run) for run in group]
+    except UserError:
+        return None
+    if not per_run or any(c.keys() != per_run[0].keys() for c in per_run):
+        return None
+    return {item: sum(c[item] for c in per_run) / len(per_run) for item in per_run[0]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,9 +30,11 @@ What is read:
 Statistics:
   test acc [lo, hi]  95% Wilson score interval on n test items; n comes from the saved
                      predictions when present, else train_config test_size, else GSM8K test's
-                     1,319 (column n_test_source). With seeds: pooled items; see acc std too.
+                     1,319 (column n_test_source). With seeds the item stays the unit: n
+                     items, not n x seeds (the seeds answer the same items); see acc std too.
   ~best              not significantly worse than the best (5% level): exact McNemar on the
-                     shared test items when both have predictions, else two-proportion z-test.
+                     shared test items when both have predictions (several seeds: the sign
+                     test on each item's share of seeds right), else two-proportion z-test.
                      No multiple-comparison correction: a screening mark.
   --set              a run whose --set overrides changed the config (in temporary_results/)
                      is a row of its own, its overrides in this column.
@@ -152,7 +154,8 @@ def _legend(full) -> str:
     notes = [
         "95% CI: Wilson interval on n test items, n from " +
         ", ".join(f"{_N_SOURCES.get(k, k)} ({v} rows)" for k, v in sorted(sources.items())) + ".",
-        "~best: not significantly worse than the best at the 5% level (McNemar if paired predictions, else z-test).",
+        "~best: not significantly worse than the best at the 5% level (paired predictions: McNemar, or the sign test over "
+        "items for several seeds; else z-test).",
     ]
     failures = int((~full["ranked"].astype(bool)).sum())
     if failures:
