@@ -159,6 +159,14 @@ BAD_INPUTS = [
     ("max_steps 1e30 by --set", None, ["--set", "max_steps=1e30"], "max_steps: expected int, got 1e+30"),
     # item 6: an eval folder without test.jsonl
     ("eval folder without test.jsonl", lambda s: _eval_folder_without_test(s), [], "lacks test.jsonl"),
+    # values torch.optim or PEFT refuse only when the run builds them: refused before anything runs
+    ("betas outside [0, 1)", "training_params.json:{\"optimizer_kwargs\": {\"lr\": 0.001, \"betas\": [1.5, 0.999]}}", [],
+     "optimizer_kwargs: AdamW refuses betas=[1.5, 0.999]: Invalid beta parameter at index 0: 1.5"),
+    ("negative weight_decay", None, ["--set", "optimizer_kwargs.weight_decay=-0.1"],
+     "optimizer_kwargs: AdamW refuses weight_decay=-0.1: Invalid weight_decay value: -0.1"),
+    ("negative num_virtual_tokens",
+     "adapter_config.json:{\"peft_type\": \"PROMPT_TUNING\", \"task_type\": \"CAUSAL_LM\", \"num_virtual_tokens\": -3}", [],
+     "num_virtual_tokens: the number of virtual tokens must be >= 1, got -3"),
 ]
 
 

@@ -288,8 +288,30 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
     import inspect
 
     accepted = [n for n in inspect.signature(getattr(torch.optim, name)).parameters if n != "params"]
-    return [f"optimizer_kwargs: {name} has no option {k!r};{suggest(k, accepted)}"
-            for k in cfg.optimizer_kwargs if k not in accepted]
+    unknown = [f"optimizer_kwargs: {name} has no option {k!r};{suggest(k, accepted)}"
+               for k in cfg.optimizer_kwargs if k not in accepted]
+    return unknown or _optimizer_value_problems(name, cfg.optimizer_kwargs)
+
+
+# Options whose validity depends on the device the run uses: judged when the run builds the optimizer.
+_DEVICE_OPTIMIZER_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _optimizer_value_problems(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The values torch.optim itself refuses (betas outside [0, 1), a negative weight_decay or
+    eps, ...), found by building the optimizer over one scalar parameter: torch checks its
+    values in the constructor, so its own rules apply, not a copy of them that could drift."""
+    import torch
+
+    probe = {k: v for k, v in kwargs.items() if k not in _DEVICE_OPTIMIZER_OPTIONS}
+    try:
+        getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(1))], **probe)
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        # name the options the message is about ("Invalid beta parameter" -> betas), else all of them
+        named = {k: v for k, v in probe.items() if k in str(exc) or k.rstrip("s") in str(exc)} or probe
+        shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
+        return [f"optimizer_kwargs: {name} refuses {shown}: {exc}"]
+    return []
 
 
 # torch.optim classes the training loop cannot drive, with the reason.
@@ -568,10 +590,15 @@ def _peft_value_problems(config_cls, adapter_config: dict) -> list[str]:
             p.append(f"{key}: expected {_type_names(allowed)}, got {value!r}")
         else:
             p.extend(limits.non_finite(key, value))
-    r = adapter_config.get("r")
-    if isinstance(r, int) and not isinstance(r, bool) and r < 1:
-        p.append(f"r: the rank must be >= 1, got {r}")
+    for key, what in _PEFT_SIZES.items():
+        value = adapter_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            p.append(f"{key}: {what} must be >= 1, got {value}")
     return p
+
+
+# PEFT sizes that PEFT leaves unchecked (a negative one fails only when torch allocates it).
+_PEFT_SIZES = {"r": "the rank", "num_virtual_tokens": "the number of virtual tokens"}
 
 
 def _scalar_types(annotation) -> tuple[type, ...] | None:
