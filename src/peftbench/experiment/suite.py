@@ -62,7 +62,8 @@ def suite_of(experiment_dir: Path) -> Path:
 # `parse_result_name` below is the one reader of these names.
 SEP = "--"
 _STAMP_RE = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:-\d+)?"
-_PART = rf"(?:(?!{SEP}).)+"  # a method or name: anything without "--"
+_PART = rf"(?:(?!{SEP}).)+"  # a method or name: anything without "--" (nor a newline: `.`)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # what `name_problems` refuses besides "--"
 _NAME_RE = re.compile(rf"^(?P<stem>(?P<method>{_PART}){SEP}(?P<name>{_PART})(?:{SEP}seed(?P<seed>\d+))?)"
                       rf"(?:{SEP}(?P<stamp>{_STAMP_RE}))?\.json$")
 
@@ -71,7 +72,12 @@ def name_problems(method: str, name: str) -> list[str]:
     """Why `<method>/<name>` cannot name an experiment (empty when it can)."""
     problems = []
     for what, value in (("method folder", method), ("experiment name", name)):
-        if SEP in value or value.startswith("-") or value.endswith("-"):
+        if _CONTROL.search(value):
+            # `parse_result_name` cannot read such a name back (and a terminal cannot show it):
+            # its results would never be found, and `status` would say "never run" for ever
+            problems.append(f"{what} {value!r} holds a control character (a newline, a tab, ...): result files "
+                            f"are named after it and could not be read back; rename the folder")
+        elif SEP in value or value.startswith("-") or value.endswith("-"):
             problems.append(
                 f"{what} {value!r} holds '{SEP}' or starts or ends with '-': result files are named "
                 f"<method>{SEP}<name>[{SEP}seed<N>][{SEP}<time>].json, so two experiments could share "
