@@ -102,6 +102,15 @@ def test_both_training_params_file_names_are_accepted_but_not_together(lora_suit
         load_experiment(exp_dir)
 
 
+def test_report_to_takes_a_json_list_by_set_as_well_as_names_with_commas(lora_suite):
+    exp_dir = lora_suite() / "experiments" / "lora" / "a"
+    as_list = parse_overrides(['report_to=["tensorboard","mlflow"]'])
+    assert as_list == {"report_to": ["tensorboard", "mlflow"]}
+    assert load_experiment(exp_dir, as_list).train_config.report_to == ["tensorboard", "mlflow"]
+    assert parse_overrides(["report_to=tensorboard,mlflow"]) == {"report_to": "tensorboard,mlflow"}
+    assert parse_overrides(["query_template=1e-3"]) == {"query_template": "1e-3"}  # text stays text
+
+
 def test_suite_default_seed_comes_from_the_defaults_file(lora_suite, tmp_path):
     assert suite_default_seed(lora_suite({"seed": 3})) == 3
 

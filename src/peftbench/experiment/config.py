@@ -458,8 +458,11 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             problems.append(f"--set {key}: unknown key {top!r};{suggest(top, FIELDS)}")
             continue
         value = _parse_value(text)
-        if str in _allowed_types(top) and not isinstance(value, str) and value is not None and not sub:
-            value = text  # a string field keeps the text as typed ("1e-3" stays a string there)
+        allowed = _allowed_types(top)
+        if str in allowed and value is not None and not sub and not isinstance(value, allowed):
+            # a string field keeps the text as typed ("1e-3" stays a string there); a value of
+            # another type the field takes (report_to's JSON list) stays what JSON made of it
+            value = text
         if sub:
             if dict not in _allowed_types(top):
                 problems.append(f"--set {key}: {top} is not a mapping")
