@@ -21,6 +21,11 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 experiment", "2 experiments", "0 experiments": a count and its noun, in agreement."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def silence_closed_output() -> None:
     """Point stdout and stderr at the null device, so that Python's final flush does not print
     "Exception ignored ... BrokenPipeError" to a pipe nobody reads (as the Python docs advise)."""

@@ -26,6 +26,7 @@ from itertools import permutations
 from typing import Any, Sequence
 
 from peftbench.analysis import leaderboard as compare
+from peftbench.terminal import counted
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
 TABLE_COLUMNS = (
@@ -168,7 +169,7 @@ def render_html(data: dict[str, Any], title: str | None = None,
 <body>
 <header>
 <h1>{html.escape(title)}</h1>
-<p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
+<p class="meta">{counted(n_ranked, "experiment")}, {counted(n_failed, "failed or cancelled run")}. Generated {html.escape(data["generated_at"])}
 from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
 <nav><a href="#leaderboard">Leaderboard</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#tuning">Tuning</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
 </header>
