@@ -20,7 +20,8 @@ Compare two runs item by item, from the predictions saved beside each result
   - the exact McNemar p-value (two-sided, from the items exactly one run got right),
   - how many items only A, only B, both or neither got right.
 
-Refuses results without predictions and two results tested on different items.
+Refuses results without predictions and two results tested on different items; warns when a
+predictions file is not the one its run wrote (its sha256 differs from the recorded one).
 """
 
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import stats
     from peftbench.record.hardware import hardware_differences, hardware_label
+    from peftbench.record.results import RUN_INFO, predictions_changed
     from peftbench.errors import UserError
 
     if args.bootstrap < 100:
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"{path}: no such result file")
         runs.append(compare.read_run(path))
+        changed = predictions_changed(path, runs[-1].result[RUN_INFO])
+        if changed:  # as rescore says it: the items compared are not those the run graded
+            print(f"warning: {changed}; comparing it as it is now", file=sys.stderr)
     field = "correct_flexible" if args.flexible else "correct_strict"
     _, a, b = compare.paired_correctness(runs[0], runs[1], field)
     result = stats.compare_paired(a, b, n_bootstrap=args.bootstrap, seed=args.seed)

@@ -343,6 +343,20 @@ def named_predictions_path(result_path: str | os.PathLike, run_info: dict[str, A
     return None
 
 
+def predictions_changed(result_path: str | os.PathLike, run_info: dict[str, Any]) -> str | None:
+    """Why the predictions file a result names is not the one its run wrote (its sha256 differs
+    from the recorded one), in words; None when it is, or when there is no file or no digest to
+    compare. Every command that reads predictions to judge a run (rescore, diff) says so."""
+    from peftbench.fs import sha256_file
+
+    path = named_predictions_path(result_path, run_info)
+    expected = (run_info.get(RI_PREDICTIONS) or {}).get("sha256")
+    if path is None or not expected or not path.is_file() or sha256_file(path) == expected:
+        return None
+    return (f"{path}: sha256 differs from the one recorded in {Path(result_path).name}; "
+            "the file changed after the run")
+
+
 def write_predictions(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:
     """Write prediction rows atomically as gzipped JSON lines; return the file's sha256.
 
