@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:
+    from peftbench.terminal import signed_points
+
     grading = "flexible" if flexible else "strict"
     verdict = "significant" if r.p_mcnemar < 0.05 else "not significant"
     return "\n".join([
@@ -93,7 +95,7 @@ def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:
         f"B: {names[1]}  ({paths[1]})",
         f"test items: {r.n} shared (matched by item_id), {grading} grading",
         f"accuracy      A {r.acc_a * 100:.1f}%   B {r.acc_b * 100:.1f}%",
-        f"A - B         {r.diff * 100:+.1f} points, 95% CI [{r.diff_lo * 100:+.1f}, {r.diff_hi * 100:+.1f}]"
+        f"A - B         {signed_points(r.diff)} points, 95% CI [{signed_points(r.diff_lo)}, {signed_points(r.diff_hi)}]"
         f" (paired bootstrap, {r.n_bootstrap:,} resamples, seed {r.seed})",
         f"only A right  {r.only_a}",
         f"only B right  {r.only_b}",
