@@ -333,6 +333,20 @@ def test_compare_cli_csv_and_json_hold_raw_numbers(suite, capsys):
     assert len(data) == 4
 
 
+def test_compare_cli_json_and_csv_write_counts_as_integers_and_exact_bounds(make_result, prediction_rows, write_run,
+                                                                            tmp_path, capsys):
+    write_run(tmp_path / "m--a.json", make_result("m/a", 0.0), prediction_rows([False] * 6))
+    write_run(tmp_path / "m--b.json", make_result("m/b", 1.0), prediction_rows([True] * 6))
+    assert main(["compare", str(tmp_path), "--format", "json"]) == 0
+    rows = {r["experiment"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in ("n_seeds", "n_test", "trainable_params", "total_params"):
+        assert type(rows["m/a"][name]) is int, (name, rows["m/a"][name])
+    assert rows["m/a"]["test_acc_lo"] == 0 and rows["m/b"]["test_acc_hi"] == 1  # not 2.78e-17 or 0.9999999999999999
+    assert main(["compare", str(tmp_path), "--format", "csv", "--columns", "experiment,n_seeds,n_test,test_acc_lo"]) == 0
+    text = capsys.readouterr().out
+    assert "m/a,1,6,0.0" in text.splitlines(), text
+
+
 def test_compare_cli_markdown_escapes_pipes(make_result, write_run, tmp_path, capsys):
     write_run(tmp_path / "r.json", make_result("lora/a|b", 0.5))
     assert main(["compare", str(tmp_path), "--format", "markdown", "--columns", "experiment,test_acc"]) == 0

@@ -34,7 +34,11 @@ def wilson_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, fl
     denom = 1.0 + z2 / n
     centre = (accuracy + z2 / (2 * n)) / denom
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 (or 1) the bound is exactly 0 (1): centre and half are then equal in exact arithmetic,
+    # and their float difference (2.8e-17) is rounding, not a measurement.
+    lo = 0.0 if accuracy == 0 else max(0.0, centre - half)
+    hi = 1.0 if accuracy == 1 else min(1.0, centre + half)
+    return lo, hi
 
 
 def binomial_cdf_half(k: int, n: int) -> float:

@@ -113,9 +113,9 @@ def render(shown, full, fmt: str) -> str:
     from peftbench.analysis import leaderboard as compare
 
     if fmt == "csv":
-        return shown.to_csv(index=False)
+        return _whole_counts(shown).to_csv(index=False)
     if fmt == "json":
-        return json.dumps(compare.records(shown), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(compare.records(_whole_counts(shown)), indent=2, ensure_ascii=False) + "\n"
     if not len(full):
         return "no rows match.\n" if fmt == "table" else ""
     columns = [compare.column(n) for n in shown.columns]
@@ -124,6 +124,20 @@ def render(shown, full, fmt: str) -> str:
     if fmt == "markdown":
         return _markdown(header, body)
     return format_table(header, body, right=[c.kind == "number" for c in columns], rule=True) + "\n" + _legend(full)
+
+
+def _whole_counts(frame):
+    """Count columns (items, seeds, parameters) as integers where every value is whole: the
+    leaderboard keeps all numbers as floats (a mean over seeds may not be whole), but a reader of
+    csv or json must see 6, not 6.0."""
+    from peftbench.analysis import leaderboard as compare
+
+    out = frame.copy()
+    for name in out.columns:
+        values = out[name].dropna()
+        if compare.column(name).fmt == "count" and (values == values.round()).all():
+            out[name] = out[name].astype("Int64")
+    return out
 
 
 def _header(col) -> str:
