@@ -170,8 +170,11 @@ def _run_locked(run: _Run) -> RunOutcome:
             interrupt = _interrupt_behind(exc)
             status, error = (Status.CANCELLED, interrupt) if interrupt is not None else (Status.FAILED, exc)
         path = _write_result(run, status, error)
-    if run.unwritten:  # the numbers are safe in a fallback folder, but not where they belong: exit 1
-        return RunOutcome(Status.FAILED, path, f"failed: {run.unwritten}", ExitCode.FAILED, run.run_key, run.unwritten)
+    if run.unwritten:
+        # The numbers are safe in a fallback folder, but not where they belong: exit 1 (and a
+        # run-all child counts as not done), with words that say what happened to the run itself.
+        return RunOutcome(Status.FAILED, path, f"{status.value}, but its result is not in its folder: {run.unwritten}",
+                          ExitCode.FAILED, run.run_key, run.unwritten)
     return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
                       run.result[R.RUN_INFO].get(R.RI_ERROR_MSG))
 
@@ -518,7 +521,8 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
             run.checkpoint_path.unlink()
     # say why a success is not in results/, where compare looks ("tree is dirty: ?? report.html")
     why = run.why_not_results if status is Status.SUCCESS and path.parent.name == S.TEMPORARY_RESULTS else None
-    run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
+    if not run.unwritten:  # else write_with_fallback said where the result went instead
+        run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
     if error is not None:
         _log_error(run, error)
     return path
