@@ -2,8 +2,9 @@
 
 Python computes everything that needs the result schema or statistics (the leaderboard, the
 formatted cells, the Pareto fronts of every pair of axes, the learning curves, the family
-colours) and embeds it as one JSON block; `report_assets/report.js` only draws it. That keeps a
-single implementation of each rule, and the script free of anything to get wrong twice.
+colours) and embeds it as one JSON block; `report_assets/report.js` only draws it (with the axis
+ticks of `report_assets/axes.js`). That keeps a single implementation of each rule, and the
+script free of anything to get wrong twice.
 
 Escaping, because experiment names and error messages come from files anyone can write:
 - the JSON block escapes `<`, `>` and `&` as \\u003c \\u003e \\u0026 (and U+2028/2029), so no
@@ -148,9 +149,10 @@ def render_html(data: dict[str, Any], title: str | None = None,
 
     title = title or data["title"]
     data = {**data, "title": title}
-    script, style = _asset("report.js"), _asset("report.css")
+    # one inline script: the axes' pure functions, then the drawing that uses them
+    script, style = _asset("axes.js") + "\n" + _asset("report.js"), _asset("report.css")
     if "</script" in script.lower() or "<!--" in script:
-        raise ValueError("report.js must not contain '</script' or '<!--': it is inlined")  # a packaging bug
+        raise ValueError("axes.js and report.js must not contain '</script' or '<!--': they are inlined")  # a packaging bug
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
     csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
     n_ranked = sum(1 for r in data["rows"] if r["values"]["ranked"])
