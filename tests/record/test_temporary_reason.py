@@ -126,3 +126,17 @@ def test_overrides_that_change_nothing_or_only_the_seed_or_a_tracker_do_not_coun
     changed = load_experiment(exp_dir, {"max_steps": 2, "optimizer_kwargs": {"lr": 1e-3, "weight_decay": 0.5}})
     assert changed.config_overrides == {"max_steps": 2, "optimizer_kwargs": {"weight_decay": 0.5}}
 
+
+def test_the_default_report_goes_to_the_suites_state_folder_and_leaves_the_tree_clean(tmp_path, make_result, write_run,
+                                                                                    capsys, monkeypatch):
+    repo = _repo(tmp_path / "r")  # a suite of one's own in git, without this repository's .gitignore
+    write_run(repo / "results" / "lora--a.json", make_result("lora/a", 0.5))
+    monkeypatch.chdir(repo)
+    assert main(["report"]) == 0
+    report = repo / ".peftbench" / "report.html"
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    assert f"wrote {report.relative_to(repo)}" in capsys.readouterr().out
+    assert "1 experiment, 0 failed or cancelled runs" in report.read_text()
+    assert not (repo / "report.html").exists()
+    state = git_state(repo)
+    assert state.is_main_and_clean and state.why_not_main_and_clean is None
