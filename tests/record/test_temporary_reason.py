@@ -117,6 +117,19 @@ def test_a_set_run_on_a_clean_main_leaves_results_alone_and_compare_marks_it(mak
     assert "--set" in table.splitlines()[0] and "max_steps=1, optimizer_kwargs.lr=0.5" in table
 
 
+def test_run_all_with_set_writes_no_main_result_and_plans_consistently(make_suite, tiny_model_dir, tmp_path, capsys):
+    suite = _committed_suite(make_suite, tiny_model_dir, tmp_path / "repo")
+    assert main(["run-all", str(suite), "--set", "max_steps=1"]) == 0
+    capsys.readouterr()
+    assert not any((suite / "results").glob("*.json"))  # nothing there is reproducible from the tree
+    assert len(list((suite / "temporary_results").glob("*.json"))) == 2
+    assert main(["run-all", str(suite), "--set", "max_steps=1", "--dry-run"]) == 0
+    assert "2 to skip" in capsys.readouterr().out  # the same --set again: up to date
+    assert main(["run-all", str(suite), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 to run, 0 to skip" in out and out.count("never run") == 2  # the plain experiments have no result
+
+
 def test_overrides_that_change_nothing_or_only_the_seed_or_a_tracker_do_not_count(tiny_suite):
     from peftbench.experiment.config import load_experiment
 
