@@ -21,6 +21,18 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 experiment", "2 experiments", "0 experiments": a count and its noun, in agreement."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def signed_points(fraction: float) -> str:
+    """A difference of two accuracies in percentage points, signed, one decimal: "+2.0", "0.0".
+    A difference that rounds to zero has no sign: "-0.0 points" reads as a loss that is not there."""
+    points = round(fraction * 100, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return "0.0" if points == 0 else f"{points:+.1f}"
+
+
 def silence_closed_output() -> None:
     """Point stdout and stderr at the null device, so that Python's final flush does not print
     "Exception ignored ... BrokenPipeError" to a pipe nobody reads (as the Python docs advise)."""

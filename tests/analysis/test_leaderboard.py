@@ -61,7 +61,7 @@ def test_seeds_are_averaged_with_spread_and_count(suite):
     assert row["test_acc_std"] == pytest.approx(np.std([0.5, 0.4], ddof=1))
     assert row["n_seeds"] == 2
     assert row["seeds"] == "0,1"
-    assert row["n_test"] == 2 * compare.GSM8K_TEST_SIZE  # pooled items of both seeds
+    assert row["n_test"] == compare.GSM8K_TEST_SIZE  # both seeds answered the same items: each counts once
     assert row["test_acc_lo"] < 0.45 < row["test_acc_hi"]
     assert row["created_at"].startswith("2026-01-03")  # texts come from the newest seed
 
@@ -124,6 +124,34 @@ def test_best_tier_is_paired_when_predictions_exist(make_result, prediction_rows
     assert rows["m/best"]["best_test"] == "best" and rows["m/best"]["near_best"] is True
     assert rows["m/close"]["best_test"] == "mcnemar" and rows["m/close"]["near_best"] is True
     assert rows["m/far"]["near_best"] is False and rows["m/far"]["p_vs_best"] < 0.001
+
+
+def test_seeds_of_the_same_items_keep_the_item_as_the_unit_of_the_interval(make_result, prediction_rows, write_run,
+                                                                            tmp_path):
+    wrong = prediction_rows([False] * 6)
+    one = write_run(tmp_path / "one" / "m--a.json", make_result("m/a", 0.0), wrong)
+    two = [write_run(tmp_path / "two" / f"m--a--seed{s}.json", make_result("m/a", 0.0, seed=s), wrong) for s in (0, 1)]
+    single = by_experiment(compare.leaderboard(compare.load_runs([one])))["m/a"]
+    double = by_experiment(compare.leaderboard(compare.load_runs(two)))["m/a"]
+    assert single["n_test"] == double["n_test"] == 6  # two seeds of 6 items are still 6 items
+    assert (double["test_acc_lo"], double["test_acc_hi"]) == (single["test_acc_lo"], single["test_acc_hi"])
+    assert double["test_acc_hi"] == pytest.approx(0.390, abs=1e-3)  # the one-seed interval, not [0, 24.2]
+
+
+def test_rows_of_several_seeds_are_paired_item_by_item_with_one_vote_per_item(make_result, prediction_rows, write_run,
+                                                                              tmp_path):
+    best = [True] * 12 + [False] * 8  # both seeds alike: 60%
+    other = {0: [True] * 7 + [False] * 13, 1: [True] * 7 + [False] * 12 + [True]}  # 35% and 40%
+    for s in (0, 1):
+        write_run(tmp_path / f"m--best--seed{s}.json", make_result("m/best", 0.6, seed=s), prediction_rows(best))
+        write_run(tmp_path / f"m--other--seed{s}.json", make_result("m/other", sum(other[s]) / 20, seed=s),
+                  prediction_rows(other[s]))
+    rows = by_experiment(compare.leaderboard(compare.load_runs([tmp_path])))
+    # best is ahead on items 7-11, behind on item 19 (one seed of two): sign test over 6 items, not a
+    # z-test on 40 "items" (p = 0.044, which would have dropped m/other from the best tier)
+    assert rows["m/other"]["best_test"] == "sign test"
+    assert rows["m/other"]["p_vs_best"] == pytest.approx(2 * 7 / 64)
+    assert rows["m/other"]["near_best"] is True
 
 
 def test_legacy_seed_schema_files_load(tmp_path):
@@ -303,6 +331,20 @@ def test_compare_cli_csv_and_json_hold_raw_numbers(suite, capsys):
     data = json.loads(capsys.readouterr().out)
     assert {"pareto", "test_acc_lo", "near_best", "error"} <= set(data[0])
     assert len(data) == 4
+
+
+def test_compare_cli_json_and_csv_write_counts_as_integers_and_exact_bounds(make_result, prediction_rows, write_run,
+                                                                            tmp_path, capsys):
+    write_run(tmp_path / "m--a.json", make_result("m/a", 0.0), prediction_rows([False] * 6))
+    write_run(tmp_path / "m--b.json", make_result("m/b", 1.0), prediction_rows([True] * 6))
+    assert main(["compare", str(tmp_path), "--format", "json"]) == 0
+    rows = {r["experiment"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in ("n_seeds", "n_test", "trainable_params", "total_params"):
+        assert type(rows["m/a"][name]) is int, (name, rows["m/a"][name])
+    assert rows["m/a"]["test_acc_lo"] == 0 and rows["m/b"]["test_acc_hi"] == 1  # not 2.78e-17 or 0.9999999999999999
+    assert main(["compare", str(tmp_path), "--format", "csv", "--columns", "experiment,n_seeds,n_test,test_acc_lo"]) == 0
+    text = capsys.readouterr().out
+    assert "m/a,1,6,0.0" in text.splitlines(), text
 
 
 def test_compare_cli_markdown_escapes_pipes(make_result, write_run, tmp_path, capsys):

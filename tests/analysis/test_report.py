@@ -66,8 +66,9 @@ def test_page_is_self_contained_and_its_policy_allows_only_its_own_script(hostil
     assert f"sha256-{digest}" in policy
 
 
-def test_drawing_script_never_parses_strings_as_html():
-    source = resources.files("peftbench.analysis").joinpath("report_assets", "report.js").read_text()
+@pytest.mark.parametrize("asset", ["axes.js", "report.js"])
+def test_drawing_script_never_parses_strings_as_html(asset):
+    source = resources.files("peftbench.analysis").joinpath("report_assets", asset).read_text()
     script = "\n".join(line for line in source.splitlines() if not line.strip().startswith("//"))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink

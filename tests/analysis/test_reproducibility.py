@@ -68,3 +68,17 @@ def test_the_verdict_names_the_hardware_differences():
     assert v.verdict == RP.WITHIN_TOLERANCE
     assert v.hardware == ["cpu_model: Xeon vs EPYC", "torch_cpu_capability: AVX512 vs AVX2"]
     assert "hardware: cpu_model: Xeon vs EPYC" in RP.render(v)
+
+
+def test_a_difference_of_zero_is_never_printed_as_minus_zero():
+    a = [i % 2 == 0 for i in range(100)]
+    b = list(a)
+    b[0], b[1], b[2], b[3] = not b[0], not b[1], not b[2], not b[3]  # two lost, two gained: 0 points
+    text = RP.render(RP.judge(_run("a", a), _run("b", b), numbers_ok=False, tolerance=0.0))
+    assert "reproduced - recorded 0.0 points" in text and "-0.0" not in text
+
+
+def test_signed_points_rounds_before_it_signs():
+    from peftbench.terminal import signed_points
+
+    assert [signed_points(x) for x in (-0.0, 0.0, -0.0004, 0.02, -0.02)] == ["0.0", "0.0", "0.0", "+2.0", "-2.0"]

@@ -71,3 +71,20 @@ def test_paired_correctness_copes_with_a_copied_file(two_runs, tmp_path):
     shutil.copy(compare.predictions_path_for(a), compare.predictions_path_for(copy))
     ids, x, y = compare.paired_correctness(compare.read_run(a), compare.read_run(copy))
     assert len(ids) == 20 and x == y
+
+
+def test_diff_warns_when_a_predictions_file_is_not_the_one_its_run_wrote(two_runs, prediction_rows, capsys):
+    from peftbench.record.results import predictions_path_for, write_predictions
+
+    a, b = two_runs
+    result = json.loads(a.read_text())
+    digest = write_predictions(predictions_path_for(a), prediction_rows([True] * 12 + [False] * 8))
+    result["run_info"]["predictions"] = {"file": predictions_path_for(a).name, "sha256": digest}
+    a.write_text(json.dumps(result))
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "warning" not in capsys.readouterr().err  # the file its run wrote: nothing to say
+
+    write_predictions(predictions_path_for(a), prediction_rows([True] * 20))  # edited after the run
+    assert main(["diff", str(a), str(b)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {predictions_path_for(a)}: sha256 differs from the one recorded in {a.name}" in err

@@ -135,6 +135,22 @@ def test_list_says_when_the_model_config_is_not_available_offline(tiny_suite, ca
     assert re.search(r"lora/tiny-r4\s+n/a", out)
 
 
+def test_list_on_a_folder_without_suite_defaults_is_bad_input(tiny_suite, capsys):
+    (tiny_suite / "default_training_params.json").unlink()
+    assert cli.main(["list", str(tiny_suite), "--no-params"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a suite: it has no default_training_params.json" in err and "Traceback" not in err
+
+
+def test_list_counts_one_experiment_in_the_singular(tiny_suite, capsys):
+    import shutil
+
+    shutil.rmtree(tiny_suite / "experiments" / "full-finetuning")
+    assert cli.main(["list", str(tiny_suite), "--no-params"]) == 0
+    out = capsys.readouterr().out
+    assert "1 experiment: 1 of the" in out and "1 experiments" not in out
+
+
 def test_list_reports_a_broken_experiment_and_still_lists_the_others(tiny_suite, capsys):
     broken = tiny_suite / "experiments" / "lora" / "typo"
     broken.mkdir()

@@ -102,6 +102,15 @@ def test_both_training_params_file_names_are_accepted_but_not_together(lora_suit
         load_experiment(exp_dir)
 
 
+def test_report_to_takes_a_json_list_by_set_as_well_as_names_with_commas(lora_suite):
+    exp_dir = lora_suite() / "experiments" / "lora" / "a"
+    as_list = parse_overrides(['report_to=["tensorboard","mlflow"]'])
+    assert as_list == {"report_to": ["tensorboard", "mlflow"]}
+    assert load_experiment(exp_dir, as_list).train_config.report_to == ["tensorboard", "mlflow"]
+    assert parse_overrides(["report_to=tensorboard,mlflow"]) == {"report_to": "tensorboard,mlflow"}
+    assert parse_overrides(["query_template=1e-3"]) == {"query_template": "1e-3"}  # text stays text
+
+
 def test_suite_default_seed_comes_from_the_defaults_file(lora_suite, tmp_path):
     assert suite_default_seed(lora_suite({"seed": 3})) == 3
 
@@ -159,6 +168,14 @@ BAD_INPUTS = [
     ("max_steps 1e30 by --set", None, ["--set", "max_steps=1e30"], "max_steps: expected int, got 1e+30"),
     # item 6: an eval folder without test.jsonl
     ("eval folder without test.jsonl", lambda s: _eval_folder_without_test(s), [], "lacks test.jsonl"),
+    # values torch.optim or PEFT refuse only when the run builds them: refused before anything runs
+    ("betas outside [0, 1)", "training_params.json:{\"optimizer_kwargs\": {\"lr\": 0.001, \"betas\": [1.5, 0.999]}}", [],
+     "optimizer_kwargs: AdamW refuses betas=[1.5, 0.999]: Invalid beta parameter at index 0: 1.5"),
+    ("negative weight_decay", None, ["--set", "optimizer_kwargs.weight_decay=-0.1"],
+     "optimizer_kwargs: AdamW refuses weight_decay=-0.1: Invalid weight_decay value: -0.1"),
+    ("negative num_virtual_tokens",
+     "adapter_config.json:{\"peft_type\": \"PROMPT_TUNING\", \"task_type\": \"CAUSAL_LM\", \"num_virtual_tokens\": -3}", [],
+     "num_virtual_tokens: the number of virtual tokens must be >= 1, got -3"),
 ]
 
 

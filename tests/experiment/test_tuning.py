@@ -2,7 +2,8 @@
 
 The search tests share one module fixture: a grid of three learning rates with a 4-step budget
 on 4 validation items, run through the CLI (each trial a child `peftbench run`). They run in
-file order: the last one widens the space and so changes the record."""
+file order: later ones widen the space and search another field, each a search of its own with
+its own record."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ def test_paired_difference_reports_a_coin_toss():
 @pytest.mark.parametrize("specs, message", [
     (["optimizer_kwargs.lr"], "expected KEY=V1,V2"),
     (["max_steps=10,20"], "--budget-steps"),
-    (["r=4", "r=8"], "given twice"),
+    (["r=4,8", "r=8,16"], "given twice"),
+    (["r=4"], "one value, so nothing is being chosen"),
+    (["r=4,4"], "one value, so nothing is being chosen"),
     ([], "no --param given"),
 ])
 def test_bad_param_specs_are_reported(specs, message):
@@ -71,8 +74,15 @@ def test_bad_input_exits_2_and_runs_nothing(tiny_suite, capsys):
     exp = tiny_suite / "experiments" / "lora" / "tiny-r4"
     assert main(["tune", str(exp), "--param", "lora_alph=4,8"]) == 2
     assert "did you mean 'lora_alpha'?" in capsys.readouterr().err
-    assert main(["tune", str(exp), "--param", "r=four"]) == 2
+    assert main(["tune", str(exp), "--param", "r=four,8"]) == 2
     assert not (tiny_suite / ".peftbench" / "tuning" / "lora--tiny-r4" / "temporary_results").exists()
+
+
+def test_a_value_a_field_refuses_leaves_no_trial_folders_behind(tiny_suite, capsys):
+    exp = tiny_suite / "experiments" / "lora" / "tiny-r4"
+    assert main(["tune", str(exp), "--param", "optimizer_kwargs.lr=1e-3,-1", "--param", "warmup_ratio=0.1,0.2"]) == 2
+    assert "optimizer_kwargs.lr: must be > 0, got -1" in capsys.readouterr().err
+    assert not (tiny_suite / ".peftbench").exists()
 
 
 def test_a_folder_is_checked_whole_before_anything_runs(tiny_suite, capsys):
@@ -89,7 +99,7 @@ def test_ray_executor_without_its_module_is_bad_input(tiny_suite, capsys):
     if find_spec("peftbench.experiment.executors.ray") is not None:
         pytest.skip("this checkout has run-all's Ray executor: --executor ray runs trials through it")
     exp = tiny_suite / "experiments" / "lora" / "tiny-r4"
-    assert main(["tune", str(exp), "--param", "optimizer_kwargs.lr=1e-3", "--executor", "ray"]) == 2
+    assert main(["tune", str(exp), "--param", "optimizer_kwargs.lr=1e-3,1e-2", "--executor", "ray"]) == 2
     assert "use --executor local" in capsys.readouterr().err
 
 
@@ -97,9 +107,19 @@ def test_ray_executor_without_its_module_is_bad_input(tiny_suite, capsys):
 # one search on the tiny suite
 
 
-def _tune(exp: Path, lrs: str) -> int:
+def _tune(exp: Path, lrs: str, *extra: str) -> int:
     return main(["tune", str(exp), "--param", f"optimizer_kwargs.lr={lrs}", "--budget-steps", "4",
-                 "--tune-valid-size", "4", "--no-progress"])
+                 "--tune-valid-size", "4", "--no-progress", *extra])
+
+
+def _records(suite: Path) -> dict[str, dict]:
+    """The records of lora/tiny-r4's searches, by file name."""
+    return {path.name: record for path, record in T.records_for(suite, "lora", "tiny-r4")}
+
+
+def _record_of(suite: Path, space: dict) -> dict:
+    [record] = [r for r in _records(suite).values() if r["search_space"] == space]
+    return record
 
 
 def _trial_results(suite: Path) -> list[Path]:
@@ -116,7 +136,7 @@ def searched(tmp_path_factory, tiny_model_dir, make_suite):
     test_file.write_text("this is not JSON: no trial may read the test split\n")
     code = _tune(suite / "experiments" / "lora" / "tiny-r4", LRS)
     test_file.write_text(good)
-    record = json.loads(T.record_path(suite, "lora", "tiny-r4").read_text())
+    [record] = _records(suite).values()
     return suite, code, record
 
 
@@ -182,7 +202,8 @@ def test_a_second_tune_runs_nothing_even_with_another_test_set(searched, write_j
     before = _trial_results(suite)
     assert _tune(suite / "experiments" / "lora" / "tiny-r4", LRS) == 0
     assert _trial_results(suite) == before
-    again = json.loads(T.record_path(suite, "lora", "tiny-r4").read_text())
+    assert len(_records(suite)) == 1  # the same search: its record, updated
+    again = _record_of(suite, record["search_space"])
     assert again["choice"]["run_key"] == record["choice"]["run_key"]
     assert [t["run_key"] for t in again["trials"]] == [t["run_key"] for t in record["trials"]]
 
@@ -192,9 +213,59 @@ def test_a_fourth_value_runs_one_trial_and_its_failure_is_recorded_not_chosen(se
     before = _trial_results(suite)
     assert _tune(suite / "experiments" / "lora" / "tiny-r4", f"{LRS},{ABSURD_LR}") == 1  # a trial failed
     assert len(_trial_results(suite)) == len(before) + 1
-    wider = json.loads(T.record_path(suite, "lora", "tiny-r4").read_text())
+    wider = _record_of(suite, {"optimizer_kwargs.lr": [1e-4, 1e-3, 1e-2, 1e20]})
     [failed] = [t for t in wider["trials"] if t["overrides"]["optimizer_kwargs.lr"] == 1e20]
     assert failed["status"] == "failed" and failed["valid_accuracy"] is None
     assert "loss is nan" in failed["error"]
     assert wider["budget"]["trials"] == 4
     assert wider["choice"]["run_key"] == record["choice"]["run_key"]
+    # another search, another record: the first one is still there, and still names the tuned folder
+    assert _record_of(suite, record["search_space"])["tuned_experiment"] == "lora/tiny-r4-tuned"
+    assert wider["tuned_experiment"] is None  # same choice: the folder was left as it was
+
+
+def test_a_search_of_another_field_keeps_every_record_and_changes_the_tuned_folder_only_with_force(searched,
+                                                                                                  capsys):
+    suite, _, record = searched
+    exp = suite / "experiments" / "lora" / "tiny-r4"
+    tuned = suite / "experiments" / "lora" / "tiny-r4-tuned"
+    before = {p.name: p.read_bytes() for p in tuned.iterdir()}
+    readme = (suite / "experiments" / "lora" / "README.md").read_text()
+    r_search = ["tune", str(exp), "--param", "r=2,4", "--budget-steps", "4", "--tune-valid-size", "4", "--no-progress"]
+    capsys.readouterr()
+
+    assert main(r_search) == 0
+    err = capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tuned.iterdir()} == before  # kept: no --force
+    assert "experiments/lora/tiny-r4-tuned kept: it holds the choice of results/tuning/" in err
+    assert "--force would change" in err and 'training_params.json optimizer_kwargs: {"lr": ' in err
+    assert (suite / "experiments" / "lora" / "README.md").read_text() == readme
+    r_record = _record_of(suite, {"r": [2, 4]})
+    assert r_record["choice"] is not None and r_record["tuned_experiment"] is None
+    assert _record_of(suite, record["search_space"])["tuned_experiment"] == "lora/tiny-r4-tuned"
+
+    trials = sorted((suite / ".peftbench" / "tuning" / "lora--tiny-r4").glob("*_results/*.json"))
+    assert main([*r_search, "--force"]) == 0  # the same search: its trials are reused, not run again
+    err = capsys.readouterr().err
+    assert sorted((suite / ".peftbench" / "tuning" / "lora--tiny-r4").glob("*_results/*.json")) == trials
+    assert "experiments/lora/tiny-r4-tuned changed (--force; it held the choice of results/tuning/" in err
+    assert "training_params.json optimizer_kwargs:" in err and "-> (not set)" in err
+    chosen_r = r_record["choice"]["overrides"]["r"]
+    assert json.loads((tuned / "adapter_config.json").read_text())["r"] == chosen_r
+    records = _records(suite)
+    assert len(records) == 3  # three searches, three records: nothing replaced
+    owners = [name for name, r in records.items() if r["tuned_experiment"] == "lora/tiny-r4-tuned"]
+    assert owners == [name for name, r in records.items() if r["search_space"] == {"r": [2, 4]}]
+    replaced = _record_of(suite, record["search_space"])
+    assert replaced["tuned_experiment"] is None and replaced["tuned_experiment_replaced_by"].endswith(owners[0])
+    assert f"with r={chosen_r}, chosen by `peftbench tune`" in (suite / "experiments" / "lora" / "README.md").read_text()
+
+
+def test_tune_on_a_tuned_folder_says_what_it_is(searched, capsys):
+    suite, _, _ = searched
+    tuned = suite / "experiments" / "lora" / "tiny-r4-tuned"
+    assert main(["tune", str(tuned), "--param", "optimizer_kwargs.lr=1e-3,1e-2"]) == 2
+    err = capsys.readouterr().err
+    assert "lora/tiny-r4-tuned holds the choice of an earlier `peftbench tune`" in err
+    assert "tune the experiment it came from" in err and str(suite / "experiments" / "lora" / "tiny-r4") in err
+    assert "no experiment folders found" not in err

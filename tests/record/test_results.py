@@ -144,6 +144,22 @@ def test_names_that_could_share_a_result_file_are_refused(method, name):
     assert "two experiments could share" in problem
 
 
+def test_a_name_with_a_newline_is_refused_with_the_other_name_rules(tiny_suite, tiny_lora, capsys):
+    import json
+
+    from peftbench.cli import main
+
+    assert S.parse_result_name("lora--tiny\nr4.json") is None  # such a result could never be found again
+    [problem] = S.name_problems("lora", "tiny\nr4")
+    assert "'tiny\\nr4' holds a control character" in problem
+    exp_dir = tiny_suite / "experiments" / "lora" / "tiny\nr4"
+    exp_dir.mkdir()
+    (exp_dir / "adapter_config.json").write_text(json.dumps(tiny_lora))
+    assert main(["run", "--no-progress", str(exp_dir)]) == 2
+    assert "holds a control character" in capsys.readouterr().err
+    assert not (tiny_suite / "temporary_results").exists()
+
+
 def test_ordinary_names_are_accepted():
     assert S.name_problems("full-finetuning", "llama-3.2-3B-lr_0.00001") == []
     assert S.name_problems("lora", "llama-3.2-3B-rank32-seed1") == []

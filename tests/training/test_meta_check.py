@@ -68,3 +68,31 @@ def test_an_uncached_hub_model_is_not_checked(tiny_suite):
 def test_a_missing_local_model_folder_is_a_user_error():
     with pytest.raises(UserError, match="does not exist"):
         meta_check._model_config("./no/such/folder", None, False)
+
+
+def test_an_adapter_too_large_for_the_machine_exits_2_with_the_estimate(tiny_suite, tiny_lora, capsys):
+    # r = 1e9 on q_proj and v_proj of the tiny model: 2 layers x 1e9 x (32 + 32 + 32 + 16) = 2.24e11
+    # float32 adapter parameters, 834 GiB: the run used to start and fail allocating them.
+    exp_dir = tiny_suite / "experiments" / "lora" / "tiny-r4"
+    (exp_dir / "adapter_config.json").write_text(json.dumps({**tiny_lora, "r": 10**9}))
+    before = _tree(tiny_suite)
+    code, err = _run(capsys, exp_dir)
+    assert code == 2
+    assert "adapter_config.json: the model with this adapter needs at least 834.5 GiB for its weights alone" in err
+    assert "224,000,000,000 of them the adapter's" in err and "more than this machine's RAM has" in err
+    assert "Traceback" not in err
+    assert _tree(tiny_suite) == before
+
+
+def test_a_size_peft_leaves_to_torch_is_refused_not_skipped(tiny_suite):
+    # num_virtual_tokens -3 is refused when the config loads; should a negative size reach the meta
+    # build anyway, torch's "negative dimension" is bad input, not an initialisation to skip.
+    exp_dir = tiny_suite / "experiments" / "prompt_tuning" / "t"
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 3}))
+    exp = load_experiment(exp_dir)
+    exp.peft_config.num_virtual_tokens = -3
+    with pytest.raises(UserError, match="negative dimension -3"):
+        meta_check.check_builds(exp)
+

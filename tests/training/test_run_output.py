@@ -43,6 +43,9 @@ def test_a_final_write_that_fails_goes_to_a_fallback_folder_and_exits_1(tiny_sui
     err = capsys.readouterr().err
     [saved] = sorted((tiny_suite / ".peftbench" / "unwritten_results").glob("*.json"))
     assert f"written to {saved} instead" in err and "Traceback" not in err
+    # one story: not "success: result written to ..." and then "failed"
+    assert "result written to" not in err and "failed" not in err
+    assert "lora/tiny-r4 (seed 0): success, but its result is not in its folder: could not write" in err
     result = json.loads(saved.read_text())
     assert result[R.TRAIN_INFO][R.TI_STATUS] == "success"  # the numbers themselves are fine
     assert (saved.parent / result[R.RUN_INFO][R.RI_PREDICTIONS]["file"]).exists()

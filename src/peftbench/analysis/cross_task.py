@@ -5,7 +5,7 @@ up, as the demo's two suites do), columns are tasks, and for a task with several
 (commonsense) each set after the task's headline. A cell is the test accuracy with its 95%
 interval and the experiment's rank in that column (1 = best; equal accuracies share a rank);
 `leaders` says which experiment leads each column. Only ranked rows (successful main results,
-seeds aggregated as on the leaderboard) take part.
+seeds aggregated as on the leaderboard, without --set overrides) take part.
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def build(runs: Sequence[lb.Run]) -> CrossTask:
     view = CrossTask(columns=[])
     for task, group in lb.by_task(runs).items():
         frame = lb.leaderboard(group)
-        ranked = [r for r in lb.records(frame) if r.get("ranked") and r.get("test_acc") is not None]
-        sets_by_experiment = {name: lb.pooled_sets([lb.run_row(r) for r in seeds])
-                              for name, seeds in lb.newest_per_seed(group).items()}
+        # plain experiments only: a --set run is another config, not the experiment
+        ranked = [r for r in lb.records(frame) if r.get("ranked") and r.get("test_acc") is not None
+                  and not r.get("overrides")]
+        sets_by_experiment = {experiment: lb.pooled_sets([lb.run_row(r) for r in seeds])
+                              for (experiment, overrides), seeds in lb.newest_per_seed(group).items() if not overrides}
         set_names = list(dict.fromkeys(s for sets in sets_by_experiment.values() if len(sets) > 1 for s in sets))
         view.columns.append((task, None))
         view.columns.extend((task, s) for s in set_names)

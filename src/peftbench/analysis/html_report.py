@@ -2,8 +2,9 @@
 
 Python computes everything that needs the result schema or statistics (the leaderboard, the
 formatted cells, the Pareto fronts of every pair of axes, the learning curves, the family
-colours) and embeds it as one JSON block; `report_assets/report.js` only draws it. That keeps a
-single implementation of each rule, and the script free of anything to get wrong twice.
+colours) and embeds it as one JSON block; `report_assets/report.js` only draws it (with the axis
+ticks of `report_assets/axes.js`). That keeps a single implementation of each rule, and the
+script free of anything to get wrong twice.
 
 Escaping, because experiment names and error messages come from files anyone can write:
 - the JSON block escapes `<`, `>` and `&` as \\u003c \\u003e \\u0026 (and U+2028/2029), so no
@@ -27,10 +28,11 @@ from typing import Any, Sequence
 
 from peftbench.analysis import cross_task
 from peftbench.analysis import leaderboard as compare
+from peftbench.terminal import counted
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
 TABLE_COLUMNS = (
-    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "family", "variant", "experiment", "overrides", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
     "file_size", "trainable_params", "trainable_pct", "tune_budget", "status",
 )
@@ -152,7 +154,9 @@ def _fronts(rows: list[dict[str, Any]], ranked_idx: list[int], axes: list[str]) 
 def _curves(runs: Sequence[compare.Run]) -> dict[str, list[dict[str, Any]]]:
     """Learning curves of the runs behind each leaderboard row, one per seed."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for experiment, group in compare.newest_per_seed(runs).items():
+    for (experiment, overrides), group in compare.newest_per_seed(runs).items():
+        if overrides:  # curves are picked by experiment name: a --set row must not replace the plain one's
+            continue
         curves = []
         for run in group:
             curve = compare.learning_curve(run.result)
@@ -169,7 +173,9 @@ def _tuning(runs: Sequence[compare.Run]) -> dict[str, dict[str, Any]]:
     from peftbench.experiment.tuning import budget_summary
 
     out = {}
-    for experiment, group in compare.newest_per_seed(runs).items():
+    for (experiment, overrides), group in compare.newest_per_seed(runs).items():
+        if overrides:  # a --set run of a tuned experiment is not what the search chose
+            continue
         record = tuned.record_for(group[-1].path, experiment)
         if record is not None:
             out[experiment] = {"budget": budget_summary(record), "base": record.get("experiment"),
@@ -200,9 +206,10 @@ def render_html(data: dict[str, Any], title: str | None = None,
 
     title = title or data["title"]
     data = {**data, "title": title}
-    script, style = _asset("report.js"), _asset("report.css")
+    # one inline script: the axes' pure functions, then the drawing that uses them
+    script, style = _asset("axes.js") + "\n" + _asset("report.js"), _asset("report.css")
     if "</script" in script.lower() or "<!--" in script:
-        raise ValueError("report.js must not contain '</script' or '<!--': it is inlined")  # a packaging bug
+        raise ValueError("axes.js and report.js must not contain '</script' or '<!--': they are inlined")  # a packaging bug
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
     csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
     n_ranked = sum(1 for r in data["rows"] if r["values"]["ranked"])
@@ -221,7 +228,7 @@ def render_html(data: dict[str, Any], title: str | None = None,
 <body>
 <header>
 <h1>{html.escape(title)}</h1>
-<p class="meta">{n_ranked} experiments, {n_failed} failed or cancelled runs. Generated {html.escape(data["generated_at"])}
+<p class="meta">{counted(n_ranked, "experiment")}, {counted(n_failed, "failed or cancelled run")}. Generated {html.escape(data["generated_at"])}
 from {html.escape(", ".join(data["sources"]) or "result files")}.</p>
 <nav><a href="#leaderboard">Leaderboard</a> <a href="#cross-task">Across tasks</a> <a href="#pareto">Pareto front</a> <a href="#curves">Learning curves</a> <a href="#tuning">Tuning</a> <a href="#failures">Failed runs</a> <a href="#capabilities">Capabilities</a></nav>
 </header>

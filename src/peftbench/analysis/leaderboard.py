@@ -14,7 +14,9 @@ Rows:
 
 - Successful runs are ranked. Per experiment and seed the newest run (by `created_at`, then file
   time) is kept; an experiment with several seeds becomes one row with the mean of every number,
-  the standard deviation of the test accuracy and the number of seeds.
+  the standard deviation of the test accuracy and the number of seeds. Runs made with `--set`
+  overrides that changed the config (run_info `overrides`) are another configuration of the
+  experiment: a row of their own (`config_key`), the overrides in column `overrides`.
 - Every failed or cancelled run is its own row with its status and error, whatever else exists
   for the experiment: a failure is never dropped. `superseded` says that a successful result of
   the same experiment is newer, so the failure no longer stands for it. Failure rows take no part
@@ -25,11 +27,15 @@ Statistics:
 - The 95% interval of the test accuracy is the Wilson score interval on n test items, n taken
   from the saved predictions (rows with split "test") when present, else train_config
   `test_size`, else the 1,319 items of GSM8K test; `n_test_source` says which. With several
-  seeds the interval is that of the pooled items (all seeds' items together), which covers item
-  sampling, not seed-to-seed spread: `test_acc_std` shows that spread.
+  seeds the test item stays the unit: every seed answers the same items, so the accuracy (the
+  mean over seeds, which is the mean over items of each item's share of seeds answering it
+  right) gets the interval of n items, not of n x seeds (two seeds of the same 6 items are
+  still 6 items). An item's share lies in [0, 1], so its variance is at most that of one
+  answer and the interval errs wide. `test_acc_std` shows the seed-to-seed spread.
 - `near_best`: not significantly worse than the best run at the 5% level, see
-  `stats.indistinguishable_from_best` (paired McNemar when both have predictions on the same
-  items, else the two-proportion z-test).
+  `stats.indistinguishable_from_best`: paired over the test items when both rows have
+  predictions on the same items (McNemar for one seed each; with several seeds the sign test on
+  each item's share of seeds right), else the two-proportion z-test on n items.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import pandas as pd
 from peftbench import tasks
 from peftbench.analysis import stats, tuned
 from peftbench.errors import suggest
+from peftbench.experiment.config import overrides_text
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
@@ -68,6 +75,7 @@ from peftbench.record.results import (
     RI_CREATED_AT,
     RI_ERROR_MSG,
     RI_EXPERIMENT_NAME,
+    RI_OVERRIDES,
     RI_PEFT_CONFIG,
     RI_SEED,
     RI_TOTAL_TIME,
@@ -119,18 +127,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("experiment", "experiment", TEXT, "text", "<method>/<name>"),
     Column("task", "task", TEXT, "text", "the task the run was trained and tested on (peftbench.tasks; results of "
            "schema version 1 are metamathqa)"),
+    Column("overrides", "--set", TEXT, "text", "the --set overrides that made the run's config differ from its "
+           "experiment's files (such runs are in temporary_results/ and get a row of their own)"),
     Column("test_acc", "test acc", NUMBER, "pct", "test accuracy, the task's headline (GSM8K: strict answer format; "
            "commonsense: unweighted mean over its sets), mean over seeds", HIGHER),
     Column("test_acc_lo", "95% lo", NUMBER, "pct", "lower end of the 95% Wilson interval of test_acc"),
     Column("test_acc_hi", "95% hi", NUMBER, "pct", "upper end of the 95% Wilson interval of test_acc"),
     Column("test_acc_std", "acc std", NUMBER, "pct", "standard deviation of test_acc over seeds (needs >= 2 seeds)"),
     Column("n_seeds", "seeds", NUMBER, "count", "number of seeds averaged in this row"),
-    Column("n_test", "n test", NUMBER, "count", "test items behind the interval (summed over seeds)"),
+    Column("n_test", "n test", NUMBER, "count", "test items behind the interval (an item answered by several seeds "
+           "counts once)"),
     Column("n_test_source", "n from", TEXT, "text", "where n_test comes from: predictions, the result's test sets, "
            "test_size or gsm8k (1,319)"),
     Column("near_best", "~best", BOOL, "bool", "not significantly worse than the best run (5% level)"),
     Column("p_vs_best", "p vs best", NUMBER, "pvalue", "p-value of the test against the best run"),
-    Column("best_test", "test vs best", TEXT, "text", "test behind p_vs_best: mcnemar (paired) or z-test"),
+    Column("best_test", "test vs best", TEXT, "text", "test behind p_vs_best: mcnemar (paired items), sign test "
+           "(paired items, rows of several seeds) or z-test"),
     Column("test_acc_flex", "flex acc", NUMBER, "pct", "test accuracy, flexible answer extraction (GSM8K-graded tasks)", HIGHER),
     Column("valid_acc", "valid acc", NUMBER, "pct", "last validation accuracy during training", HIGHER),
     Column("forgetting", "forgetting", NUMBER, "float", "forgetting metric of the run (lower is better)", LOWER),
@@ -169,7 +181,7 @@ COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
 FILTER_COLUMNS = {c.name: c.kind for c in COLUMNS}
 NUMERIC_COLUMNS = [c.name for c in COLUMNS if c.kind == NUMBER]
 
-# Columns averaged over seeds. The interval and n are recomputed from pooled counts instead.
+# Columns averaged over seeds. The interval and n are recomputed instead (the items are the unit).
 _MEAN_OVER_SEEDS = [c for c in NUMERIC_COLUMNS if c not in
                     ("test_acc_lo", "test_acc_hi", "test_acc_std", "n_seeds", "n_test", "p_vs_best")]
 
@@ -477,6 +489,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "variant": variant_label(peft_config, train_config),
         "experiment": experiment_name(run),
         "task": task_name(run.result),
+        "overrides": overrides_text(_dict(info.get(RI_OVERRIDES))) or None,
         "test_acc": acc,
         "n_test": float(n_test),
         "n_test_source": n_source,
@@ -528,18 +541,24 @@ def _seed_text(seed: int | None) -> str | None:
 # The leaderboard
 
 
-def newest_per_seed(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Ranked runs grouped by experiment, keeping per (experiment, seed) only the newest run."""
-    newest: dict[tuple[str, int | None], Run] = {}
+def config_key(run: Run) -> tuple[str, str]:
+    """(experiment, its --set overrides as text): a run made with overrides is another config of
+    the experiment, never a newer result of the plain one."""
+    return experiment_name(run), overrides_text(_dict(run.result[RUN_INFO].get(RI_OVERRIDES)))
+
+
+def newest_per_seed(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Ranked runs grouped by `config_key`, keeping per (config, seed) only the newest run."""
+    newest: dict[tuple[tuple[str, str], int | None], Run] = {}
     for run in runs:
         if not is_ranked(run):
             continue
-        key = (experiment_name(run), run_seed(run))
+        key = (config_key(run), run_seed(run))
         if key not in newest or _time_key(run) > _time_key(newest[key]):
             newest[key] = run
-    grouped: dict[str, list[Run]] = {}
-    for (experiment, _), run in sorted(newest.items(), key=lambda kv: (kv[0][0], _seed_sort(kv[0][1]))):
-        grouped.setdefault(experiment, []).append(run)
+    grouped: dict[tuple[str, str], list[Run]] = {}
+    for (config, _), run in sorted(newest.items(), key=lambda kv: (kv[0][0], _seed_sort(kv[0][1]))):
+        grouped.setdefault(config, []).append(run)
     return grouped
 
 
@@ -554,7 +573,8 @@ def _time_key(run: Run) -> tuple[float, str]:
 
 def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[str, Any]:
     """One row for one experiment from its per-seed rows: the texts of the `newest` one, the mean
-    of each number, the spread of the test accuracy and the interval of the pooled items."""
+    of each number, the spread of the test accuracy and the interval over the test items (each
+    item once, however many seeds answered it: see the module docstring)."""
     out = dict(newest)
     out["n_seeds"] = float(len(rows))
     out["seeds"] = ",".join(r["seeds"] for r in rows if r["seeds"] is not None) or None
@@ -566,7 +586,8 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
             out[name] = float(np.mean(values)) if values else None
         accs = [r["test_acc"] for r in rows if r["test_acc"] is not None]
         out["test_acc_std"] = float(np.std(accs, ddof=1)) if len(accs) >= 2 else None
-        out["n_test"] = float(sum(r["n_test"] for r in rows if r["test_acc"] is not None)) or newest["n_test"]
+        # The seeds share their test items; should their counts differ, the fewest items bound the interval.
+        out["n_test"] = min((r["n_test"] for r in rows if r["test_acc"] is not None), default=newest["n_test"])
         sources = {r["n_test_source"] for r in rows}
         out["n_test_source"] = sources.pop() if len(sources) == 1 else "mixed"
     out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"])
@@ -579,12 +600,13 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
 
 
 def pooled_sets(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
-    """Per test set, the mean accuracy over the rows (seeds) and their summed items; {} unless
-    every row has the same sets."""
+    """Per test set, the mean accuracy over the rows (seeds) and its items, each item once (the
+    seeds answer the same items; the fewest bound the interval); {} unless every row has the
+    same sets."""
     names = [tuple(r.get("_sets") or {}) for r in rows]
     if not names or not names[0] or any(n != names[0] for n in names):
         return {}
-    return {s: (float(np.mean([r["_sets"][s][0] for r in rows])), sum(r["_sets"][s][1] for r in rows)) for s in names[0]}
+    return {s: (float(np.mean([r["_sets"][s][0] for r in rows])), min(r["_sets"][s][1] for r in rows)) for s in names[0]}
 
 
 def accuracy_interval(acc: float | None, n: float) -> tuple[float | None, float | None]:
@@ -642,7 +664,7 @@ def _task_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
         if len(sets) > 1 and row["test_acc"] is not None:
             row["test_acc_lo"], row["test_acc_hi"] = stats.mean_of_proportions_interval(
                 [a for a, _ in sets.values()], [n for _, n in sets.values()])
-        newest = newest_success.get(row["experiment"])
+        newest = newest_success.get(config_key(run))
         row["superseded"] = newest is not None and newest > _time_key(run)
         failure_rows.append(row)
 
@@ -681,17 +703,24 @@ def hardware_mix_warning(frame: pd.DataFrame) -> str | None:
 
 
 def _candidate(row: dict[str, Any], group: list[Run]) -> stats.Candidate | None:
-    """The best-tier input of a row: per-item correctness only for a single run with predictions
-    (for several seeds there is no single per-item vector to pair)."""
+    """The best-tier input of a row: its accuracy, its number of test items and, when every seed
+    has predictions on the same items, each item's share of seeds that answered it right."""
     if row["test_acc"] is None:
         return None
-    per_item = None
-    if len(group) == 1 and group[0].predictions is not None:
-        try:
-            per_item = correct_by_item(group[0])
-        except UserError:
-            per_item = None  # unusable predictions: fall back to the unpaired test
-    return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=per_item)
+    return stats.Candidate(accuracy=row["test_acc"], n=int(row["n_test"]), per_item=item_means(group))
+
+
+def item_means(group: list[Run]) -> dict[str, float] | None:
+    """item_id -> share of the runs (the seeds of one row) that answered it right; None when a
+    run has no usable predictions or the runs were tested on different items (then there is
+    nothing to pair, and the unpaired test applies)."""
+    try:
+        per_run = [correct_by_item(run) for run in group]
+    except UserError:
+        return None
+    if not per_run or any(c.keys() != per_run[0].keys() for c in per_run):
+        return None
+    return {item: sum(c[item] for c in per_run) / len(per_run) for item in per_run[0]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from peftbench.analysis import leaderboard, stats
 from peftbench.errors import UserError
 from peftbench.record import hardware
 from peftbench.record import results as R
+from peftbench.terminal import signed_points
 
 ALPHA = 0.05
 IDENTICAL = "identical"
@@ -89,8 +90,8 @@ def render(v: Verdict) -> str:
     if v.paired is not None:
         p = v.paired
         lines.append(f"test items: {p.n} paired; accuracy recorded {p.acc_a * 100:.1f}%, reproduced "
-                     f"{p.acc_b * 100:.1f}%; reproduced - recorded {-p.diff * 100:+.1f} points, 95% CI "
-                     f"[{-p.diff_hi * 100:+.1f}, {-p.diff_lo * 100:+.1f}]; only recorded right {p.only_a}, "
+                     f"{p.acc_b * 100:.1f}%; reproduced - recorded {signed_points(-p.diff)} points, 95% CI "
+                     f"[{signed_points(-p.diff_hi)}, {signed_points(-p.diff_lo)}]; only recorded right {p.only_a}, "
                      f"only reproduced right {p.only_b}; McNemar exact p = {p.p_mcnemar:.4g}")
     lines.append("hardware: " + ("; ".join(v.hardware) if v.hardware else "same as recorded (as far as recorded)"))
     lines.append(f"verdict: {v.verdict.upper()}" + (f" ({'; '.join(v.reasons)})" if v.reasons else ""))

@@ -7,7 +7,9 @@
   of several test sets' accuracies (commonsense), each set an independent sample.
 - `paired_bootstrap`: the interval of the difference of two accuracies measured on the same items.
 - `mcnemar_exact`: the exact two-sided p-value of "A and B are equally good" on paired items; only
-  the items exactly one of the two got right carry information.
+  the items exactly one of the two got right carry information. For rows averaged over several
+  seeds the same exact binomial test is the sign test over items (`p_value_against`): the item,
+  not the item x seed, is the unit, since seeds answer the very same items.
 - `two_proportion_z`: the unpaired test used when no per-item predictions exist.
 - `indistinguishable_from_best`: which runs a leaderboard cannot tell apart from the best one.
 """
@@ -34,7 +36,11 @@ def wilson_interval(accuracy: float, n: int, z: float = Z_95) -> tuple[float, fl
     denom = 1.0 + z2 / n
     centre = (accuracy + z2 / (2 * n)) / denom
     half = z * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 (or 1) the bound is exactly 0 (1): centre and half are then equal in exact arithmetic,
+    # and their float difference (2.8e-17) is rounding, not a measurement.
+    lo = 0.0 if accuracy == 0 else max(0.0, centre - half)
+    hi = 1.0 if accuracy == 1 else min(1.0, centre + half)
+    return lo, hi
 
 
 def mean_of_proportions_interval(accuracies: Sequence[float], ns: Sequence[int], z: float = Z_95
@@ -149,22 +155,28 @@ def compare_paired(correct_a: Sequence[bool], correct_b: Sequence[bool], n_boots
 
 @dataclass(frozen=True)
 class Candidate:
-    """One leaderboard entry for the best-tier test: its accuracy, its number of test items, and
-    its per-item correctness keyed by item id when predictions exist."""
+    """One leaderboard entry for the best-tier test: its accuracy, its number of test items (each
+    item once, however many seeds answered it), and per item id when predictions exist its
+    correctness: True/False for one run, the share of seeds that got it right for several."""
     accuracy: float
     n: int
-    per_item: dict[str, bool] | None = None
+    per_item: dict[str, float] | None = None
 
 
 def p_value_against(best: Candidate, other: Candidate) -> tuple[float, str]:
     """p-value of "other is as good as best", and the name of the test used.
 
-    Paired McNemar when both have per-item results on the same items (far more powerful: most
-    items are answered alike by both), otherwise the unpaired two-proportion z-test."""
+    Paired when both have per-item results on the same items (far more powerful: most items are
+    answered alike by both): each item where one is ahead is a coin toss under "equally good",
+    so the exact binomial test on (items best is ahead, items other is ahead). With one seed per
+    row that is McNemar's test; with several it is the sign test on each item's share of seeds
+    right, one vote per item, however many seeds stand behind it. Otherwise the unpaired
+    two-proportion z-test on the numbers of items."""
     if best.per_item is not None and other.per_item is not None and best.per_item.keys() == other.per_item.keys():
-        only_best = sum(1 for k, v in best.per_item.items() if v and not other.per_item[k])
-        only_other = sum(1 for k, v in best.per_item.items() if not v and other.per_item[k])
-        return mcnemar_exact(only_best, only_other), "mcnemar"
+        ahead = sum(1 for k, v in best.per_item.items() if v > other.per_item[k])
+        behind = sum(1 for k, v in best.per_item.items() if v < other.per_item[k])
+        binary = all(v in (0, 1) for c in (best, other) for v in c.per_item.values())
+        return mcnemar_exact(ahead, behind), "mcnemar" if binary else "sign test"
     return two_proportion_z(best.accuracy, best.n, other.accuracy, other.n), "z-test"
 
 

@@ -39,11 +39,15 @@ Statistics:
   test acc [lo, hi]  95% Wilson score interval on n test items; n comes from the saved
                      predictions when present, else the result's per-set counts, else
                      train_config test_size, else GSM8K test's 1,319 (column n_test_source).
-                     With seeds: pooled items; see acc std too. A headline that is the mean
-                     over several test sets gets the interval of that mean (docs/comparing.md).
+                     With seeds the item stays the unit: n items, not n x seeds (the seeds
+                     answer the same items); see acc std too. A headline that is the mean over
+                     several test sets gets the interval of that mean (docs/comparing.md).
   ~best              not significantly worse than the best (5% level): exact McNemar on the
-                     shared test items when both have predictions, else two-proportion z-test.
+                     shared test items when both have predictions (several seeds: the sign
+                     test on each item's share of seeds right), else two-proportion z-test.
                      No multiple-comparison correction: a screening mark.
+  --set              a run whose --set overrides changed the config (in temporary_results/)
+                     is a row of its own, its overrides in this column.
 
 Filter language (--filter): Python's comparison syntax, parsed to a tree and never run:
   family == "LoRA" and test_acc > 0.4      "rank32" in experiment   (substring test)
@@ -61,7 +65,7 @@ Examples:
 
 # Columns of the human-readable formats when --columns is not given; empty ones are left out.
 DEFAULT_COLUMNS = (
-    "family", "variant", "experiment", "test_acc", "near_best", "test_acc_flex", "forgetting",
+    "family", "variant", "experiment", "overrides", "test_acc", "near_best", "test_acc_flex", "forgetting",
     "mem_max", "mem_avg", "mem_99", "cpu_rss", "train_time", "total_time", "tokens_per_s",
     "file_size", "trainable_params", "trainable_pct", "tune_budget", "pareto", "status", "error",
 )
@@ -155,9 +159,9 @@ def render(shown, full, fmt: str) -> str:
     from peftbench.analysis import leaderboard as compare
 
     if fmt == "csv":
-        return shown.to_csv(index=False)
+        return _whole_counts(shown).to_csv(index=False)
     if fmt == "json":
-        return json.dumps(compare.records(shown), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(compare.records(_whole_counts(shown)), indent=2, ensure_ascii=False) + "\n"
     if not len(full):
         return "no rows match.\n" if fmt == "table" else ""
     columns = [compare.column(n) for n in shown.columns]
@@ -166,6 +170,20 @@ def render(shown, full, fmt: str) -> str:
     if fmt == "markdown":
         return _markdown(header, body)
     return format_table(header, body, right=[c.kind == "number" for c in columns], rule=True) + "\n" + _legend(full)
+
+
+def _whole_counts(frame):
+    """Count columns (items, seeds, parameters) as integers where every value is whole: the
+    leaderboard keeps all numbers as floats (a mean over seeds may not be whole), but a reader of
+    csv or json must see 6, not 6.0."""
+    from peftbench.analysis import leaderboard as compare
+
+    out = frame.copy()
+    for name in out.columns:
+        values = out[name].dropna()
+        if compare.column(name).fmt == "count" and (values == values.round()).all():
+            out[name] = out[name].astype("Int64")
+    return out
 
 
 def _header(col) -> str:
@@ -196,7 +214,8 @@ def _legend(full) -> str:
     notes = [
         "95% CI: Wilson interval on n test items, n from " +
         ", ".join(f"{_N_SOURCES.get(k, k)} ({v} rows)" for k, v in sorted(sources.items())) + ".",
-        "~best: not significantly worse than the best at the 5% level (McNemar if paired predictions, else z-test).",
+        "~best: not significantly worse than the best at the 5% level (paired predictions: McNemar, or the sign test over "
+        "items for several seeds; else z-test).",
     ]
     failures = int((~full["ranked"].astype(bool)).sum())
     if failures:

@@ -22,7 +22,8 @@ Compare two runs item by item, from the predictions saved beside each result
   - how many items only A, only B, both or neither got right.
 
 Refuses results without predictions, two results of different tasks, and two results tested on
-different items. The grading is the task's headline grade (GSM8K: strict; --flexible: the
+different items; warns when a predictions file is not the one its run wrote (its sha256 differs
+from the recorded one). The grading is the task's headline grade (GSM8K: strict; --flexible: the
 flexible one).
 """
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import leaderboard as compare
     from peftbench.analysis import stats
     from peftbench.record.hardware import hardware_differences, hardware_label
+    from peftbench.record.results import RUN_INFO, predictions_changed
 
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"{path}: no such result file")
         runs.append(compare.read_run(path))
+        changed = predictions_changed(path, runs[-1].result[RUN_INFO])
+        if changed:  # as rescore says it: the items compared are not those the run graded
+            print(f"warning: {changed}; comparing it as it is now", file=sys.stderr)
     task_names = [task_name(r.result) for r in runs]
     if task_names[0] != task_names[1]:
         raise UserError(f"{runs[0].path.name} is a result of task {task_names[0]!r} and {runs[1].path.name} of task "
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:
+    from peftbench.terminal import signed_points
+
     grading = "flexible" if flexible else "strict"
     verdict = "significant" if r.p_mcnemar < 0.05 else "not significant"
     return "\n".join([
@@ -98,7 +105,7 @@ def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:
         f"B: {names[1]}  ({paths[1]})",
         f"test items: {r.n} shared (matched by item_id), {grading} grading",
         f"accuracy      A {r.acc_a * 100:.1f}%   B {r.acc_b * 100:.1f}%",
-        f"A - B         {r.diff * 100:+.1f} points, 95% CI [{r.diff_lo * 100:+.1f}, {r.diff_hi * 100:+.1f}]"
+        f"A - B         {signed_points(r.diff)} points, 95% CI [{signed_points(r.diff_lo)}, {signed_points(r.diff_hi)}]"
         f" (paired bootstrap, {r.n_bootstrap:,} resamples, seed {r.seed})",
         f"only A right  {r.only_a}",
         f"only B right  {r.only_b}",

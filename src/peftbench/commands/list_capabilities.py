@@ -9,6 +9,7 @@ from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
 from peftbench.errors import ExitCode
+from peftbench.terminal import counted
 
 HEADER = ["experiment", "merge", "unmerge", "multi", "int8", "int4", "trainable", "adapter", "tiny file"]
 # the generic reason every int8/int4 cell gives on CPU is said once, below the table
@@ -29,7 +30,7 @@ def run(suite: Path, refresh: bool = False) -> int:
     for line in notes(rows):
         print(line)
     cached = len(rows) - measured
-    print(f"{len(rows)} experiments: {measured} measured now, {cached} from the cache ({matrix.cache_dir(suite)}) "
+    print(f"{counted(len(rows), 'experiment')}: {measured} measured now, {cached} from the cache ({matrix.cache_dir(suite)}) "
           f"or sharing another experiment's adapter config; {seconds:.1f} s")
     return ExitCode.FAILED if any(r.get("error") for r in rows) else ExitCode.OK
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from peftbench.training import methods
 from peftbench.errors import ExitCode
+from peftbench.terminal import counted
 
 HELP = "list a suite's experiments: method family, trainable parameters, main result"
 DESCRIPTION = """\
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
         return list_capabilities.run(suite, refresh=args.refresh)
     entries = catalog.catalog(suite)
+    _check_suite_defaults(suite)
     counter = None if args.no_params else ParamCounter()
     # Without parameter counts nothing needs peft or torch: the configs come from the plan cache
     # that status and run-all share (experiment/plan_cache.py), loaded only when their files changed.
@@ -85,6 +87,17 @@ def run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"error: {problem}")
     return ExitCode.FAILED if problems else ExitCode.OK
+
+
+def _check_suite_defaults(suite: Path) -> None:
+    """A folder without default_training_params.json is not a suite (every experiment would fail to
+    load for the same reason): bad input, said once, instead of one error line per experiment."""
+    from peftbench.errors import UserError
+    from peftbench.experiment.config import DEFAULTS_FILE
+
+    if not (suite / DEFAULTS_FILE).is_file():
+        raise UserError(f"{str(suite)!r} is not a suite: it has no {DEFAULTS_FILE} (the defaults every experiment's "
+                        "config builds on; a file holding {} takes the built-in ones)")
 
 
 def _row(suite: Path, entry, counter: ParamCounter | None, cache=None) -> tuple[list[str], str | None]:
@@ -123,7 +136,7 @@ def _summary(suite: Path, entries, counter: ParamCounter | None, cache=None) -> 
     full = sum(1 for e in entries if e.peft_type is None)
     installed = catalog.installed_methods(None if cache is None else cache.peft_types())
     missing = [m for m in installed if m not in covered and m not in catalog.EXCLUDED_METHODS]
-    lines = [f"{len(entries)} experiments: {len(covered)} of the {len(installed)} causal-LM methods of the "
+    lines = [f"{counted(len(entries), 'experiment')}: {len(covered)} of the {len(installed)} causal-LM methods of the "
              f"installed peft, and {full} full fine-tuning"]
     if missing:
         lines.append(f"without an experiment: {', '.join(missing)}")

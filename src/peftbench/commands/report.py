@@ -25,6 +25,10 @@ Write one HTML file that works offline: data, script and style are inlined, noth
 Inputs are read as by `peftbench compare`: suite folders, folders of result files, or files;
 an unreadable file is skipped with a warning on stderr (an error with --strict).
 
+Without -o the report goes to <suite>/.peftbench/report.html (the first suite folder given; that
+folder is ignored by git and by the check that sends results made from a changed tree to
+temporary_results/), else to report.html in the current folder; the path is printed.
+
 Screenshot for a quick look (Debian package chromium):
   peftbench report ../shared/data/peft-results -o report.html
   chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1500,2600 \\
@@ -36,7 +40,8 @@ More in docs/comparing.md.
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", default=["."], metavar="SUITE_OR_RESULT",
                         help="suite folders, folders of result files, or result files (default: .)")
-    parser.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    parser.add_argument("-o", "--output", help="HTML file to write (default: <suite>/.peftbench/report.html for the "
+                                              "first suite folder given, else report.html in the current folder)")
     parser.add_argument("--title", default=None, help="page title (default: peftbench report)")
     add_result_reading_options(parser)
 
@@ -73,6 +78,17 @@ def _check_output(output: Path) -> None:
 
 def _cannot_write(output: Path, reason: str) -> str:
     return f"cannot write the report to {output}: {reason}; give -o a file in a folder you can write to"
+
+
+def default_output(paths: list[str]) -> Path:
+    """Where the report goes without -o: the state folder of the first suite given, which git and
+    the dirty check ignore (an untracked report.html in a suite kept in git would send every later
+    result to temporary_results/); report.html in the current folder when no suite is given."""
+    from peftbench.experiment.config import DEFAULTS_FILE
+    from peftbench.experiment.suite import state_dir
+
+    suite = next((Path(p) for p in paths if (Path(p) / DEFAULTS_FILE).is_file()), None)
+    return state_dir(suite) / "report.html" if suite is not None else Path("report.html")
 
 
 def _capabilities(paths: list[str]) -> list[dict] | None:

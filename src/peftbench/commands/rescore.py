@@ -12,7 +12,7 @@ from typing import Any
 from peftbench import tasks
 from peftbench.record import results
 from peftbench.errors import ExitCode, UserError
-from peftbench.fs import atomic_write_json, sha256_file
+from peftbench.fs import atomic_write_json
 from peftbench.tasks.base import Task
 
 HELP = "recompute accuracies from saved predictions with the current grader"
@@ -110,12 +110,11 @@ def _predictions_file(path: Path, raw: dict[str, Any], warnings: list[str]) -> t
         if not pred_path.is_file():
             raise UserError(f"{path}: its predictions file {pred_path} is missing; "
                             "without it the run cannot be rescored (rerun it)")
-        expected = info.get("sha256")
-        if expected and sha256_file(pred_path) != expected:
-            warnings.append(f"{pred_path}: sha256 differs from the one recorded in {path.name}; "
-                            "the file changed after the run, rescoring it as it is now")
+        changed = results.predictions_changed(path, raw[results.RUN_INFO])
+        if changed:
+            warnings.append(f"{changed}, rescoring it as it is now")
             return pred_path, True
-        return pred_path, not expected
+        return pred_path, not info.get("sha256")
     conventional = results.predictions_path_for(path)
     if conventional.is_file():
         warnings.append(f"{path}: names no predictions file; using {conventional.name} beside it")

@@ -22,17 +22,21 @@ data only, and record everything:
   the choice   highest validation accuracy; ties: lower validation loss, then the simpler
                setting (smaller values of PEFT fields such as r, then of training fields such
                as the learning rate). Failed and cancelled trials are recorded, never chosen.
-  the record   results/tuning/<method>--<name>.tuning.json: search space, sampler, budget
-               (trials x steps, measured seconds), every trial (values, run key, validation
-               accuracy and loss, time, status), the choice and its paired difference with the
-               runner-up (95% bootstrap interval, McNemar) on the validation items
+  the record   results/tuning/<method>--<name>--<search id>.tuning.json, one per search (space,
+               sampler, budget): search space, sampler, budget (trials x steps, measured
+               seconds), every trial (values, run key, validation accuracy and loss, time,
+               status), the choice and its paired difference with the runner-up (95% bootstrap
+               interval, McNemar) on the validation items
   the result   experiments/<method>/<name>-tuned/ with the chosen values (at the experiment's
                full max_steps), and a line in experiments/<method>/README.md; run it with
-               `peftbench run` or `run-all` to get its test accuracy
+               `peftbench run` or `run-all` to get its test accuracy. When it already holds other
+               values (an earlier search's choice) it is kept, and the command says what would
+               change; --force changes it
 
-Trials are keyed by run key: `tune` again with the same space runs nothing, a wider space runs
-only the new points, a cancelled trial runs again. Trial runs and the Optuna study (SQLite) live
-in <suite>/.peftbench/tuning/, out of the leaderboard.
+Each --param needs two values or more (one value chooses nothing). Trials are keyed by run key:
+`tune` again with the same space runs nothing, a wider space runs only the new points, a
+cancelled trial runs again. Trial runs and the Optuna study (SQLite) live in
+<suite>/.peftbench/tuning/, out of the leaderboard.
 
 Exit status: 0 done, 1 a trial failed (recorded, never chosen) or no trial succeeded,
 2 bad input (nothing run), 130 cancelled (the trials so far are recorded).
@@ -63,6 +67,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"(default: {T.DEFAULT_TUNE_VALID_SIZE})")
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="where trials run: local child processes, or run-all's Ray executor (default: local)")
+    parser.add_argument("--force", action="store_true",
+                        help="change an existing <name>-tuned/ that holds other values than this search's choice "
+                             "(another search's, or this one's before); the changes are listed. Without it such a "
+                             "folder is kept and the command says what it would change")
     parser.add_argument("-v", "--verbose", action="store_true", help="pass -v to every trial")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars in trials")
 
@@ -78,12 +86,13 @@ def run(args) -> int:
     if args.executor == "ray":
         _check_ray_executor()
     raw = T.parse_param_specs(args.params)
-    exp_dirs = [d for d in S.discover_experiments(args.target) if not T.is_tuned_output(d)]
+    found = S.discover_experiments(args.target)
+    exp_dirs = [d for d in found if not T.is_tuned_output(d)]
     if not exp_dirs:
-        raise UserError(f"no experiment folders found under {args.target}")
+        raise UserError(_nothing_to_tune(args.target, found))
     opts = TS.TuneOptions(trials=args.trials, sampler=args.sampler, budget_steps=args.budget_steps,
-                          tune_valid_size=args.tune_valid_size, executor=args.executor, verbose=args.verbose,
-                          progress=args.progress, command=command_line())
+                          tune_valid_size=args.tune_valid_size, executor=args.executor, force=args.force,
+                          verbose=args.verbose, progress=args.progress, command=command_line())
     # Everything is checked before anything runs: a bad value for the tenth experiment must not
     # surface after nine searches.
     jobs, problems = [], []
@@ -120,6 +129,20 @@ def run(args) -> int:
     return ExitCode.FAILED if failed or any(o.record["choice"] is None for o in outcomes) else ExitCode.OK
 
 
+def _nothing_to_tune(target: str, found) -> str:
+    """Why `target` holds nothing to tune: no experiment at all, or only `<name>-tuned/` folders,
+    which hold the choice of a search and are not searched again themselves."""
+    from peftbench.experiment import tuning as T
+
+    if not found:
+        return f"no experiment folders found under {target}"
+    tuned = ", ".join(f"{d.parent.name}/{d.name}" for d in found)
+    bases = ", ".join(str(d.with_name(d.name[: -len(T.TUNED_SUFFIX)])) for d in found)
+    return (f"{target}: {tuned} holds the choice of an earlier `peftbench tune` (its record is in "
+            f"results/{T.TUNING_DIR}/), not an experiment to search again; tune the experiment it came from "
+            f"({bases}) with the values to compare")
+
+
 def _check_ray_executor() -> None:
     """--executor ray needs run-all's Ray executor; say so when this checkout has none."""
     from importlib.util import find_spec
@@ -145,6 +168,7 @@ def format_summary(outcomes) -> str:
                      "cancelled" if o.cancelled else ("no successful trial" if choice is None else
                                                       ", ".join(f"{k}={v}" for k, v in choice["overrides"].items())),
                      "" if choice is None else f"{choice['valid_accuracy'] * 100:.1f}%", vs,
-                     "" if o.tuned_dir is None else short_path(o.tuned_dir), short_path(o.record_path)])
+                     "kept (see above; --force)" if o.kept else "" if o.tuned_dir is None else short_path(o.tuned_dir),
+                     short_path(o.record_path)])
     return format_table(["EXPERIMENT", "TRIALS", "CHOICE", "VALID ACC", "VS RUNNER-UP (PTS)", "TUNED EXPERIMENT",
                          "RECORD"], rows, pad_last=False)

@@ -33,6 +33,12 @@ PEFT_OPTIMIZERS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Rieman
 # (training.generation); "static": the reference study's fixed batches in item order.
 EVAL_ENGINES = ("dynamic", "static")
 
+# Train config fields that cannot change a run's numbers: how often to checkpoint (a resumed run
+# equals an uninterrupted one) and which experiment trackers watch the run (they only read its
+# numbers). The run key leaves them out (record/runkey.py), and a `--set` of them alone does not
+# keep a result out of results/ (`config_overrides` below).
+NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to")
+
 TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
 DEFAULTS_FILE = "default_training_params.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -279,8 +285,30 @@ def _optimizer_problems(cfg: TrainConfig) -> list[str]:
     import inspect
 
     accepted = [n for n in inspect.signature(getattr(torch.optim, name)).parameters if n != "params"]
-    return [f"optimizer_kwargs: {name} has no option {k!r};{suggest(k, accepted)}"
-            for k in cfg.optimizer_kwargs if k not in accepted]
+    unknown = [f"optimizer_kwargs: {name} has no option {k!r};{suggest(k, accepted)}"
+               for k in cfg.optimizer_kwargs if k not in accepted]
+    return unknown or _optimizer_value_problems(name, cfg.optimizer_kwargs)
+
+
+# Options whose validity depends on the device the run uses: judged when the run builds the optimizer.
+_DEVICE_OPTIMIZER_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def _optimizer_value_problems(name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The values torch.optim itself refuses (betas outside [0, 1), a negative weight_decay or
+    eps, ...), found by building the optimizer over one scalar parameter: torch checks its
+    values in the constructor, so its own rules apply, not a copy of them that could drift."""
+    import torch
+
+    probe = {k: v for k, v in kwargs.items() if k not in _DEVICE_OPTIMIZER_OPTIONS}
+    try:
+        getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(1))], **probe)
+    except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+        # name the options the message is about ("Invalid beta parameter" -> betas), else all of them
+        named = {k: v for k, v in probe.items() if k in str(exc) or k.rstrip("s") in str(exc)} or probe
+        shown = ", ".join(f"{k}={v!r}" for k, v in named.items())
+        return [f"optimizer_kwargs: {name} refuses {shown}: {exc}"]
+    return []
 
 
 # torch.optim classes the training loop cannot drive, with the reason.
@@ -360,6 +388,10 @@ class Experiment:
     adapter_config: dict | None  # adapter_config.json as written on disk
     training_params: dict  # the experiment's own overrides as written on disk
     overrides: dict  # --set overrides, parsed
+    # The --set overrides that make the resolved config differ from the one the committed files
+    # give (the seed aside: a result's file name carries it; NUMBER_NEUTRAL_FIELDS aside). A run
+    # with any is not reproducible from the tree, so its result never goes to results/.
+    config_overrides: dict = field(default_factory=dict)
 
     @property
     def experiment_name(self) -> str:
@@ -423,8 +455,11 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
             problems.append(f"--set {key}: unknown key {top!r};{suggest(top, FIELDS)}")
             continue
         value = _parse_value(text)
-        if str in _allowed_types(top) and not isinstance(value, str) and value is not None and not sub:
-            value = text  # a string field keeps the text as typed ("1e-3" stays a string there)
+        allowed = _allowed_types(top)
+        if str in allowed and value is not None and not sub and not isinstance(value, allowed):
+            # a string field keeps the text as typed ("1e-3" stays a string there); a value of
+            # another type the field takes (report_to's JSON list) stays what JSON made of it
+            value = text
         if sub:
             if dict not in _allowed_types(top):
                 problems.append(f"--set {key}: {top} is not a mapping")
@@ -486,7 +521,45 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
     if problems:
         raise ConfigError(problems, f"experiment {method}/{name}")
     return Experiment(exp_dir, suite, method, name, train_config, peft_config, adapter_config,
-                      params if isinstance(params, dict) else {}, overrides)
+                      params if isinstance(params, dict) else {}, overrides,
+                      _config_overrides(layers[:2], overrides, train_config))
+
+
+def _config_overrides(committed: list[tuple[str, Any]], overrides: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """The entries of `overrides` whose field resolves to another value than the committed
+    layers (suite defaults, experiment file) give with the same seed."""
+    candidates = {k: v for k, v in overrides.items() if k != "seed" and k not in NUMBER_NEUTRAL_FIELDS}
+    if not candidates:
+        return {}
+    seed = [("--seed", {"seed": overrides["seed"]})] if "seed" in overrides else []
+    try:
+        base = build_train_config([*committed, *seed]).to_dict()
+    except ConfigError:
+        return candidates  # the committed files alone do not even load: every override counts
+    resolved = cfg.to_dict()
+    changed = {}
+    for key, value in candidates.items():
+        if isinstance(value, dict) and isinstance(base[key], dict):  # `--set a.b=v`: the keys b that changed
+            value = {sub: v for sub, v in value.items() if sub not in base[key] or base[key][sub] != resolved[key][sub]}
+        if base[key] != resolved[key] and value != {}:
+            changed[key] = value
+    return changed
+
+
+def overrides_text(overrides: dict[str, Any] | None) -> str:
+    """`{"max_steps": 2, "optimizer_kwargs": {"lr": 0.5}}` -> "max_steps=2, optimizer_kwargs.lr=0.5",
+    the `--set` form (a mapping's keys one by one, as `--set a.b=v` changes them)."""
+    parts = []
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and value:
+            parts += [f"{key}.{sub}={_set_text(v)}" for sub, v in value.items()]
+        else:
+            parts.append(f"{key}={_set_text(value)}")
+    return ", ".join(parts)
+
+
+def _set_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _update_mapping(key: str, below: dict[str, Any], value: Any) -> Any:
@@ -517,10 +590,15 @@ def _peft_value_problems(config_cls, adapter_config: dict) -> list[str]:
             p.append(f"{key}: expected {_type_names(allowed)}, got {value!r}")
         else:
             p.extend(limits.non_finite(key, value))
-    r = adapter_config.get("r")
-    if isinstance(r, int) and not isinstance(r, bool) and r < 1:
-        p.append(f"r: the rank must be >= 1, got {r}")
+    for key, what in _PEFT_SIZES.items():
+        value = adapter_config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            p.append(f"{key}: {what} must be >= 1, got {value}")
     return p
+
+
+# PEFT sizes that PEFT leaves unchecked (a negative one fails only when torch allocates it).
+_PEFT_SIZES = {"r": "the rank", "num_virtual_tokens": "the number of virtual tokens"}
 
 
 def _scalar_types(annotation) -> tuple[type, ...] | None:

@@ -46,7 +46,7 @@ from peftbench.experiment import config as C
 from peftbench.fs import read_json_or_none, sha256_file
 
 CACHE_FILE = "plan-cache.json"
-FORMAT = 1  # bump when the shape of an entry changes
+FORMAT = 2  # bump when the shape of an entry changes
 MAX_ENTRIES = 4096  # ~60 suites of 70 experiments; the least recently used go first
 _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # What decides a cached entry, relative to the package: config.py and the modules it imports (the
@@ -177,7 +177,7 @@ def _to_entry(exp: C.Experiment) -> dict[str, Any]:
 
     peft = None if exp.peft_config is None else json.loads(canonical(exp.peft_config.to_dict()))
     return {"train_config": exp.train_config.to_dict(), "peft_config": peft, "adapter_config": exp.adapter_config,
-            "training_params": exp.training_params}
+            "training_params": exp.training_params, "config_overrides": exp.config_overrides}
 
 
 def _from_entry(exp_dir: Path, overrides: dict[str, Any], entry: dict[str, Any]) -> C.Experiment:
@@ -186,7 +186,7 @@ def _from_entry(exp_dir: Path, overrides: dict[str, Any], entry: dict[str, Any])
                         name=exp_dir.name, train_config=C.TrainConfig(**entry["train_config"]),
                         peft_config=None if peft is None else ResolvedPeftConfig(peft),
                         adapter_config=entry["adapter_config"], training_params=entry["training_params"],
-                        overrides=overrides)
+                        overrides=overrides, config_overrides=entry["config_overrides"])
 
 
 @functools.cache

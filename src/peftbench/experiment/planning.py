@@ -2,8 +2,11 @@
 with the run keys recorded in its results, and say why it is or is not up to date.
 
 Which results count: on branch main with a clean tree only `results/` (a result made from a dirty
-tree must not stand in for a main result); elsewhere `results/` and `temporary_results/`.
-Failed and cancelled attempts come from `cancelled_results/`.
+tree must not stand in for a main result); elsewhere, and for a plan with `--set` overrides that
+change the config (such a run never goes to `results/`: `suite.why_not_results`), `results/` and
+`temporary_results/`. A result made with overrides has another run key than the plain
+experiment, so it is never up to date for it. Failed and cancelled attempts come from
+`cancelled_results/`.
 
 A result file that `results.load` refuses (truncated, not a result, a newer schema) is never
 taken for "never run": the main result `results/<stem>.json` is the file a run would replace, so
@@ -12,7 +15,7 @@ while it is unreadable the experiment is left alone ("unreadable result (<reason
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ class Recorded:
     run_key_inputs: dict | None
     created_at: str
     error: str  # the run's error_msg; for an UNREADABLE file, why it cannot be read
+    overrides: dict = field(default_factory=dict)  # run_info overrides: the --set that changed the config
 
 
 def _read(path: Path) -> Recorded:
@@ -40,8 +44,10 @@ def _read(path: Path) -> Recorded:
     except ResultError as exc:
         return Recorded(path, UNREADABLE, None, None, "", exc.reason)
     info = result[R.RUN_INFO]
+    overrides = info.get(R.RI_OVERRIDES)
     return Recorded(path, result[R.TRAIN_INFO].get(R.TI_STATUS) or "", info.get(R.RI_RUN_KEY),
-                    info.get(R.RI_RUN_KEY_INPUTS), info.get(R.RI_CREATED_AT) or "", info.get(R.RI_ERROR_MSG) or "")
+                    info.get(R.RI_RUN_KEY_INPUTS), info.get(R.RI_CREATED_AT) or "", info.get(R.RI_ERROR_MSG) or "",
+                    overrides if isinstance(overrides, dict) else {})
 
 
 def recorded_results(suite: Path, stem: str) -> dict[str, list[Recorded]]:
@@ -85,8 +91,12 @@ class PlanItem:
     result: Path | None = None
 
 
-def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_and_clean: bool) -> tuple[str, str, Path | None]:
-    """(action, reason, newest relevant result) for one experiment and seed."""
+def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_and_clean: bool,
+           overrides: dict[str, Any] | None = None) -> tuple[str, str, Path | None]:
+    """(action, reason, newest relevant result) for one experiment and seed. `main_and_clean`:
+    a success would go to results/; `overrides`: the plan's config-changing --set overrides
+    (`Experiment.config_overrides`), so that a stale run is explained against a result made
+    the same way (a --set run is no earlier version of the plain experiment)."""
     from peftbench.record.runkey import explain_difference
 
     recorded = recorded_results(suite, stem)
@@ -106,7 +116,8 @@ def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_an
         detail = f": {newest_attempt.error[:80]}" if newest_attempt.error else ""
         return "run", f"last attempt {what}{detail}", newest_attempt.path
     if successes:
-        return "run", explain_difference(successes[0].run_key_inputs, inputs), successes[0].path
+        alike = [r for r in successes if r.overrides == (overrides or {})] or successes
+        return "run", explain_difference(alike[0].run_key_inputs, inputs), alike[0].path
     return "run", "never run", None
 
 
@@ -154,7 +165,8 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
                 items.append(PlanItem(name, exp_dir, seed_value, stem, "invalid",
                                       "cannot be checked: " + " ".join(str(exc).split())))
                 continue
-            action, reason, path = decide(suite, stem, key, inputs, git.is_main_and_clean)
+            to_results = S.why_not_results(git, exp.config_overrides) is None
+            action, reason, path = decide(suite, stem, key, inputs, to_results, exp.config_overrides)
             holder = L.running_holder(S.state_dir(suite) / "locks" / f"{stem}.lock")
             if holder is not None:
                 action, reason = "skip", f"running now (pid {holder.get('pid')} on {holder.get('host')})"

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from peftbench.experiment.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
+from peftbench.experiment.config import (ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES,
+                                        overrides_text)
 from peftbench.errors import UserError
 from peftbench.record.results import Status
 
-RESULTS = "results"  # success on branch main with a clean tree
+RESULTS = "results"  # success on branch main with a clean tree, config as committed
 TEMPORARY_RESULTS = "temporary_results"  # success anywhere else
 CANCELLED_RESULTS = "cancelled_results"  # cancelled and failed runs
 STATE_DIR = ".peftbench"  # checkpoints and locks of the suite; ignored by git and by the dirty check
@@ -61,7 +62,8 @@ def suite_of(experiment_dir: Path) -> Path:
 # `parse_result_name` below is the one reader of these names.
 SEP = "--"
 _STAMP_RE = r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:-\d+)?"
-_PART = rf"(?:(?!{SEP}).)+"  # a method or name: anything without "--"
+_PART = rf"(?:(?!{SEP}).)+"  # a method or name: anything without "--" (nor a newline: `.`)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # what `name_problems` refuses besides "--"
 _NAME_RE = re.compile(rf"^(?P<stem>(?P<method>{_PART}){SEP}(?P<name>{_PART})(?:{SEP}seed(?P<seed>\d+))?)"
                       rf"(?:{SEP}(?P<stamp>{_STAMP_RE}))?\.json$")
 
@@ -70,7 +72,12 @@ def name_problems(method: str, name: str) -> list[str]:
     """Why `<method>/<name>` cannot name an experiment (empty when it can)."""
     problems = []
     for what, value in (("method folder", method), ("experiment name", name)):
-        if SEP in value or value.startswith("-") or value.endswith("-"):
+        if _CONTROL.search(value):
+            # `parse_result_name` cannot read such a name back (and a terminal cannot show it):
+            # its results would never be found, and `status` would say "never run" for ever
+            problems.append(f"{what} {value!r} holds a control character (a newline, a tab, ...): result files "
+                            f"are named after it and could not be read back; rename the folder")
+        elif SEP in value or value.startswith("-") or value.endswith("-"):
             problems.append(
                 f"{what} {value!r} holds '{SEP}' or starts or ends with '-': result files are named "
                 f"<method>{SEP}<name>[{SEP}seed<N>][{SEP}<time>].json, so two experiments could share "
@@ -113,8 +120,20 @@ def timestamp(now: _dt.datetime | None = None) -> str:
     return now.strftime("%Y-%m-%dT%H-%M-%S")
 
 
+def why_not_results(git, config_overrides: dict | None) -> str | None:
+    """Why a successful run goes to temporary_results/ instead of results/, None when it does
+    not. A result in results/ must be reproducible from the tree: made on branch main with a clean
+    tree (`git`: record.provenance.GitState), from the config the committed files give (no
+    `--set` override that changes it: `Experiment.config_overrides`, or run_info `overrides`)."""
+    reasons = [git.why_not_main_and_clean] if git.why_not_main_and_clean else []
+    if config_overrides:
+        reasons.append(f"config differs from the committed files: --set {overrides_text(config_overrides)}")
+    return "; ".join(reasons) or None
+
+
 def result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, stamp: str) -> Path:
-    """Where a finished run's result goes (see README, "Where results go")."""
+    """Where a finished run's result goes (see README, "Where results go"). `main_and_clean`:
+    `why_not_results` found no reason against results/."""
     if status is Status.SUCCESS and main_and_clean:
         return suite / RESULTS / f"{stem}.json"
     folder = TEMPORARY_RESULTS if status is Status.SUCCESS else CANCELLED_RESULTS

@@ -9,9 +9,13 @@ Protocol (docs/tuning.md says why):
 - the choice is the successful trial with the highest validation accuracy; ties go to the lower
   validation loss, then to the simpler setting (`simplicity_key`); failed and cancelled trials
   are recorded as such and never chosen;
-- the record (`results/tuning/<method>--<name>.tuning.json`) holds the space, the sampler, the
-  budget (trials x steps, measured seconds), every trial and the choice, with the paired
-  difference between the best and the runner-up on the validation items.
+- each search (space, sampler and budget) has its own record,
+  `results/tuning/<method>--<name>--<search id>.tuning.json`: the space, the sampler, the budget
+  (trials x steps, measured seconds), every trial and the choice, with the paired difference
+  between the best and the runner-up on the validation items; a second search never replaces
+  the record of the first;
+- `<name>-tuned/` holds the choice of one record, the one whose `tuned_experiment` names it; a
+  search whose choice differs changes it only when forced, and says what changes.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ def parse_param_specs(specs: list[str] | None) -> list[tuple[str, list[str]]]:
             problems.append(f"--param {key}: set by the tuning protocol; use {RESERVED_KEYS[key.partition('.')[0]]}")
         elif key in seen:
             problems.append(f"--param {key}: given twice; list all its values in one --param")
+        elif len(dict.fromkeys(values)) < 2:
+            problems.append(f"--param {spec!r}: one value, so nothing is being chosen; give two or more values "
+                            "(a fixed value belongs in the experiment's own files)")
         else:
             seen.add(key)
             out.append((key, list(dict.fromkeys(values))))
@@ -237,10 +244,28 @@ def paired_difference(best_rows: list[dict[str, Any]], runner_rows: list[dict[st
 # the record
 
 
-def record_path(suite: Path, method: str, name: str) -> Path:
+def record_path(suite: Path, method: str, name: str, search_id: str | None = None) -> Path:
+    """`results/tuning/<method>--<name>--<search id>.tuning.json`, the record of one search;
+    without a search id the name records had before there was one per search."""
     from peftbench.experiment.suite import RESULTS
 
-    return Path(suite) / RESULTS / TUNING_DIR / f"{method}--{name}{RECORD_SUFFIX}"
+    stem = f"{method}--{name}" + (f"--{search_id}" if search_id else "")
+    return Path(suite) / RESULTS / TUNING_DIR / f"{stem}{RECORD_SUFFIX}"
+
+
+def records_for(suite: Path, method: str, name: str) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, record) of every search of experiment `<method>/<name>`, oldest first. A file that
+    is not a readable record is left out (it belongs to nobody)."""
+    folder = record_path(suite, method, name).parent
+    found = []
+    for path in sorted(folder.glob(f"{method}--{name}*{RECORD_SUFFIX}")):
+        try:
+            record = read_record(path)
+        except UserError:
+            continue
+        if record is not None and record.get("experiment") == f"{method}/{name}":
+            found.append((path, record))
+    return sorted(found, key=lambda pr: (str(pr[1].get("created_at") or ""), pr[0].name))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -273,43 +298,117 @@ def tuned_experiment_dir(exp: C.Experiment) -> Path:
     return exp.path.parent / f"{exp.name}{TUNED_SUFFIX}"
 
 
+def tuned_owner(tuned_dir: Path) -> Path | None:
+    """The record whose choice `<name>-tuned/` holds: the one of its base experiment's records
+    that names it as `tuned_experiment` (the newest, should two do after an interrupted write).
+    None when no record names the folder."""
+    if not tuned_dir.name.endswith(TUNED_SUFFIX):
+        return None
+    suite, method = tuned_dir.parent.parent.parent, tuned_dir.parent.name
+    base = tuned_dir.name[: -len(TUNED_SUFFIX)]
+    owners = [(str(r.get("updated_at") or ""), path) for path, r in records_for(suite, method, base)
+              if r.get("tuned_experiment") == f"{method}/{tuned_dir.name}"]
+    return max(owners)[1] if owners else None
+
+
 def is_tuned_output(exp_dir: Path) -> bool:
-    """An experiment folder that `tune` wrote: `<name>-tuned` named by its base's tuning record."""
-    if not exp_dir.name.endswith(TUNED_SUFFIX):
-        return False
-    suite = exp_dir.parent.parent.parent
-    base = exp_dir.name[: -len(TUNED_SUFFIX)]
-    path = record_path(suite, exp_dir.parent.name, base)
-    try:
-        record = read_record(path)
-    except UserError:
-        return False
-    return record is not None and record.get("tuned_experiment") == f"{exp_dir.parent.name}/{exp_dir.name}"
+    """An experiment folder that `tune` wrote: `<name>-tuned` named by one of its base's records."""
+    return tuned_owner(exp_dir) is not None
 
 
-def write_tuned_experiment(exp: C.Experiment, space: list[Param], chosen: dict[str, Any], record_file: Path) -> Path:
-    """`<name>-tuned/`: the experiment's own files with the chosen values, at its full step count
-    (the budget was for the search), and a line in the method's README. Returns the folder."""
-    from peftbench.fs import atomic_write_json
-
-    dest = tuned_experiment_dir(exp)
-    if dest.exists() and not is_tuned_output(dest):
-        raise UserError(f"{dest} exists and was not written by `peftbench tune`; rename it or remove it")
+def tuned_files(exp: C.Experiment, space: list[Param], chosen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The files of `<name>-tuned/`: the experiment's own with the chosen values, at its full step
+    count (the budget was for the search). The experiment file replaces whole values, so a key
+    `a.b` writes the whole mapping a."""
     train, peft = split_overrides(space, chosen["overrides"])
     params = dict(exp.training_params)
     resolved = exp.train_config.to_dict()
     for key, value in train.items():
         top, _, sub = key.partition(".")
-        if sub:  # the experiment file replaces whole values: write the whole mapping
-            params[top] = {**params.get(top, resolved[top]), sub: value}
-        else:
-            params[top] = value
-    dest.mkdir(parents=True, exist_ok=True)
+        params[top] = {**params.get(top, resolved[top]), sub: value} if sub else value
+    files = {C.TRAINING_PARAMS_FILES[0]: params}
     if exp.adapter_config is not None:
-        atomic_write_json(dest / C.ADAPTER_CONFIG_FILE, {**exp.adapter_config, **peft})
-    atomic_write_json(dest / C.TRAINING_PARAMS_FILES[0], params)
+        files[C.ADAPTER_CONFIG_FILE] = {**exp.adapter_config, **peft}
+    return files
+
+
+def file_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`file key: old -> new` for every key that differs between two sets of files."""
+    changes = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name) or {}, new.get(name) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, _UNSET) != b.get(key, _UNSET):
+                changes.append(f"{name} {key}: {_shown(a.get(key, _UNSET))} -> {_shown(b.get(key, _UNSET))}")
+    return changes
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is _UNSET else json.dumps(value)
+
+
+@dataclass(frozen=True)
+class TunedUpdate:
+    """What `update_tuned_experiment` did: whether `<name>-tuned/` now holds this search's choice
+    (`owned`), whether it was left holding other values for want of --force (`kept`), in words."""
+    owned: bool
+    kept: bool
+    message: str
+
+
+def update_tuned_experiment(exp: C.Experiment, space: list[Param], chosen: dict[str, Any], record_file: Path,
+                            force: bool = False) -> TunedUpdate:
+    """Write the choice of the search recorded in `record_file` into `<name>-tuned/`, and the
+    method README's line for it. A folder that holds other values (an earlier search's choice,
+    or this search's before more trials changed it) is changed only with `force`, and the message
+    lists each change either way. UserError for a folder `tune` did not write."""
+    dest = tuned_experiment_dir(exp)
+    rel = dest.relative_to(exp.suite_dir).as_posix()
+    files = tuned_files(exp, space, chosen)
+    values = ", ".join(f"{k}={v}" for k, v in chosen["overrides"].items())
+    if not dest.exists():
+        _write_tuned(exp, dest, files, chosen, record_file)
+        return TunedUpdate(True, False, f"wrote {rel} with {values}")
+    owner = tuned_owner(dest)
+    if owner is None:
+        raise UserError(f"{dest} exists and was not written by `peftbench tune`; rename it or remove it")
+    current = {name: C.read_json_file(dest / name) for name in files if (dest / name).is_file()}
+    changes = "; ".join(file_changes(current, files))
+    if not changes:
+        if owner == record_file:
+            _readme_line(exp, chosen, record_file)
+        return TunedUpdate(owner == record_file, False, f"{rel} already holds {values}; unchanged")
+    owner_rel = owner.relative_to(exp.suite_dir).as_posix()
+    if not force:
+        return TunedUpdate(False, True, f"{rel} kept: it holds the choice of {owner_rel}, and this search chose "
+                                        f"{values}; --force would change {changes}")
+    _write_tuned(exp, dest, files, chosen, record_file)
+    return TunedUpdate(True, False, f"{rel} changed (--force; it held the choice of {owner_rel}): {changes}")
+
+
+def disown_others(exp: C.Experiment, owner: Path) -> None:
+    """After `owner` took `<name>-tuned/` over, the records that named it no longer do: each
+    says which record replaced its choice (one record names a tuned folder at any time)."""
+    from peftbench.fs import atomic_write_json
+
+    tuned = f"{exp.method}/{exp.name}{TUNED_SUFFIX}"
+    for path, record in records_for(exp.suite_dir, exp.method, exp.name):
+        if path != owner and record.get("tuned_experiment") == tuned:
+            atomic_write_json(path, {**record, "tuned_experiment": None,
+                                     "tuned_experiment_replaced_by": owner.relative_to(exp.suite_dir).as_posix()})
+
+
+def _write_tuned(exp: C.Experiment, dest: Path, files: dict[str, dict[str, Any]], chosen: dict[str, Any],
+                 record_file: Path) -> None:
+    from peftbench.fs import atomic_write_json
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        atomic_write_json(dest / name, content)
     _readme_line(exp, chosen, record_file)
-    return dest
 
 
 def _readme_line(exp: C.Experiment, chosen: dict[str, Any], record_file: Path) -> None:

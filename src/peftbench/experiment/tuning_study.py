@@ -6,11 +6,12 @@ Where things go (`<suite>` is the experiment's suite):
   defaults, one experiment folder per point of the space, their results folders) and the Optuna
   study (`study.db`, SQLite), so that trial results never reach the suite's leaderboard and a
   study interrupted half-way resumes where it stopped;
-- `<suite>/results/tuning/<method>--<name>.tuning.json`: the record (tuning.py), version-controlled.
+- `<suite>/results/tuning/<method>--<name>--<search id>.tuning.json`: the record of this search
+  (tuning.py), version-controlled; the search id is a hash of the space, sampler and budget.
 
-Every trial's run key is computed before it runs: a key the record already holds, or a result
-of the trial suite with that key, is reused instead of run. So `tune` twice with one space runs
-nothing the second time, and a wider space runs only the new points.
+Every trial's run key is computed before it runs: a key one of the experiment's records already
+holds, or a result of the trial suite with that key, is reused instead of run. So `tune` twice
+with one space runs nothing the second time, and a wider space runs only the new points.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TuneOptions:
     budget_steps: int | None = None  # None: the experiment's own max_steps
     tune_valid_size: int = T.DEFAULT_TUNE_VALID_SIZE
     executor: str = "local"
+    force: bool = False  # change a <name>-tuned/ that holds other values (tuning.update_tuned_experiment)
     verbose: bool = False
     progress: bool = True
     command: str = ""
@@ -54,6 +56,7 @@ class TuneOutcome:
     reused: int  # trials answered from the record or an earlier result
     tuned_dir: Path | None
     cancelled: bool = False
+    kept: bool = False  # <name>-tuned/ holds another choice and was left alone (no --force)
 
 
 class TrialsCancelled(Exception):
@@ -83,27 +86,43 @@ class Search:
     def __init__(self, exp: C.Experiment, space: list[T.Param], opts: TuneOptions):
         self.exp, self.space, self.opts = exp, space, opts
         self.trial_suite = S.state_dir(exp.suite_dir) / T.TUNING_DIR / exp.file_stem
-        self.record_path = T.record_path(exp.suite_dir, exp.method, exp.name)
+        self.base = budget_overrides(exp, opts)
+        self.record_path = self._record_path()
         self.previous = T.read_record(self.record_path) or {}
-        # every trial ever recorded for this experiment, by run key: other spaces and budgets too.
-        # A failure without a result (the child died before its run began) is not the run's
+        # every trial ever recorded for this experiment, by run key: other searches too. A
+        # failure without a result (the child died before its run began) is not the run's
         # outcome and runs again; a failed run (a NaN loss) would only fail again.
+        recorded = [t for _, r in T.records_for(exp.suite_dir, exp.method, exp.name)
+                    for t in (r.get("trials") or []) + (r.get("other_trials") or [])]
         self.known: dict[str, dict[str, Any]] = {
-            t["run_key"]: t for t in (self.previous.get("trials") or []) + (self.previous.get("other_trials") or [])
+            t["run_key"]: t for t in recorded
             if isinstance(t, dict) and t.get("run_key")
             and (t.get("status") == T.SUCCESS or t.get("status") == T.FAILED and t.get("result"))}
         self.trials: dict[str, dict[str, Any]] = {}  # this search's trials by run key
         self.ran = self.reused = 0
-        self.base = budget_overrides(exp, opts)
+        # whether <name>-tuned/ holds this search's choice (its record then names it)
+        self.owns_tuned = T.tuned_owner(T.tuned_experiment_dir(exp)) == self.record_path
+
+    def _record_path(self) -> Path:
+        """This search's record: the one file named after the search id, or the experiment's
+        single record of before there was one per search when that one is of this search."""
+        exp = self.exp
+        legacy = T.record_path(exp.suite_dir, exp.method, exp.name)
+        record = T.read_record(legacy)
+        if record is not None and (record.get("study") or {}).get("name") == self.study_name():
+            return legacy
+        return T.record_path(exp.suite_dir, exp.method, exp.name, self.search_id())
 
     # -- folders and keys ------------------------------------------------------------------------
 
-    def prepare_trial(self, params: dict[str, Any]) -> tuple[C.Experiment, list[str]]:
-        """The trial's experiment folder in the trial suite, loaded with its overrides, and the
-        `--set` texts a child run gets. Raises ConfigError for a value the field refuses."""
-        self._write_suite_defaults()
+    def prepare_trial(self, params: dict[str, Any], trial_suite: Path | None = None) -> tuple[C.Experiment, list[str]]:
+        """The trial's experiment folder in the trial suite (or in `trial_suite`), loaded with its
+        overrides, and the `--set` texts a child run gets. Raises ConfigError for a value the
+        field refuses."""
+        trial_suite = trial_suite or self.trial_suite
+        self._write_suite_defaults(trial_suite)
         train, peft = T.split_overrides(self.space, params)
-        trial_dir = self.trial_suite / C.EXPERIMENTS_DIR / self.exp.method / f"{self.exp.name}-t{T.params_id(params)}"
+        trial_dir = trial_suite / C.EXPERIMENTS_DIR / self.exp.method / f"{self.exp.name}-t{T.params_id(params)}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         from peftbench.fs import atomic_write_json
 
@@ -113,10 +132,10 @@ class Search:
         sets = T.set_strings({**self.base, **train})
         return C.load_experiment(trial_dir, C.parse_overrides(sets)), sets
 
-    def _write_suite_defaults(self) -> None:
+    def _write_suite_defaults(self, trial_suite: Path) -> None:
         """The trial suite runs with the suite's own defaults (copied as they are: relative data
         paths keep their meaning, they are read from the current folder)."""
-        src, dest = self.exp.suite_dir / C.DEFAULTS_FILE, self.trial_suite / C.DEFAULTS_FILE
+        src, dest = self.exp.suite_dir / C.DEFAULTS_FILE, trial_suite / C.DEFAULTS_FILE
         if not dest.is_file() or dest.read_bytes() != src.read_bytes():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
@@ -129,11 +148,15 @@ class Search:
 
     def validate_space(self) -> None:
         """Load one trial config per value of each parameter (the others at their first value),
-        so that a value a field refuses is bad input before anything runs."""
+        so that a value a field refuses is bad input before anything runs. In a scratch folder,
+        removed after: a refused search leaves no trial folders behind."""
+        import tempfile
+
         first = {p.key: p.values[0] for p in self.space}
-        for p in self.space:
-            for value in p.values:
-                self.prepare_trial({**first, p.key: value})
+        with tempfile.TemporaryDirectory(prefix="peftbench-tune-check-") as scratch:
+            for p in self.space:
+                for value in p.values:
+                    self.prepare_trial({**first, p.key: value}, Path(scratch))
 
     # -- one trial ------------------------------------------------------------------------------
 
@@ -243,18 +266,20 @@ class Search:
             return False
         return True
 
-    def study_name(self) -> str:
-        """One study per space, sampler and budget: a wider space is a new study (its known
+    def search_id(self) -> str:
+        """One search per space, sampler and budget: a wider space is a new search (its known
         points are reused by run key), the same space resumes the stored one."""
         spec = {"space": T.space_dict(self.space), "sampler": self.opts.sampler, "budget": self.base}
-        return f"{self.exp.file_stem}-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+    def study_name(self) -> str:
+        """The Optuna study of this search (one per `search_id`)."""
+        return f"{self.exp.file_stem}-{self.search_id()}"
 
     # -- the record -----------------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
         trials = sorted(self.trials.values(), key=lambda t: t["number"])
-        in_search = {t["run_key"] for t in trials}
-        other = [t for k, t in self.known.items() if k not in in_search]
         chosen = T.choose(trials, self.space)
         if chosen is not None and chosen["runner_up"] is not None:
             chosen["paired_vs_runner_up"] = self._paired(chosen)
@@ -263,7 +288,7 @@ class Search:
         return {
             "schema_version": T.RECORD_SCHEMA_VERSION, "kind": T.RECORD_KIND,
             "experiment": self.exp.experiment_name,
-            "tuned_experiment": f"{self.exp.method}/{self.exp.name}{T.TUNED_SUFFIX}" if chosen else None,
+            "tuned_experiment": f"{self.exp.method}/{self.exp.name}{T.TUNED_SUFFIX}" if self.owns_tuned else None,
             "created_at": self.previous.get("created_at") or now, "updated_at": now,
             "command": self.opts.command,
             "search_space": T.space_dict(self.space), "sampler": self.opts.sampler, "sampler_seed": 0,
@@ -275,7 +300,6 @@ class Search:
             "study": {"storage": (self.trial_suite / "study.db").relative_to(self.exp.suite_dir).as_posix(),
                       "name": self.study_name()},
             "trials": trials,
-            "other_trials": sorted(other, key=lambda t: t.get("number", 0)),
             "choice": chosen,
         }
 
@@ -302,15 +326,23 @@ class Search:
 
 
 def tune_experiment(exp: C.Experiment, space: list[T.Param], opts: TuneOptions) -> TuneOutcome:
-    """Search, record, and write `<name>-tuned/` from the choice (when a trial succeeded)."""
+    """Search, record, and write `<name>-tuned/` from the choice (when a trial succeeded; a
+    folder holding other values only with opts.force, see `tuning.update_tuned_experiment`)."""
     search = Search(exp, space, opts)
     completed = search.optimize()
     record = search.save()
-    tuned_dir = None
+    tuned_dir, kept = None, False
     if completed and record["choice"] is not None:
-        tuned_dir = T.write_tuned_experiment(exp, space, record["choice"], search.record_path)
+        update = T.update_tuned_experiment(exp, space, record["choice"], search.record_path, force=opts.force)
+        opts.log(update.message)
+        kept = update.kept
+        if update.owned:
+            tuned_dir = T.tuned_experiment_dir(exp)
+            search.owns_tuned = True
+            record = search.save()  # names the folder first, then the records it replaced stop naming it
+            T.disown_others(exp, search.record_path)
     return TuneOutcome(exp.experiment_name, search.record_path, record, search.ran, search.reused, tuned_dir,
-                       cancelled=not completed)
+                       cancelled=not completed, kept=kept)
 
 
 # ----------------------------------------------------------------------------------------------

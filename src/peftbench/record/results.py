@@ -86,6 +86,7 @@ RI_ADAPTER_SHA256 = "adapter_sha256"
 RI_RESUMED_FROM_STEP = "resumed_from_step"
 RI_TRACKERS = "trackers"
 RI_TASK = "task"
+RI_OVERRIDES = "overrides"
 
 # train_info. Memory on an accelerator: reserved memory over training steps, bytes. On CPU: the
 # process's peak resident set size, bytes. The names say which one was measured.
@@ -178,6 +179,7 @@ class RunInfo(TypedDict):
     resumed_from_step: int | None  # the checkpoint step the run resumed from, None: from scratch
     trackers: dict[str, Any] | None  # report_to: {name: {"run_id", "location", "failed", "error"}}; None: none
     task: dict[str, Any] | None  # {"name", "version"} of the task (peftbench.tasks); version-1 files: metamathqa
+    overrides: dict[str, Any] | None  # --set overrides that changed the config ({"max_steps": 2}); {}: none
 
 
 # train_info keys are spelled with the seed's names, some not identifiers: functional syntax.
@@ -357,6 +359,20 @@ def named_predictions_path(result_path: str | os.PathLike, run_info: dict[str, A
     if isinstance(info, dict) and isinstance(info.get("file"), str) and info["file"]:
         return Path(result_path).with_name(Path(info["file"]).name)
     return None
+
+
+def predictions_changed(result_path: str | os.PathLike, run_info: dict[str, Any]) -> str | None:
+    """Why the predictions file a result names is not the one its run wrote (its sha256 differs
+    from the recorded one), in words; None when it is, or when there is no file or no digest to
+    compare. Every command that reads predictions to judge a run (rescore, diff) says so."""
+    from peftbench.fs import sha256_file
+
+    path = named_predictions_path(result_path, run_info)
+    expected = (run_info.get(RI_PREDICTIONS) or {}).get("sha256")
+    if path is None or not expected or not path.is_file() or sha256_file(path) == expected:
+        return None
+    return (f"{path}: sha256 differs from the one recorded in {Path(result_path).name}; "
+            "the file changed after the run")
 
 
 def write_predictions(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:

@@ -38,6 +38,7 @@ from typing import Any
 import peftbench
 from peftbench import tasks
 from peftbench.tasks import sources
+from peftbench.experiment.config import NUMBER_NEUTRAL_FIELDS
 
 # What decides a run's numbers, as paths relative to the package: whole folders are walked, so
 # a module added to one of them counts without anyone listing it. The training subpackage is the
@@ -46,10 +47,10 @@ from peftbench.tasks import sources
 # the CLI) reads or schedules runs without changing their numbers.
 TRAINING_SOURCES = ("training", "demo/smollm.py", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
-# Train config fields that cannot change the numbers: how often to checkpoint (a resumed run
-# equals an uninterrupted one, tests/training/test_resume.py).
-# report_to: which experiment trackers watch the run (they only read its numbers).
-_NOT_OUTCOME_FIELDS = ("checkpoint_steps", "report_to")
+# Train config fields that cannot change the numbers (experiment/config.py says why): how often
+# to checkpoint (a resumed run equals an uninterrupted one, tests/training/test_resume.py) and
+# report_to.
+_NOT_OUTCOME_FIELDS = NUMBER_NEUTRAL_FIELDS
 # Fields that name data or a model: a local path there is identified by its content (the Ray
 # executor ships these paths to its workers).
 SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")

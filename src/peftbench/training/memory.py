@@ -1,5 +1,6 @@
 """Memory measurements of a run: reserved accelerator memory per training step, or the CPU
-process's resident set size where there is no accelerator."""
+process's resident set size where there is no accelerator; and, before a run, what its weights
+need against what the machine has (`weights_bytes`, `machine_memory`, used by meta_check)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,40 @@ def memory_summary(mem_reserved: list[int], device: str) -> dict[str, Any]:
                 R.ACCEL_MEM_AVG: int(mean(mem_reserved)),
                 R.ACCEL_MEM_99: int(percentile(mem_reserved, 99))}
     return {R.CPU_PEAK_RSS: peak_rss_bytes()}
+
+
+# Bytes a frozen base weight takes when bitsandbytes quantizes the model (int8: 1, nf4: half).
+_QUANTIZED_BYTES = {"int8": 1.0, "int4": 0.5}
+
+
+def weights_bytes(model: Any, dtype_name: str) -> int:
+    """Bytes the parameters of `model` (built on the meta device in the run's dtype, adapter
+    included) take: numel x element size, frozen weights at their quantized size for int8/int4.
+    A lower bound of what training needs: gradients, optimizer state and activations come on top."""
+    quantized = _QUANTIZED_BYTES.get(dtype_name)
+    total = 0.0
+    for p in model.parameters():
+        size = p.element_size() if quantized is None or p.requires_grad else min(p.element_size(), quantized)
+        total += p.numel() * size
+    return int(total)
+
+
+def machine_memory(device: str) -> tuple[int, str]:
+    """(bytes, what they are) that a run's weights must fit in: the accelerator's total memory on
+    cuda or xpu, else the machine's RAM (mps shares it). Total, not currently free: what other
+    processes hold changes from minute to minute, and a refusal must mean "cannot ever fit"."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind)
+        i = int(index) if index else backend.current_device()
+        return backend.get_device_properties(i).total_memory, f"the memory of {kind}:{i} ({backend.get_device_name(i)})"
+    import psutil
+
+    return psutil.virtual_memory().total, "this machine's RAM"
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+

@@ -104,10 +104,16 @@ class _Run:
     run_key_inputs: dict | None = None
     training_started: bool = False
     git: Any = None  # provenance.GitState
+    why_not_results: str | None = None  # why a success goes to temporary_results/ (suite.why_not_results)
     forgetting_before: float | None = None
     checkpoint_path: Path | None = None
     trackers: Trackers = field(default_factory=Trackers.none)  # report_to; started with training
     unwritten: str | None = None  # why the result is in a fallback folder (training/output.py)
+
+    @property
+    def to_results(self) -> bool:
+        """A success of this run belongs in results/ (else temporary_results/)."""
+        return self.why_not_results is None
 
 
 def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
@@ -138,7 +144,7 @@ def _run_locked(run: _Run) -> RunOutcome:
     _preflight(run)  # bad input -> UserError, nothing written
     if run.opts.if_stale:
         # Checked after taking the lock: another process may have finished this run meanwhile.
-        up_to_date = planning.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key, run.git.is_main_and_clean)
+        up_to_date = planning.find_up_to_date(run.exp.suite_dir, run.stem, run.run_key, run.to_results)
         if up_to_date is not None:
             return RunOutcome(None, up_to_date, f"skipped: up to date ({up_to_date})", run_key=run.run_key)
     status, error = Status.SUCCESS, None
@@ -166,8 +172,11 @@ def _run_locked(run: _Run) -> RunOutcome:
             interrupt = interrupt_behind(exc)
             status, error = (Status.CANCELLED, interrupt) if interrupt is not None else (Status.FAILED, exc)
         path = _write_result(run, status, error)
-    if run.unwritten:  # the numbers are safe in a fallback folder, but not where they belong: exit 1
-        return RunOutcome(Status.FAILED, path, f"failed: {run.unwritten}", ExitCode.FAILED, run.run_key, run.unwritten)
+    if run.unwritten:
+        # The numbers are safe in a fallback folder, but not where they belong: exit 1 (and a
+        # run-all child counts as not done), with words that say what happened to the run itself.
+        return RunOutcome(Status.FAILED, path, f"{status.value}, but its result is not in its folder: {run.unwritten}",
+                          ExitCode.FAILED, run.run_key, run.unwritten)
     return RunOutcome(status, path, f"{status.value}: {path}", EXIT_CODES[status], run.run_key,
                       run.result[R.RUN_INFO].get(R.RI_ERROR_MSG))
 
@@ -177,11 +186,13 @@ def _run_locked(run: _Run) -> RunOutcome:
 
 
 def _record_static_info(run: _Run) -> None:
+    from peftbench.experiment import suite as S
     from peftbench.record import provenance
 
     exp, info = run.exp, run.result[R.RUN_INFO]
     git = provenance.git_state(exp.suite_dir)
     run.git = git
+    run.why_not_results = S.why_not_results(git, exp.config_overrides)
     info.update(
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         experiment_name=exp.experiment_name,
@@ -194,6 +205,7 @@ def _record_static_info(run: _Run) -> None:
         train_config=exp.train_config.to_dict(),
         peft_config=_peft_config_dict(exp.peft_config),
         task=run.task.info(),
+        overrides=exp.config_overrides,
     )
 
 
@@ -234,7 +246,7 @@ def _check_result_folders(run: _Run) -> None:
     from peftbench.training.output import check_writable
 
     for status in (Status.SUCCESS, Status.FAILED):
-        check_writable(S.result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, "probe").parent)
+        check_writable(S.result_path(run.exp.suite_dir, run.stem, status, run.to_results, "probe").parent)
 
 
 def _quiet_libraries() -> None:
@@ -492,7 +504,7 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
         info[R.RI_TRACEBACK] = "".join(traceback.format_exception(error))
     info[R.RI_TOTAL_TIME] = run.clock()
     info[R.RI_TRACKERS] = run.trackers.finish(run.result, status.value)
-    path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.git.is_main_and_clean, S.timestamp(),
+    path = S.checked_result_path(run.exp.suite_dir, run.stem, status, run.to_results, S.timestamp(),
                                  run.exp.experiment_name, run.opts.log)
     rows = (state.last_valid_rows if state is not None else []) + run.test_rows
     path, run.unwritten = write_with_fallback(path, functools.partial(_write_files, run, rows, status),
@@ -501,8 +513,9 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
         if run.checkpoint_path is not None and run.checkpoint_path.exists():
             run.checkpoint_path.unlink()
     # say why a success is not in results/, where compare looks ("tree is dirty: ?? report.html")
-    why = run.git.why_not_main_and_clean if status is Status.SUCCESS and path.parent.name == S.TEMPORARY_RESULTS else None
-    run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
+    why = run.why_not_results if status is Status.SUCCESS and path.parent.name == S.TEMPORARY_RESULTS else None
+    if not run.unwritten:  # else write_with_fallback said where the result went instead
+        run.opts.log(f"{status.value}: result written to {path}" + (f" (not results/: {why})" if why else ""))
     if error is not None:
         _log_error(run, error)
     return path

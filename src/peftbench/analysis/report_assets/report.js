@@ -31,63 +31,8 @@
   function isNumeric(col) { return ["text", "bool"].indexOf(data.columns[col].fmt) < 0; }
   function colour(family) { return data.families[family] || "#888888"; }
 
-  // ---------------------------------------------------------------- number formats for axes
-  // Cells come formatted from Python; only axis ticks are formatted here.
-  function tickText(fmt, v) {
-    var a = Math.abs(v);
-    if (fmt === "pct") return (v * 100).toPrecision(a * 100 >= 1 || v === 0 ? 3 : 2).replace(/\.?0+$/, "") + "%";
-    if (fmt === "bytes") {
-      var units = [["GiB", 1073741824], ["MiB", 1048576], ["KiB", 1024]];
-      for (var i = 0; i < units.length; i++) if (a >= units[i][1]) return trim(v / units[i][1]) + " " + units[i][0];
-      return trim(v) + " B";
-    }
-    if (fmt === "seconds") {
-      if (a >= 3600) return trim(v / 3600) + " h";
-      if (a >= 60) return trim(v / 60) + " min";
-      return trim(v) + " s";
-    }
-    if (fmt === "count" || fmt === "rate") {
-      var sizes = [["B", 1e9], ["M", 1e6], ["k", 1e3]];
-      for (var j = 0; j < sizes.length; j++) if (a >= sizes[j][1]) return trim(v / sizes[j][1]) + sizes[j][0];
-      return trim(v);
-    }
-    return trim(v);
-  }
-  function trim(v) { return Number(v.toPrecision(3)).toString(); }
-
-  // ---------------------------------------------------------------- scales
-  function niceTicks(lo, hi, count) {
-    if (!(hi > lo)) { var pad = Math.abs(lo) * 0.1 || 1; lo -= pad; hi += pad; }
-    var raw = (hi - lo) / count;
-    var mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    var step = [1, 2, 2.5, 5, 10].map(function (m) { return m * mag; }).find(function (s) { return s >= raw; });
-    var start = Math.floor(lo / step) * step, end = Math.ceil(hi / step) * step;
-    var ticks = [];
-    for (var t = start; t <= end + step / 2; t += step) ticks.push(Number(t.toPrecision(12)));
-    return ticks;
-  }
-  function logTicks(lo, hi) {
-    var ticks = [];
-    for (var e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) ticks.push(Math.pow(10, e));
-    return ticks;
-  }
-  // Linear ticks are "nice" in the unit the labels use (20 GiB, not 21.5 GiB = 2e10 bytes).
-  function tickUnit(fmt, hi) {
-    var units = fmt === "bytes" ? [1073741824, 1048576, 1024] : fmt === "seconds" ? [3600, 60] : [];
-    var min = fmt === "seconds" ? 2 : 1; // below 2 h, minutes read better than 1.5 h
-    for (var i = 0; i < units.length; i++) if (Math.abs(hi) >= min * units[i]) return units[i];
-    return 1;
-  }
-  function scale(values, log, fmt, pixelLo, pixelHi) {
-    var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
-    var unit = tickUnit(fmt, hi);
-    var ticks = log ? logTicks(lo, hi) : niceTicks(lo / unit, hi / unit, 5).map(function (t) { return t * unit; });
-    var dlo = ticks[0], dhi = ticks[ticks.length - 1];
-    var f = log ? Math.log10 : function (v) { return v; };
-    var a = f(dlo), b = f(dhi);
-    var map = function (v) { return pixelLo + (f(v) - a) / ((b - a) || 1) * (pixelHi - pixelLo); };
-    return { map: map, ticks: ticks };
-  }
+  // ---------------------------------------------------------------- axes (axes.js, inlined before this script)
+  var scale = peftbenchAxes.scale, tickLabels = peftbenchAxes.tickLabels;
 
   // A chart frame: axes, grid, tick labels and axis titles; returns the svg and both scales.
   function frame(opts) {
@@ -95,15 +40,16 @@
     var root = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": opts.title });
     var sx = scale(opts.xs, opts.logX, opts.xfmt, m.l, W - m.r);
     var sy = scale(opts.ys, opts.logY, opts.yfmt, H - m.b, m.t);
-    sx.ticks.forEach(function (t) {
+    var xLabels = tickLabels(opts.xfmt, sx.ticks), yLabels = tickLabels(opts.yfmt, sy.ticks);
+    sx.ticks.forEach(function (t, i) {
       var x = sx.map(t);
       root.appendChild(svg("line", { x1: x, x2: x, y1: m.t, y2: H - m.b, "class": "grid" }));
-      root.appendChild(svg("text", { x: x, y: H - m.b + 14, "text-anchor": "middle" }, tickText(opts.xfmt, t)));
+      root.appendChild(svg("text", { x: x, y: H - m.b + 14, "text-anchor": "middle" }, xLabels[i]));
     });
-    sy.ticks.forEach(function (t) {
+    sy.ticks.forEach(function (t, i) {
       var y = sy.map(t);
       root.appendChild(svg("line", { x1: m.l, x2: W - m.r, y1: y, y2: y, "class": "grid" }));
-      root.appendChild(svg("text", { x: m.l - 6, y: y + 4, "text-anchor": "end" }, tickText(opts.yfmt, t)));
+      root.appendChild(svg("text", { x: m.l - 6, y: y + 4, "text-anchor": "end" }, yLabels[i]));
     });
     root.appendChild(svg("line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, "class": "axis" }));
     root.appendChild(svg("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, "class": "axis" }));

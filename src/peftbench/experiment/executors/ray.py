@@ -371,7 +371,8 @@ class _Driver:
         git = self.git_cache.setdefault(exp.suite_dir, provenance.git_state(exp.suite_dir))
         if not self.settings.force:
             # Checked again under the lock: another driver may have finished it meanwhile.
-            up_to_date = planning.find_up_to_date(exp.suite_dir, stem, key, git.is_main_and_clean)
+            up_to_date = planning.find_up_to_date(exp.suite_dir, stem, key,
+                                                  S.why_not_results(git, exp.config_overrides) is None)
             if up_to_date is not None:
                 lock.release()
                 self.outcomes[index] = Outcome(item, "skipped", f"up to date ({up_to_date})")

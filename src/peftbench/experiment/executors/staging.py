@@ -147,7 +147,8 @@ def write_returned(suite: Path, stem: str, result_bytes: bytes, predictions: byt
             result["meta_info"] = _put_back(result.get("meta_info"), back)
     status = R.Status(result["train_info"]["status"])
     # never replaces another experiment's main result; moves an unreadable one aside
-    path = S.checked_result_path(suite, stem, status, git.is_main_and_clean, S.timestamp(), info.get(R.RI_EXPERIMENT_NAME),
+    to_results = S.why_not_results(git, info.get(R.RI_OVERRIDES)) is None
+    path = S.checked_result_path(suite, stem, status, to_results, S.timestamp(), info.get(R.RI_EXPERIMENT_NAME),
                                  lambda message: print(message, file=sys.stderr, flush=True))
     if predictions is not None and info.get("predictions"):
         pred_path = R.predictions_path_for(path)
