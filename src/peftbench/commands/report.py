@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from peftbench.analysis import html_report as report
     from peftbench.fs import atomic_write_bytes
 
-    output = Path(args.output)
+    output = Path(args.output) if args.output else default_output(args.paths)
     _check_output(output)  # before reading the results: a typo in -o costs no time
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
     page = report.build_report(runs, sources=args.paths, title=args.title, capabilities=_capabilities(args.paths))
