@@ -1,0 +1,72 @@
+"""Fixtures of the sandbox and HumanEval tests.
+
+- `isolation`: each namespace isolation ("bwrap", "unshare") that works on this machine; a test
+  that takes it runs once per isolation and is skipped, with the reason, for one that does not.
+- `sandbox_processes`: what is left of the sandboxes a test ran: `.left()` lists the processes
+  still alive (as root, every process of the uids the sandboxes ran as; otherwise the processes
+  descended from this test process).
+- `process_children`: a function that maps each pid of the machine to its children's pids.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from peftbench.scoring import sandbox
+
+NAMESPACE_ISOLATIONS = ("bwrap", "unshare")
+
+
+@pytest.fixture(params=NAMESPACE_ISOLATIONS)
+def isolation(request) -> str:
+    if not sandbox.isolation_works(request.param):
+        pytest.skip(f"sandbox isolation {request.param!r} does not work on this machine")
+    return request.param
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(pid))
+    return children
+
+
+class SandboxProcesses:
+    def __init__(self):
+        self.uids: list[int] = []
+
+    def left(self) -> list[int]:
+        if self.uids:
+            return [pid for uid in self.uids for pid in sandbox.processes_of(uid)]
+        children, found, todo = _children(), [], [os.getpid()]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+
+@pytest.fixture
+def sandbox_processes(monkeypatch) -> SandboxProcesses:
+    record = SandboxProcesses()
+    fresh_uid = sandbox._fresh_uid
+
+    def recording_fresh_uid() -> int:
+        uid = fresh_uid()
+        record.uids.append(uid)
+        return uid
+
+    monkeypatch.setattr(sandbox, "_fresh_uid", recording_fresh_uid)
+    return record
+
+
+@pytest.fixture
+def process_children():
+    return _children
