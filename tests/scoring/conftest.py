@@ -5,12 +5,16 @@
 - `sandbox_processes`: what is left of the sandboxes a test ran: `.left()` lists the processes
   still alive (as root, every process of the uids the sandboxes ran as; otherwise the processes
   descended from this test process).
+- `outside_folder`: a fresh folder outside /tmp and any home (in the repository's .pytest_cache),
+  removed after the test: where a sandboxed program must not reach.
 - `process_children`: a function that maps each pid of the machine to its children's pids.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 
 import pytest
 
@@ -21,8 +25,9 @@ NAMESPACE_ISOLATIONS = ("bwrap", "unshare")
 
 @pytest.fixture(params=NAMESPACE_ISOLATIONS)
 def isolation(request) -> str:
-    if not sandbox.isolation_works(request.param):
-        pytest.skip(f"sandbox isolation {request.param!r} does not work on this machine")
+    problem = sandbox.isolation_problem(request.param)
+    if problem:
+        pytest.skip(f"sandbox isolation {request.param!r} does not work on this machine: {problem}")
     return request.param
 
 
@@ -65,6 +70,13 @@ def sandbox_processes(monkeypatch) -> SandboxProcesses:
 
     monkeypatch.setattr(sandbox, "_fresh_uid", recording_fresh_uid)
     return record
+
+
+@pytest.fixture
+def outside_folder(request):
+    folder = request.config.cache.mkdir(f"sandbox-{uuid.uuid4().hex[:12]}")
+    yield folder
+    shutil.rmtree(folder)
 
 
 @pytest.fixture

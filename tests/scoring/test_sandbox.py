@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -76,10 +77,10 @@ def test_files_of_the_caller_are_out_of_reach(isolation, tmp_path):
     assert "hf_FAKE" not in outcome.stdout.decode() + outcome.stderr.decode()
 
 
-def test_bwrap_shows_no_file_of_the_machine_outside_the_system_and_the_interpreter(request):
-    if not sandbox.isolation_works("bwrap"):
-        pytest.skip("bwrap does not work on this machine")
-    folder = request.config.cache.mkdir("sandbox-visible")  # in the repository, not under /tmp or a home
+def test_bwrap_shows_no_file_of_the_machine_outside_the_system_and_the_interpreter(outside_folder):
+    if sandbox.isolation_problem("bwrap"):
+        pytest.skip(f"bwrap does not work on this machine: {sandbox.isolation_problem('bwrap')}")
+    folder = outside_folder
     token = folder / "token"
     token.write_text("hf_FAKE_TOKEN_world_readable")
     token.chmod(0o644)
@@ -89,8 +90,8 @@ def test_bwrap_shows_no_file_of_the_machine_outside_the_system_and_the_interpret
     assert (exists_token, exists_folder) == ("False", "False"), outcome.stdout
 
 
-def test_nothing_outside_the_working_directory_is_writable(isolation, request, tmp_path):
-    outside = [request.config.cache.mkdir("sandbox-writes"), tmp_path]
+def test_nothing_outside_the_working_directory_is_writable(isolation, outside_folder, tmp_path):
+    outside = [outside_folder, tmp_path]
     for folder in outside:
         os.chmod(folder, 0o777)  # even a folder anyone may write to
     outcome = run("import json, os\nresult = {}\n"
@@ -180,13 +181,14 @@ def test_cancel_kills_a_running_sandbox(isolation, sandbox_processes):
 
 
 def test_auto_without_namespaces_refuses_unless_weak_sandboxes_are_allowed(monkeypatch):
-    monkeypatch.setattr(sandbox, "isolation_works", lambda isolation, python=None: isolation == "none")
-    with pytest.raises(UserError, match="allow_weak_sandbox"):
+    monkeypatch.setattr(sandbox, "isolation_problem",
+                        lambda isolation, python=None: "" if isolation == "none" else "no namespaces here")
+    with pytest.raises(UserError, match="bwrap: no namespaces here.*allow_weak_sandbox"):
         sandbox.resolve_isolation(SandboxOptions())
     with pytest.raises(UserError, match="allow_weak_sandbox"):
         sandbox.run("print(1)")
     assert sandbox.resolve_isolation(SandboxOptions(allow_weak_sandbox=True)) == "none"
-    with pytest.raises(UserError, match="'bwrap' does not work"):
+    with pytest.raises(UserError, match="'bwrap' does not work on this machine \\(no namespaces here\\)"):
         sandbox.resolve_isolation(SandboxOptions(isolation="bwrap"))
 
 
@@ -201,8 +203,8 @@ def test_bad_limits_are_named():
 
 
 def test_a_sandbox_that_cannot_start_raises_instead_of_failing_the_program(monkeypatch):
-    if not sandbox.isolation_works("bwrap"):
-        pytest.skip("bwrap does not work on this machine")
+    if sandbox.isolation_problem("bwrap"):
+        pytest.skip(f"bwrap does not work on this machine: {sandbox.isolation_problem('bwrap')}")
     monkeypatch.setattr(sandbox, "_bwrap_command", lambda *args: ["bwrap", "--no-such-option", "true"])
     with pytest.raises(sandbox.SandboxError, match="did not start"):
         run("print(1)", "bwrap")
@@ -234,3 +236,46 @@ def test_the_weak_sandbox_keeps_its_limits_and_records_itself(sandbox_processes)
     assert escaped.exit_code == 0
     if os.geteuid() == 0:  # the uid sweep finds what left the session; see the module docstring
         assert sandbox_processes.left() == []
+
+
+_AS_A_USER = r"""
+import json, sys
+from peftbench.scoring import sandbox
+folder = sys.argv[1]
+program = (
+    "import json, os, socket\n"
+    "seen = {'caps': open('/proc/self/status').read().split('CapEff:')[1].split()[0]}\n"
+    f"try:\n    open({folder!r} + '/written', 'w')\n    seen['write'] = 'written'\n"
+    "except OSError as error:\n    seen['write'] = type(error).__name__\n"
+    "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=2)\n    seen['network'] = 'connected'\n"
+    "except OSError as error:\n    seen['network'] = type(error).__name__\n"
+    "print(json.dumps(seen))\n")
+seen = {}
+for isolation in ("bwrap", "unshare"):
+    problem = sandbox.isolation_problem(isolation)
+    seen[isolation] = problem or json.loads(sandbox.run(program, options=sandbox.SandboxOptions(isolation=isolation)).stdout)
+print(json.dumps(seen))
+"""
+
+
+def test_without_root_the_namespaces_still_hold(outside_folder, repo_root):
+    """Run by a user (nobody), the sandbox uses a user namespace: no capabilities inside, no
+    network, and a folder that user owns is still not writable from inside."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to become another user")
+    python = _world_readable_python()
+    if not all(os.stat(p).st_mode & 0o001 for p in _parents(str(repo_root / "src" / "peftbench"))):
+        pytest.skip(f"{repo_root} is not readable by other users")
+    folder = outside_folder
+    os.chown(folder, 65534, 65534)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", _AS_A_USER,
+                           str(folder)], capture_output=True, text=True, timeout=300, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo_root / "src"), "HOME": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    working = {name: found for name, found in seen.items() if isinstance(found, dict)}
+    assert working, f"no namespace isolation works for a user here: {seen}"
+    for name, found in working.items():
+        assert found == {"caps": "0000000000000000", "write": found["write"], "network": found["network"]}, (name, found)
+        assert found["write"] != "written" and found["network"] != "connected", (name, found)
+    assert not (folder / "written").exists()

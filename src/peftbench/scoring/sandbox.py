@@ -247,22 +247,31 @@ _probe_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def _works(isolation: str, python: str) -> bool:
-    tool = {"bwrap": "bwrap", "unshare": "unshare", "none": None}[isolation]
-    if tool is not None and (shutil.which(tool) is None or (isolation == "unshare" and shutil.which("setpriv") is None)):
-        return False
+def _problem(isolation: str, python: str) -> str:
+    missing = [tool for tool in {"bwrap": ["bwrap"], "unshare": ["unshare", "setpriv"], "none": []}[isolation]
+               if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found"
     options = SandboxOptions(limits=Limits(cpu_s=5, wall_s=60), isolation=isolation, python=python)
     try:
         outcome = _run(isolation, "import os; os.write(4, b'ok')", "", options, None)
-    except SandboxError:
-        return False
-    return outcome.exit_code == 0 and outcome.report == b"ok"
+    except SandboxError as error:
+        return str(error)
+    if outcome.exit_code != 0 or outcome.report != b"ok":
+        return f"a test program failed: {outcome.stderr.decode(errors='replace')[-500:]}"
+    return ""
+
+
+def isolation_problem(isolation: str, python: str | None = None) -> str:
+    """Why `isolation` cannot run a program on this machine, "" when it can (tried once, then
+    remembered)."""
+    with _probe_lock:
+        return _problem(isolation, python or python_executable())
 
 
 def isolation_works(isolation: str, python: str | None = None) -> bool:
-    """Whether `isolation` can run a program on this machine (tried once, then remembered)."""
-    with _probe_lock:
-        return _works(isolation, python or python_executable())
+    """Whether `isolation` can run a program on this machine."""
+    return not isolation_problem(isolation, python)
 
 
 def available_isolation(python: str | None = None) -> str:
@@ -276,15 +285,16 @@ def resolve_isolation(options: SandboxOptions) -> str:
     if options.isolation == "auto":
         chosen = available_isolation(python)
         if chosen == "none" and not options.allow_weak_sandbox:
+            problems = "; ".join(f"{name}: {isolation_problem(name, python)}" for name in ISOLATIONS[:2])
             raise SandboxUnavailable(
-                "cannot grade code safely here: no network isolation is available (bubblewrap's "
-                "`bwrap` and util-linux's `unshare` cannot create namespaces on this machine). "
-                "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or pass "
+                "cannot grade code safely here: no network isolation is available "
+                f"({problems}). Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or pass "
                 "allow_weak_sandbox=True (--allow-weak-sandbox) to run model-written code without "
                 "network or file-system isolation; the result then records isolation 'none'.")
         return chosen
     if options.isolation != "none" and not isolation_works(options.isolation, python):
-        raise SandboxUnavailable(f"sandbox isolation {options.isolation!r} does not work on this machine; "
+        raise SandboxUnavailable(f"sandbox isolation {options.isolation!r} does not work on this machine "
+                                 f"({isolation_problem(options.isolation, python)}); "
                                  f"available: {available_isolation(python)}")
     return options.isolation
 
