@@ -8,6 +8,8 @@
 - `outside_folder`: a fresh folder outside /tmp and any home (in the repository's .pytest_cache),
   removed after the test: where a sandboxed program must not reach.
 - `process_children`: a function that maps each pid of the machine to its children's pids.
+- `add_row`: a HumanEval-shaped row small enough to read in a test (`add(a, b)`).
+- `humaneval_rows`: HumanEval's 164 rows from ../shared/data/humaneval (skipped when absent).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 
 import pytest
 
-from peftbench.scoring import sandbox
+from peftbench.scoring import humaneval, sandbox
 
 NAMESPACE_ISOLATIONS = ("bwrap", "unshare")
 
@@ -82,3 +84,16 @@ def outside_folder(request):
 @pytest.fixture
 def process_children():
     return _children
+
+
+@pytest.fixture
+def add_row() -> dict:
+    return {"task_id": "Test/0", "entry_point": "add",
+            "prompt": 'def add(a: int, b: int) -> int:\n    """The sum of a and b.\n    >>> add(2, 3)\n    5\n    """\n',
+            "canonical_solution": "    return a + b\n",
+            "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"}
+
+
+@pytest.fixture(scope="session")
+def humaneval_rows(shared_data) -> list[dict]:
+    return humaneval.load_rows(shared_data("humaneval", "HumanEval.jsonl.gz"))
