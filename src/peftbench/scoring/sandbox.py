@@ -322,9 +322,7 @@ class _Streams:
         self.open = set(self.chunks)
 
     def pump(self, timeout: float) -> None:
-        if not self.open:
-            time.sleep(timeout)
-            return
+        """Read what is there, waiting at most `timeout` seconds for something to come."""
         for key, _ in self.selector.select(timeout):
             fd = key.fd
             try:
@@ -413,7 +411,13 @@ def _run(isolation: str, source: str, secret: str, options: SandboxOptions,
             if now >= deadline:
                 timed_out = True
                 break
-            streams.pump(min(_POLL_S, deadline - now))
+            if streams.open:
+                streams.pump(min(_POLL_S, deadline - now))
+            else:  # every pipe closed: only the sandbox's own exit is left to wait for
+                try:
+                    process.wait(min(_POLL_S, deadline - now))
+                except subprocess.TimeoutExpired:
+                    pass
             if streams.exceeded():
                 exceeded = True
                 break
