@@ -5,7 +5,8 @@ the ones above them in this list; nothing imports `commands`, and torch, transfo
 are imported inside the functions that need them, never when a module is imported.
 
     errors.py fs.py  exit codes and the errors that set them; atomic write, sha256, JSON  (stdlib only)
-    scoring/        the grader's pure rules; the Math-Verify worker apart  (nothing else of peftbench, no torch)
+    scoring/        the grader's pure rules; the Math-Verify worker apart; the code sandbox and
+                    HumanEval grading  (nothing else of peftbench but errors, no torch)
     demo/           the word-problem generator and the packaged SmolLM2 model        (errors, fs)
     experiment/     what to run: typed config, suites, catalog, planning, executors  (errors, fs, record;
                     no torch; training and demo only inside functions, e.g. device and model identity)
