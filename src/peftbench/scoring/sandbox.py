@@ -216,6 +216,19 @@ def processes_of(uid: int) -> list[int]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
+def _uids_mapped() -> bool:
+    """Whether SANDBOX_UIDS exist in this process's user namespace: not so for a root that is
+    itself mapped from a user (a rootless container), which then runs programs as itself."""
+    try:
+        with open("/proc/self/uid_map", encoding="utf-8") as f:
+            ranges = [tuple(map(int, line.split())) for line in f if line.strip()]
+    except OSError:
+        return False
+    return any(inside <= SANDBOX_UIDS.start and SANDBOX_UIDS.stop <= inside + count
+               for inside, _, count in ranges)
+
+
 def _fresh_uid() -> int:
     while True:
         uid = SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))]
@@ -359,7 +372,7 @@ def _run(isolation: str, source: str, secret: str, options: SandboxOptions,
     limits = options.limits
     python = options.python or python_executable()
     as_root = os.geteuid() == 0
-    uid = _fresh_uid() if as_root else None
+    uid = _fresh_uid() if as_root and _uids_mapped() else None
     # Without a uid of its own the process limit counts the caller's processes too.
     nproc = limits.processes if uid is not None else len(processes_of(os.getuid())) + limits.processes
     workdir = None
