@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -279,3 +280,21 @@ def test_without_root_the_namespaces_still_hold(outside_folder, repo_root):
         assert found == {"caps": "0000000000000000", "write": found["write"], "network": found["network"]}, (name, found)
         assert found["write"] != "written" and found["network"] != "connected", (name, found)
     assert not (folder / "written").exists()
+
+
+def test_a_root_mapped_from_a_user_runs_programs_as_itself(repo_root):
+    """In a user namespace where only root exists (a rootless container), no uid of the sandbox's
+    range can be switched to: the program runs as that root, still isolated."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not found")
+    code = ("import json, os\nfrom peftbench.scoring import sandbox\n"
+            "outcome = sandbox.run('import os\\nprint(os.getuid())')\n"
+            "print(json.dumps([os.geteuid(), outcome.isolation, outcome.uid, outcome.stdout.decode()]))")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo_root / "src")})
+    if proc.returncode != 0 and "unshare failed" in proc.stderr:
+        pytest.skip(f"cannot create a user namespace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    euid, isolation, uid, printed = json.loads(proc.stdout)
+    assert (euid, uid, printed) == (0, None, "0\n")
+    assert isolation in ("bwrap", "unshare")
