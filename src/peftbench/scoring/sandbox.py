@@ -1,7 +1,7 @@
 """Run one untrusted Python program in an isolated, resource-limited process.
 
 `run(source, secret=..., options=...)` runs `source` as main.py with the Python that runs
-peftbench (its standard library only: `python -I -S -B`) and returns an `Outcome`: how the
+peftbench, or `SandboxOptions.python` (its standard library only: `python -I -S -B`), and returns an `Outcome`: how the
 program ended, its output up to a cap, what it wrote on its report pipe, which isolation held it.
 
 Isolation (`Outcome.isolation`; `available_isolation()` names the strongest this machine allows):
@@ -23,11 +23,13 @@ In every mode: the program runs in a session and process group of its own, with 
 a clean environment (PATH, HOME and TMPDIR pointing at its working directory, LANG; no tokens, no
 HF_*, AWS_* or any other variable of the caller). Limits (`Limits`): CPU seconds, wall seconds,
 address space, processes, file size, open files, bytes of output kept (past the cap the program is
-killed). When peftbench runs as root the program runs as a uid of its own, drawn at random from
-SANDBOX_UIDS and owning no file: it cannot write what root owns, cannot signal the caller or
-another sandbox, and its process limit counts only its own processes. Without root (bwrap and
-unshare then use a user namespace) it runs as the caller's uid, its process limit is the caller's
-current process count plus `Limits.processes`, and it can read in its view what the caller can.
+killed); no new privileges (setuid programs do not elevate) and no capabilities. When peftbench
+runs as root the program runs as a uid of its own, drawn at random from SANDBOX_UIDS and owning
+no file: it cannot write what root owns, cannot signal the caller or another sandbox, and its
+process limit counts only its own processes. Without root (bwrap and unshare then use a user
+namespace), or as a root mapped from a user that has no SANDBOX_UIDS (a rootless container), it
+runs as the caller's uid, its process limit is the caller's current process count plus
+`Limits.processes`, and it can read in its view what the caller can.
 After the program ends, or at a limit, or when `cancel` is set, everything it started is killed:
 its process group, its PID namespace (bwrap and unshare) and, as root, every process of its uid.
 A weak ("none") sandbox run by a user other than root cannot find a process that left its
@@ -48,6 +50,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -415,30 +418,7 @@ def _run(isolation: str, source: str, secret: str, options: SandboxOptions,
     timed_out = exceeded = False
     try:
         _send_job(process, job)
-        deadline = started + limits.wall_s
-        exited_at = None
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("grading was cancelled")
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out = True
-                break
-            if streams.open:
-                streams.pump(min(_POLL_S, deadline - now))
-            else:  # every pipe closed: only the sandbox's own exit is left to wait for
-                try:
-                    process.wait(min(_POLL_S, deadline - now))
-                except subprocess.TimeoutExpired:
-                    pass
-            if streams.exceeded():
-                exceeded = True
-                break
-            if process.poll() is not None:
-                # Output still held open by a process it left behind is not waited for long.
-                exited_at = exited_at or time.monotonic()
-                if not streams.open or time.monotonic() - exited_at > 0.5:
-                    break
+        timed_out, exceeded = _watch(process, streams, started + limits.wall_s, cancel)
     finally:
         _kill_everything(process, uid)
         streams.drain(time.monotonic() + 1.0)  # what was written just before the end
@@ -454,6 +434,33 @@ def _run(isolation: str, source: str, secret: str, options: SandboxOptions,
     return Outcome(isolation=isolation, exit_code=exit_code, signal=signum, timed_out=timed_out,
                    output_exceeded=exceeded, stdout=stdout, stderr=stderr, report=report,
                    wall_s=wall_s, uid=uid)
+
+
+def _watch(process: subprocess.Popen, streams: _Streams, deadline: float,
+           cancel: threading.Event | None) -> tuple[bool, bool]:
+    """Read the sandbox's pipes until it ends; (timed out, output exceeded) when it had to be
+    stopped, Cancelled once `cancel` is set."""
+    exited_at = None
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("grading was cancelled")
+        now = time.monotonic()
+        if now >= deadline:
+            return True, False
+        if streams.open:
+            streams.pump(min(_POLL_S, deadline - now))
+        else:  # every pipe closed: only the sandbox's own exit is left to wait for
+            try:
+                process.wait(min(_POLL_S, deadline - now))
+            except subprocess.TimeoutExpired:
+                pass
+        if streams.exceeded():
+            return False, True
+        if process.poll() is not None:
+            # Output still held open by a process it left behind is not waited for long.
+            exited_at = exited_at or time.monotonic()
+            if not streams.open or time.monotonic() - exited_at > 0.5:
+                return False, False
 
 
 def _send_job(process: subprocess.Popen, job: bytes) -> None:
@@ -476,8 +483,8 @@ def _kill_everything(process: subprocess.Popen, uid: int | None) -> None:
 
 def _program_status(control: bytes, returncode: int, stderr: bytes, killed: bool) -> tuple[int | None, int | None]:
     """(exit code, signal) of main.py from the supervisor's messages."""
-    if control.startswith(b"L") and b"E" in control[:2]:
-        raise SandboxError(control[2:].decode(errors="replace"))
+    if control.startswith(b"LE"):  # b"L", b"E<text>", perhaps b"S<status>" after it
+        raise SandboxError(re.sub(r"S-?\d+$", "", control[2:].decode(errors="replace")))
     if control.startswith(b"LS"):
         code = os.waitstatus_to_exitcode(int(control[2:]))
         return (code, None) if code >= 0 else (None, -code)
