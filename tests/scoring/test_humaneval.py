@@ -82,6 +82,8 @@ CASES = [
     Case("a_broken_definition_is_kept_as_a_syntax_error", "def add(a, b)\n    return a + b\n",
          PROMPT + "\n\ndef add(a, b)\n    return a + b\n"),
     Case("crlf_line_ends", BODY.replace("\n", "\r\n"), PROMPT + BODY),
+    Case("prose_only_counts_as_code_and_will_not_compile", "I cannot write that function.",
+         PROMPT + "\n\nI cannot write that function."),
     Case("empty", "", None),
     Case("whitespace", "  \n\n\t\n", None),
     Case("only_comments", "# I cannot do that\n", None),

@@ -14,7 +14,8 @@ function signature and docstring, with any imports and helper functions before i
      Of the blocks tagged python, py, python3 or not tagged, the code is the first one that
      defines the entry point (`def <entry_point>(` at the start of a line), else the first one.
    Without a fence the whole output is the code.
-3. No code line in the code: "no code found" (`extract_program` returns None).
+3. No code line in the code: "no code found" (`extract_program` returns None). Prose outside a
+   fence has code lines by this rule: it is run, and fails as a syntax error.
 4. If the first code line is indented, the code continues the prompt: program = prompt + code.
    Otherwise it is a whole program: program = prompt + two newlines + code, so that the prompt's
    imports and helpers are defined and the model's own definition replaces the prompt's stub.
