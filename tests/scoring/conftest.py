@@ -3,8 +3,8 @@
 - `isolation`: each namespace isolation ("bwrap", "unshare") that works on this machine; a test
   that takes it runs once per isolation and is skipped, with the reason, for one that does not.
 - `sandbox_processes`: what is left of the sandboxes a test ran: `.left()` lists the processes
-  still alive (as root, every process of the uids the sandboxes ran as; otherwise the processes
-  descended from this test process).
+  still alive after a grace for dying ones (as root, every process of the uids the sandboxes ran
+  as; otherwise the processes descended from this test process).
 - `outside_folder`: a fresh folder outside /tmp and any home (in the repository's .pytest_cache),
   removed after the test: where a sandboxed program must not reach.
 - `process_children`: a function that maps each pid of the machine to its children's pids.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 
 import pytest
@@ -49,7 +50,15 @@ class SandboxProcesses:
     def __init__(self):
         self.uids: list[int] = []
 
-    def left(self) -> list[int]:
+    def left(self, wait_s: float = 30.0) -> list[int]:
+        """The processes still alive, once none is or after `wait_s` (a killed process needs a
+        moment of CPU to exit, longer on a loaded machine)."""
+        deadline = time.monotonic() + wait_s
+        while (alive := self._alive()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return alive
+
+    def _alive(self) -> list[int]:
         if self.uids:
             return [pid for uid in self.uids for pid in sandbox.processes_of(uid)]
         children, found, todo = _children(), [], [os.getpid()]

@@ -25,7 +25,8 @@ from peftbench.scoring.sandbox import Limits, SandboxOptions
 
 
 def graded(program: str, row: dict, isolation: str, **limits) -> humaneval.CodeGrade:
-    options = SandboxOptions(isolation=isolation, limits=Limits(**{"cpu_s": 2, "wall_s": 60, **limits}))
+    # 2 CPU seconds can take many more on a loaded machine: the wall limit is generous.
+    options = SandboxOptions(isolation=isolation, limits=Limits(**{"cpu_s": 2, "wall_s": 120, **limits}))
     return humaneval.grade_detailed("```python\n" + textwrap.dedent(program) + "\n```", row, options)
 
 
@@ -299,6 +300,13 @@ def test_a_signal_during_parallel_grading_cancels_it_and_kills_every_sandbox(sig
     assert process.returncode == 130, (out, err)
     cancelled = "cancelled RunCancelled" if signum == "SIGTERM" else "cancelled KeyboardInterrupt"
     assert cancelled in out, (out, err)
-    assert all(not os.path.exists(f"/proc/{pid}") for pid in running)
     uids = [int(line.split()[1]) for line in out.splitlines() if line.startswith("uid ")]
-    assert [pid for uid in uids for pid in sandbox.processes_of(uid)] == []  # as root: the uids it ran as
+
+    def alive() -> list[int]:  # its sandboxes' programs, and as root every process of their uids
+        return [pid for pid in running if os.path.exists(f"/proc/{pid}")] + \
+               [pid for uid in uids for pid in sandbox.processes_of(uid)]
+
+    deadline = time.monotonic() + 30  # killed processes need a moment of CPU to exit
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive() == []
