@@ -91,7 +91,7 @@ class Limits:
     cpu_s: int = 10  # per process; SIGXCPU, then SIGKILL a second later
     wall_s: float = 30.0  # the whole run, from start to the last process killed
     memory_bytes: int = 1 << 30  # address space per process
-    processes: int = 16
+    processes: int = 8  # HumanEval programs need one; each may map `memory_bytes`
     file_bytes: int = 16 << 20  # largest file it may write
     open_files: int = 64
     output_bytes: int = 1 << 20  # stdout + stderr kept; more and the program is killed
