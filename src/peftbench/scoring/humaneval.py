@@ -56,6 +56,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -192,6 +193,7 @@ def count_asserts(test: str) -> str:
     return ast.unparse(ast.fix_missing_locations(_CountAsserts().visit(ast.parse(test))))
 
 
+@functools.lru_cache(maxsize=None)
 def _harness_source() -> str:
     return _HARNESS_SOURCE.read_text(encoding="utf-8")
 

@@ -157,6 +157,7 @@ def _interpreter_folders(python: str) -> tuple[str, ...]:
     return tuple(f for f in folders if not any(f.startswith(o + "/") for o in folders))
 
 
+@functools.lru_cache(maxsize=None)
 def _supervisor_source() -> str:
     return _SUPERVISOR_SOURCE.read_text(encoding="utf-8")
 
