@@ -7,7 +7,8 @@ are imported inside the functions that need them, never when a module is importe
 
     errors.py fs.py identity.py  exit codes, errors and "did you mean"; atomic write, sha256, JSON,
                     the cache folder; identities of local files and hub revisions  (stdlib only)
-    scoring/        the GSM8K grader's pure rules; the Math-Verify worker apart  (nothing else of peftbench, no torch)
+    scoring/        the GSM8K grader's pure rules; the Math-Verify worker apart; the code sandbox and
+                    HumanEval grading  (nothing else of peftbench but errors, no torch)
     demo/           the demo's two data generators and the packaged SmolLM2 model     (errors, fs)
     tasks/          one module per task (metamathqa, commonsense, demo:word-problems, demo:list-ops):
                     its data, prompt, grader, stop point, metrics; the registry
