@@ -32,10 +32,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SUITE = Path(__file__).resolve().parents[2]
-# The MetaMathQA suite, the commonsense suite and the CPU demo suite: a config that ships must train.
+# Every shipped suite (MetaMathQA, commonsense, code, the two CPU demo suites): a config that ships must train.
 EXPERIMENT_DIRS = (discover_experiments(SUITE / "experiments") + discover_experiments(SUITE / "demo" / "experiments")
                    + discover_experiments(SUITE / "demo" / "list-ops" / "experiments")
-                   + discover_experiments(SUITE / "commonsense" / "experiments"))
+                   + discover_experiments(SUITE / "commonsense" / "experiments")
+                   + discover_experiments(SUITE / "code" / "experiments"))
 
 STEPS = SCHEDULE_STEPS  # the schedules shrink_peft_config fits (AdaLoRA, AdaMSS) span these steps
 NEW_TOKENS = 4

@@ -11,6 +11,7 @@ from typing import Any
 
 from peftbench import tasks
 from peftbench.record import results
+from peftbench.commands.options import number_above
 from peftbench.errors import ExitCode, UserError
 from peftbench.fs import atomic_write_json
 from peftbench.tasks.base import Task
@@ -35,6 +36,11 @@ def configure(parser) -> None:
                         help="result files written by `peftbench run`")
     parser.add_argument("--write", action="store_true",
                         help="update the result and predictions files in place (default: only print)")
+    parser.add_argument("--allow-weak-sandbox", action="store_true",
+                        help="code task: run the saved programs even where no network isolation is available "
+                             "(the predictions record the isolation used)")
+    parser.add_argument("--grading-workers", type=number_above(int, 0), default=None, metavar="N",
+                        help="code task: sandboxes grading at once (default: the CPUs peftbench may use)")
 
 
 @dataclass
@@ -74,7 +80,8 @@ def run(args) -> int:
     plans, problems = [], []
     for path in args.results:
         try:
-            plans.append(rescore_file(path))
+            plans.append(rescore_file(path, {"allow_weak_sandbox": args.allow_weak_sandbox,
+                                             "grading_workers": args.grading_workers}))
         except UserError as exc:
             problems.append(str(exc))
     if problems:  # nothing is written unless every file can be rescored
@@ -142,7 +149,7 @@ def _last_entry_with(metrics: list[dict[str, Any]], key: str) -> int | None:
     return None
 
 
-def rescore_file(path: Path) -> Rescore:
+def rescore_file(path: Path, settings: dict[str, Any] | None = None) -> Rescore:
     """Regrade the predictions of one result with its task's grader; changes nothing on disk."""
     path = Path(path)
     raw, task_name = _load_raw(path)
@@ -151,12 +158,15 @@ def rescore_file(path: Path) -> Rescore:
     pred_path, record_stale = _predictions_file(path, raw, warnings)
     old_rows = _read_rows(pred_path)
 
-    rows, rows_changed = [], 0
+    rows, rows_changed, task_rows = [], 0, []
     for row in old_rows:
         try:
-            fields = task.grade_fields(row["generated"], task.row_from_prediction(row))
+            task_rows.append(task.row_from_prediction(row))
         except (KeyError, ValueError) as exc:
-            raise UserError(f"{pred_path}: a {row['split']} row cannot be graded by task {task.name!r}: {exc}") from None
+            raise UserError(f"{pred_path}: a {row['split']} row cannot be graded by task {task.name!r}: "
+                            f"it lacks {exc}") from None
+    graded = task.grade_batch([row["generated"] for row in old_rows], task_rows, settings or {})
+    for row, fields in zip(old_rows, graded):
         new_row = {**row, **fields}
         rows_changed += any(row.get(name) != value for name, value in fields.items())
         rows.append(new_row)

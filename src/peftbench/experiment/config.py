@@ -37,7 +37,7 @@ EVAL_ENGINES = ("dynamic", "static")
 # equals an uninterrupted one) and which experiment trackers watch the run (they only read its
 # numbers). The run key leaves them out (record/runkey.py), and a `--set` of them alone does not
 # keep a result out of results/ (`config_overrides` below).
-NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to")
+NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to", "grading_workers", "allow_weak_sandbox")
 
 TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
 DEFAULTS_FILE = "default_training_params.json"
@@ -101,6 +101,11 @@ class TrainConfig:
     # and generation budget are the defaults of train_dataset, eval_dataset, query_template and
     # generation_kwargs, which a suite or experiment may still set.
     task: str = tasks.DEFAULT_TASK
+    # Tasks graded by running the model's code (code): how many sandboxes grade at once (null:
+    # the CPUs peftbench may use), and whether a machine without network isolation may still
+    # grade (the result records the isolation used). Neither changes a grade.
+    grading_workers: int | None = None
+    allow_weak_sandbox: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,6 +213,8 @@ def validate(cfg: TrainConfig) -> list[str]:
     p.extend(_template_problems(cfg.query_template))
     p.extend(_optimizer_problems(cfg))
     p.extend(_generation_problems(cfg.generation_kwargs))
+    if cfg.grading_workers is not None and not 1 <= cfg.grading_workers <= 1024:
+        p.append(f"grading_workers: must be 1..1024 or null (the CPUs peftbench may use), got {cfg.grading_workers}")
     if cfg.task not in tasks.names():
         p.append(f"task: unknown task {cfg.task!r};{suggest(cfg.task, tasks.names())}")
     if cfg.eval_engine not in EVAL_ENGINES:

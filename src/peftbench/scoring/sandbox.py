@@ -306,7 +306,7 @@ def resolve_isolation(options: SandboxOptions) -> str:
             raise SandboxUnavailable(
                 "cannot grade code safely here: no network isolation is available "
                 f"({problems}). Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or pass "
-                "allow_weak_sandbox=True (--allow-weak-sandbox) to run model-written code without "
+                "the training parameter allow_weak_sandbox: true (`--set allow_weak_sandbox=true`; rescore: --allow-weak-sandbox) to run model-written code without "
                 "network or file-system isolation; the result then records isolation 'none'.")
         return chosen
     if options.isolation != "none" and not isolation_works(options.isolation, python):

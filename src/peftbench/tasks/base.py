@@ -142,6 +142,21 @@ class Task:
         extracted (the task's own names)."""
         raise NotImplementedError
 
+    # True: the evaluation grades all texts at once with `grade_batch` after generating them (a
+    # grader that runs programs in parallel); False: each text as it is generated.
+    grades_in_batch: ClassVar[bool] = False
+
+    def grade_batch(self, generated: list[str], rows: list[dict[str, Any]],
+                    settings: dict[str, Any]) -> list[dict[str, Any]]:
+        """`grade_fields` of many texts; `settings` holds the run's grading options
+        (grading_workers, allow_weak_sandbox) for graders that use them."""
+        return [self.grade_fields(text, row) for text, row in zip(generated, rows)]
+
+    def preflight(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Checks before anything runs (bad input: UserError); what it returns is recorded in
+        run_info.task beside the name and version (the code task: the sandbox's isolation)."""
+        return {}
+
     def continuation_start(self, text: str, row: dict[str, Any]) -> int:
         """Where the part of `text` (generated for `row`) that no grade reads begins (len(text)
         when every character may still count)."""

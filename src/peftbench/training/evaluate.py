@@ -117,11 +117,13 @@ def _generation_batches(model, tokenizer, prompts: list[str], batch_size: int) -
 
 def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, split: str, template: str,
                   batch_size: int, generation_kwargs: dict[str, Any], extra_kwargs_fn: Callable | None = None,
-                  progress=None, engine: str = "static") -> EvalOutcome:
+                  progress=None, engine: str = "static", grading: dict[str, Any] | None = None) -> EvalOutcome:
     """Generate an answer for every row (the task's prompt) and grade it (the task's grader).
     Test rows carry their set ("test_set"); accuracies are per set and the task's aggregate.
     `engine` is a TrainConfig.eval_engine; "dynamic" runs the static loop for models it cannot
-    generate (generation.unsupported_reason), and EvalOutcome.engine says which one ran."""
+    generate (generation.unsupported_reason), and EvalOutcome.engine says which one ran. A task
+    that grades in batch (`Task.grades_in_batch`: the code task runs programs in parallel
+    sandboxes) grades every text after generation, with the run's `grading` settings."""
     import time
 
     from peftbench.training import generation
@@ -138,10 +140,11 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, s
     def record(index: int, text: str, count: int) -> None:
         raise_if_signalled()
         row = rows[index]
+        graded = {} if task.grades_in_batch else task.grade_fields(text, row)
         out = {
             "split": split, "index": index, "item_id": R.item_id(task.item_key(row)),
             "question": row["question"], "prompt": all_prompts[index], "generated": text,
-            "reference": row["answer"], **task.prediction_extras(row), **task.grade_fields(text, row),
+            "reference": row["answer"], **task.prediction_extras(row), **graded,
             "num_generated_tokens": count,
         }
         if "test_set" in row:
@@ -149,7 +152,8 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, s
         out_rows.append(out)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(acc=f"{sum(r[headline] for r in out_rows) / len(out_rows):.3f}")
+            if graded:
+                progress.set_postfix(acc=f"{sum(r[headline] for r in out_rows) / len(out_rows):.3f}")
 
     try:
         if engine == "dynamic":
@@ -165,6 +169,10 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, s
     finally:
         model.train(was_training)
     out_rows.sort(key=lambda r: r["index"])
+    if task.grades_in_batch and out_rows:
+        for out, fields in zip(out_rows, task.grade_batch([r["generated"] for r in out_rows],
+                                                          [rows[r["index"]] for r in out_rows], grading or {})):
+            out.update(fields)
     accuracies, per_set = task.accuracies(split, out_rows)
     total_tokens = sum(r["num_generated_tokens"] for r in out_rows)
     return EvalOutcome(out_rows, accuracies, per_set, total_tokens, time.perf_counter() - start, engine=engine)

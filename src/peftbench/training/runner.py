@@ -235,9 +235,16 @@ def _preflight(run: _Run) -> None:
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
     methods.check_optimizer(cfg.optimizer_type, run.exp.peft_config)
+    # the task's own checks (the code task: a sandbox to grade in), recorded beside its name
+    run.result[R.RUN_INFO][R.RI_TASK].update(run.task.preflight(grading_settings(cfg)))
     _check_result_folders(run)
     run.run_key, run.run_key_inputs = runkey.compute(run.exp, run.device.split(":")[0])
     run.result[R.RUN_INFO].update(run_key=run.run_key, run_key_inputs=run.run_key_inputs)
+
+
+def grading_settings(cfg) -> dict[str, Any]:
+    """The grading options a task may use (Task.grade_batch, Task.preflight)."""
+    return {"grading_workers": cfg.grading_workers, "allow_weak_sandbox": cfg.allow_weak_sandbox}
 
 
 def _check_result_folders(run: _Run) -> None:
@@ -338,7 +345,7 @@ def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
             run.loaded.model, run.loaded.tokenizer, rows, task=run.task, split=split, template=cfg.query_template,
             batch_size=cfg.batch_size_eval, generation_kwargs=cfg.generation_kwargs,
             extra_kwargs_fn=functools.partial(methods.generate_kwargs, run.exp.peft_config, device=run.device),
-            progress=bar, engine=cfg.eval_engine)
+            progress=bar, engine=cfg.eval_engine, grading=grading_settings(cfg))
     finally:
         bar.close()
     run.result[R.TRAIN_INFO][R.TI_EVAL_ENGINE_USED] = outcome.engine
