@@ -51,9 +51,11 @@ MAX_ENTRIES = 4096  # ~60 suites of 70 experiments; the least recently used go f
 _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # What decides a cached entry, relative to the package: config.py and the modules it imports (the
 # whole experiment/ folder would do too, but it also holds executors and tuning code that change
-# often and never change how a config loads), and this module, which shapes the entries.
+# often and never change how a config loads), and this module, which shapes the entries. A folder
+# stands for every module in it: the tasks give a config its defaults and check its data paths.
 LOADING_SOURCES = (
-    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py")
+    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
+    "tasks")
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
@@ -194,8 +196,13 @@ def loading_source_sha256() -> str:
     """sha256 over the source files of LOADING_SOURCES (names and contents)."""
     root = Path(peftbench.__file__).parent
     h = hashlib.sha256()
+    files = []
     for rel in LOADING_SOURCES:
-        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+        path = root / rel
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
+        if "__pycache__" not in path.parts:
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
