@@ -159,6 +159,20 @@ BAD_INPUTS = [
     ("max_steps 1e30 by --set", None, ["--set", "max_steps=1e30"], "max_steps: expected int, got 1e+30"),
     # item 6: an eval folder without test.jsonl
     ("eval folder without test.jsonl", lambda s: _eval_folder_without_test(s), [], "lacks test.jsonl"),
+    # eos_loss_weight: finite, >= 0, not beyond what can be meant, and not for a method whose loss is the model's own
+    ("NaN eos_loss_weight", "training_params.json:{\"eos_loss_weight\": NaN}", [],
+     "eos_loss_weight: must be a finite number, got nan"),
+    ("NaN eos_loss_weight by --set", None, ["--set", "eos_loss_weight=NaN"], "eos_loss_weight: must be a finite number, got nan"),
+    ("infinite eos_loss_weight by --set", None, ["--set", "eos_loss_weight=Infinity"],
+     "eos_loss_weight: must be a finite number, got inf"),
+    ("negative eos_loss_weight by --set", None, ["--set", "eos_loss_weight=-0.5"],
+     "eos_loss_weight: must be >= 0 (0 leaves the EOS token out of the loss), got -0.5"),
+    ("negative eos_loss_weight", "training_params.json:{\"eos_loss_weight\": -1}", [], "eos_loss_weight: must be >= 0"),
+    ("eos_loss_weight 1e7", None, ["--set", "eos_loss_weight=1e7"], "eos_loss_weight: 1e+07 cannot be meant; at most 1,000,000"),
+    ("eos_loss_weight as a word", None, ["--set", "eos_loss_weight=half"], "eos_loss_weight: expected float, got 'half'"),
+    ("eos_loss_weight on AdaLoRA", "adapter_config.json:{\"peft_type\": \"ADALORA\", \"task_type\": \"CAUSAL_LM\", "
+     "\"total_step\": 10}", ["--set", "eos_loss_weight=0.5"],
+     "eos_loss_weight: 0.5 cannot be applied to ADALORA: its training loss is the model's own (AdaLoRA's forward adds"),
 ]
 
 

@@ -53,7 +53,8 @@ _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # whole experiment/ folder would do too, but it also holds executors and tuning code that change
 # often and never change how a config loads), and this module, which shapes the entries.
 LOADING_SOURCES = (
-    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py")
+    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
+    "training/methods.py")
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
