@@ -26,9 +26,9 @@ calculation to downweight the EOS token"): the loss becomes the weighted mean
 sum_i w_i ce_i / sum_i w_i over the labelled positions i, w_i = eos_loss_weight where the label
 is the tokenizer's EOS id and 1 elsewhere, so that its scale stays that of the plain mean. Labels
 are masked by each sample's length (training.data.collate_train), never by token id, so an EOS
-label at a labelled position is the EOS that ends a sample even where padding reuses the EOS id;
-with `train_on_prompt: true` an EOS id inside a prompt's own text would count too (MetaMathQA
-prompts hold none). At 1.0 the unweighted code runs, unchanged: no multiplication by ones, whose
+label at a labelled position is the EOS that ends a sample even where padding reuses the EOS id.
+Any other labelled EOS id counts too: a response, or with `train_on_prompt: true` a prompt, whose
+text holds the EOS token's string (the tokenizer maps it to the same id). At 1.0 the unweighted code runs, unchanged: no multiplication by ones, whose
 float sums could differ in the last bit. A method whose loss is the model's own cannot be
 weighted: `experiment.config.load_experiment` refuses a weight other than 1.0 for it
 (training.methods.loss_weighting_problems), and `causal_lm_loss` raises should one get here. A
