@@ -176,6 +176,20 @@ BAD_INPUTS = [
     ("negative num_virtual_tokens",
      "adapter_config.json:{\"peft_type\": \"PROMPT_TUNING\", \"task_type\": \"CAUSAL_LM\", \"num_virtual_tokens\": -3}", [],
      "num_virtual_tokens: the number of virtual tokens must be >= 1, got -3"),
+    # eos_loss_weight: finite, >= 0, not beyond what can be meant, and not for a method whose loss is the model's own
+    ("NaN eos_loss_weight", "training_params.json:{\"eos_loss_weight\": NaN}", [],
+     "eos_loss_weight: must be a finite number, got nan"),
+    ("NaN eos_loss_weight by --set", None, ["--set", "eos_loss_weight=NaN"], "eos_loss_weight: must be a finite number, got nan"),
+    ("infinite eos_loss_weight by --set", None, ["--set", "eos_loss_weight=Infinity"],
+     "eos_loss_weight: must be a finite number, got inf"),
+    ("negative eos_loss_weight by --set", None, ["--set", "eos_loss_weight=-0.5"],
+     "eos_loss_weight: must be >= 0 (0 leaves the EOS token out of the loss), got -0.5"),
+    ("negative eos_loss_weight", "training_params.json:{\"eos_loss_weight\": -1}", [], "eos_loss_weight: must be >= 0"),
+    ("eos_loss_weight 1e7", None, ["--set", "eos_loss_weight=1e7"], "eos_loss_weight: 1e+07 cannot be meant; at most 1,000,000"),
+    ("eos_loss_weight as a word", None, ["--set", "eos_loss_weight=half"], "eos_loss_weight: expected float, got 'half'"),
+    ("eos_loss_weight on AdaLoRA", "adapter_config.json:{\"peft_type\": \"ADALORA\", \"task_type\": \"CAUSAL_LM\", "
+     "\"total_step\": 10}", ["--set", "eos_loss_weight=0.5"],
+     "eos_loss_weight: 0.5 cannot be applied to ADALORA: its training loss is the model's own (AdaLoRA's forward adds"),
 ]
 
 

@@ -66,4 +66,12 @@ def test_methods_with_training_hooks_are_refused():
 
     adalora = PeftConfig.from_peft_type(peft_type="ADALORA", task_type="CAUSAL_LM", total_step=10)
     with pytest.raises(UserError, match="HF Trainer does not run"):
-        TC.check_comparable(adalora, {})
+        TC.check_comparable(adalora, {}, build_train_config([]))
+
+
+def test_an_eos_loss_weight_is_refused_because_trainer_weighs_every_token_the_same():
+    from peftbench.errors import UserError
+
+    TC.check_comparable(None, {}, build_train_config([]))  # the default weight compares
+    with pytest.raises(UserError, match="eos_loss_weight is 0.5, and HF Trainer's loss weighs every token the same"):
+        TC.check_comparable(None, {}, build_train_config([("test", {"eos_loss_weight": 0.5})]))

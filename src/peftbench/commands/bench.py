@@ -195,7 +195,7 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
     train_rows, _ = tasks.get(cfg.task).load_train_rows(cfg.train_dataset, cfg.char_limit)
     samples = data.tokenize_train_rows(train_rows, loaded.tokenizer, cfg.query_template, cfg.max_seq_length)
     batches = TC.step_batches(samples, loaded.tokenizer, cfg, steps)
-    TC.check_comparable(peft_config, batches[0])
+    TC.check_comparable(peft_config, batches[0], cfg)
     TC.run_peftbench(loaded.model, cfg, peft_config, device, batches[:1])  # untimed warm-up
     del loaded
     loops = {"peftbench": TC.run_peftbench, "hf_trainer": TC.run_hf_trainer}

@@ -31,6 +31,7 @@ examples:
   peftbench run -v experiments/lora/llama-3.2-3B-rank32/
   peftbench run demo/experiments/lora/smollm2-rank16/ --set max_steps=20 --set optimizer_kwargs.lr=1e-3
   peftbench run experiments/ia3/llama-3.2-3B-default/ --seeds 0,1,2
+  peftbench run demo/experiments/lora/smollm2-rank16/ --set eos_loss_weight=0.5   # EOS weighs half in the loss
 """
 
 

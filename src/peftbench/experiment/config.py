@@ -78,6 +78,10 @@ class TrainConfig:
     query_template: str = "Question: {query} Think step by step.\nAnswer:"
     init_kv_cache_prefix: str | None = None
     train_on_prompt: bool = True  # prompt tokens count in the loss, as in the reference results
+    # The weight of the positions whose label is the EOS token in the training loss: a weighted
+    # mean over the labelled positions, sum(w * ce) / sum(w), with w = eos_loss_weight at EOS labels
+    # and 1 elsewhere (training/loss.py). 1.0 is the plain mean; 0 leaves the stop out of the loss.
+    eos_loss_weight: float = 1.0
     train_dataset: str = "meta-math/MetaMathQA"
     eval_dataset: str = "openai/gsm8k"
     valid_size: int = 50
@@ -206,6 +210,8 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"grad_norm_clip: must be > 0 or null, got {cfg.grad_norm_clip}")
     if not 0 <= cfg.warmup_ratio < 1:
         p.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.eos_loss_weight < 0:  # NaN and infinity: limits.non_finite
+        p.append(f"eos_loss_weight: must be >= 0 (0 leaves the EOS token out of the loss), got {cfg.eos_loss_weight}")
     p.extend(_report_to_problems(cfg.report_to))
     p.extend(limits.problems(cfg))
     if cfg.lr_scheduler not in LR_SCHEDULERS:
@@ -525,6 +531,11 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
             peft_config = load_peft_config(exp_dir, adapter_config)
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if train_config is not None and peft_config is not None:
+        # training.methods is the one module that knows which methods compute their own loss
+        from peftbench.training.methods import loss_weighting_problems
+
+        problems.extend(loss_weighting_problems(peft_config, train_config.eos_loss_weight))
     if problems:
         raise ConfigError(problems, f"experiment {method}/{name}")
     return Experiment(exp_dir, suite, method, name, train_config, peft_config, adapter_config,

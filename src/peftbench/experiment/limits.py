@@ -42,6 +42,11 @@ MAXIMA: dict[str, tuple[int, str]] = {
 # tokens does not fit any memory.
 GENERATION_MAXIMA: dict[str, int] = {"max_new_tokens": 32_768, "max_length": 1_048_576 + 32_768}
 
+# The weight of EOS positions in the training loss (training/loss.py). The weighted mean stays
+# within the range of the per-token losses for any finite weight, but its float32 sums overflow
+# near 3e38; at 1e6 one EOS position already outweighs a GSM8K answer (~300 tokens) 3000 times.
+EOS_LOSS_WEIGHT_MAX = 1e6
+
 
 def problems(cfg) -> list[str]:
     """Range problems of a typed TrainConfig (types are checked before this runs)."""
@@ -52,6 +57,10 @@ def problems(cfg) -> list[str]:
         value = getattr(cfg, name, None)
         if isinstance(value, int) and value > maximum:
             p.append(f"{name}: {value} cannot be meant; at most {maximum:,} ({reason})")
+    weight = cfg.eos_loss_weight
+    if isinstance(weight, float) and math.isfinite(weight) and weight > EOS_LOSS_WEIGHT_MAX:
+        p.append(f"eos_loss_weight: {weight:g} cannot be meant; at most {EOS_LOSS_WEIGHT_MAX:,.0f} "
+                 "(one EOS position would outweigh a whole answer thousands of times)")
     for name, value in cfg.to_dict().items():
         p.extend(non_finite(name, value))
     return p

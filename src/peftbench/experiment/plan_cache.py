@@ -55,7 +55,8 @@ _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # stands for every module in it: the tasks give a config its defaults and check its data paths.
 LOADING_SOURCES = (
     "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
-    "tasks")
+    "tasks",
+    "training/methods.py")
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 

@@ -26,7 +26,7 @@ from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
 from peftbench.training import memory
 from peftbench.training.data import batch_stream, collate_train
-from peftbench.training.loss import causal_lm_loss, label_positions
+from peftbench.training.loss import causal_lm_loss, eos_weighting, label_positions
 from peftbench.training.signals import raise_if_signalled
 
 
@@ -106,7 +106,8 @@ def run_training(t: Training, state: TrainState) -> None:
         indices = next(stream)
         batch = collate_train([t.samples[i] for i in indices], t.tokenizer.pad_token_id, cfg.train_on_prompt)
         started = time.perf_counter()
-        loss, tokens = train_step(t.model, batch, opt, cfg, t.peft_config, t.device, state.step)
+        loss, tokens = train_step(t.model, batch, opt, cfg, t.peft_config, t.device, state.step,
+                                  eos_token_id=t.tokenizer.eos_token_id)
         seconds = time.perf_counter() - started
         _count_step(state, loss, tokens, len(indices), seconds, t.device)
         t.trackers.log_step(state.step, loss, opt.scheduler.get_last_lr()[0], tokens / seconds if seconds else None,
@@ -125,9 +126,11 @@ def run_training(t: Training, state: TrainState) -> None:
 
 
 def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig, peft_config, device: str,
-               step: int) -> tuple[Any, int]:
+               step: int, eos_token_id: int | None = None) -> tuple[Any, int]:
     """One optimizer step on one collated batch (CPU tensors: input_ids, attention_mask, labels).
-    `step` counts from 0. Returns (loss as a 0-d float32 tensor on the device, non-padding tokens).
+    `step` counts from 0; `eos_token_id`: the tokenizer's, needed when cfg.eos_loss_weight is not
+    1.0 (a ValueError without it). Returns (loss as a 0-d float32 tensor on the device, non-padding
+    tokens).
 
     Nothing here waits for the device: reading the loss (`.item()`) would make the host wait for
     the step to finish before queueing the next one. The loop sums the losses on the device and
@@ -136,12 +139,13 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
 
     from peftbench.training import methods
 
+    eos = eos_weighting(cfg.eos_loss_weight, eos_token_id)  # None at 1.0: the unweighted mean
     extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
     tokens = int(batch["attention_mask"].sum())
     positions = label_positions(batch["labels"]).to(device)  # from the CPU batch: no wait
     batch = {k: v.to(device) for k, v in batch.items()}
     with autocast(cfg, device):
-        loss = causal_lm_loss(model, batch, extra, peft_config, positions)
+        loss = causal_lm_loss(model, batch, extra, peft_config, positions, eos)
         loss = loss + methods.extra_loss(model, peft_config)
     opt.scaler.scale(loss).backward()
     if cfg.grad_norm_clip is not None:

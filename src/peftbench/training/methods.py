@@ -33,6 +33,9 @@ This is the only module that branches on a PEFT method's type. Code elsewhere as
     build_peft_optimizer(...)                     LoRA-FA, Riemannian: experiment.config.PEFT_OPTIMIZERS)
     initialize_prefix(model, tokenizer, peft_config, text)
                                                   init_kv_cache_prefix for KV-prefix methods
+    loss_computed_by_model(peft_config)           why the training loss must be the model's own
+                                                  (training/loss.py), or None
+    loss_weighting_problems(peft_config, w)       eos_loss_weight on such a method: refused, never ignored
 
 `peft_config` is a `peft.PeftConfig`, or None for full fine-tuning. Nothing here imports torch or
 peft at module import time.
@@ -82,6 +85,14 @@ CPT_DEMONSTRATION: tuple[tuple[int, str], ...] = (
 # Types that forward_kwargs gives the training sequence, after the demonstration: the prompt is
 # input (2), the answer is output (4); padding is 0 and ignored.
 _CPT_INPUT, _CPT_OUTPUT = 2, 4
+
+
+# Methods whose PeftModel forward adds a term to the loss it computes from `labels`, so that the
+# training loss must be that one (training/loss.py); the reason is what a refusal says.
+_LOSS_FROM_LABELS: dict[str, str] = {
+    "ADALORA": "AdaLoRA's forward adds its orthogonal regulariser to the loss it computes from labels",
+    "SHADOW": "Shadow's forward adds its auxiliary loss to the loss it computes from labels",
+}
 
 
 def peft_type_of(peft_config: Any) -> str | None:
@@ -174,6 +185,26 @@ def initialize_prefix(model: Any, tokenizer: Any, peft_config: Any, text: str | 
     from peft.tuners.cartridge.utils import initialize_kv_prefix_from_text
 
     initialize_kv_prefix_from_text(model, tokenizer, text=text, use_chat_template=False)
+
+
+def loss_computed_by_model(peft_config: Any) -> str | None:
+    """Why this method's training loss must be `model(**batch).loss`, as PEFT's forward computes
+    it from `labels`, or None when training/loss.py may compute the loss from the logits itself."""
+    if is_prompt_learning(peft_config):
+        why = "virtual tokens or a KV prefix shift the positions of the logits PEFT's forward returns"
+        return why + (", and CPT weighs the tokens of its loss itself" if peft_type_of(peft_config) == "CPT" else "")
+    return _LOSS_FROM_LABELS.get(peft_type_of(peft_config) or "")
+
+
+def loss_weighting_problems(peft_config: Any, eos_loss_weight: float) -> list[str]:
+    """An eos_loss_weight other than 1.0 for a method whose loss the model computes: that loss
+    weighs every labelled token the same, so the weight would be ignored; it is refused instead."""
+    why = loss_computed_by_model(peft_config)
+    if eos_loss_weight == 1.0 or why is None:
+        return []
+    return [f"eos_loss_weight: {eos_loss_weight:g} cannot be applied to {peft_type_of(peft_config)}: its training "
+            f"loss is the model's own ({why}), which weighs every labelled token the same; "
+            "leave eos_loss_weight at 1.0 for this method"]
 
 
 def check_supported(peft_config: Any) -> None:

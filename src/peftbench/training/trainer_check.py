@@ -9,8 +9,9 @@ per-step losses agree to float rounding; a difference in loss normalisation, cli
 stepping or data order shows at once.
 
 Trainer runs what Trainer runs: none of peftbench's per-method hooks (training.methods:
-forward_kwargs, extra_loss, after_optimizer_step). `check_comparable` refuses methods that need
-one, so a difference always means a difference of the loops.
+forward_kwargs, extra_loss, after_optimizer_step) and the plain mean of the token losses.
+`check_comparable` refuses methods that need a hook and an eos_loss_weight other than 1.0, so a
+difference always means a difference of the loops.
 
 Used by the tests (tests/training/test_trainer_check.py) and by `peftbench bench`.
 """
@@ -47,10 +48,14 @@ def step_batches(samples: list[dict[str, Any]], tokenizer, cfg, steps: int) -> l
             for _ in range(steps)]
 
 
-def check_comparable(peft_config, batch: dict[str, Any]) -> None:
-    """UserError when the method needs peftbench hooks that Trainer does not run."""
+def check_comparable(peft_config, batch: dict[str, Any], cfg) -> None:
+    """UserError when the method needs peftbench hooks that Trainer does not run, or when the
+    config weighs the EOS token (Trainer's loss is the plain mean)."""
     from peftbench.training import methods
 
+    if cfg.eos_loss_weight != 1.0:
+        raise UserError(f"eos_loss_weight is {cfg.eos_loss_weight:g}, and HF Trainer's loss weighs every token the "
+                        "same; compare the loops with eos_loss_weight 1.0")
     if methods.needs_step_hooks(peft_config, batch):
         raise UserError(f"{methods.peft_type_of(peft_config)} needs per-method training hooks that HF Trainer does not run; "
                         "compare the loops on a method without them (LoRA, IA3, full fine-tuning)")
