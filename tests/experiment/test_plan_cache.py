@@ -99,11 +99,11 @@ def test_demo_suite_without_its_model_package_shows_every_row_and_why(tmp_path, 
 
 
 def test_device_auto_is_resolved_once_per_machine(tiny_suite, monkeypatch):
-    from peftbench.training import modeling
+    from peftbench.record import hardware
 
     cache = plan_cache.PlanCache(tiny_suite)
     calls = []
-    monkeypatch.setattr(modeling, "resolve_device", lambda requested: calls.append(requested) or "cpu")
+    monkeypatch.setattr(hardware, "resolve_device", lambda requested: calls.append(requested) or "cpu")
     assert plan_cache.device_kind("auto", cache) == "cpu"
     cache.save()
     assert plan_cache.device_kind("auto", plan_cache.PlanCache(tiny_suite)) == "cpu"

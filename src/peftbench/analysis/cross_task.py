@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from peftbench import tasks
 from peftbench.analysis import leaderboard as lb
-from peftbench.analysis import stats
+from peftbench.scoring import stats
 
 
 @dataclass(frozen=True)

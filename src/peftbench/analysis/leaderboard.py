@@ -52,9 +52,10 @@ import numpy as np
 import pandas as pd
 
 from peftbench import tasks
-from peftbench.analysis import stats, tuned
+from peftbench.analysis import tuned
+from peftbench.scoring import stats
 from peftbench.errors import suggest
-from peftbench.experiment.config import overrides_text
+from peftbench.experiment.suite import overrides_text
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter

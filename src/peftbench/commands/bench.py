@@ -105,13 +105,11 @@ def _machine(cfg) -> dict[str, Any]:
     import torch
 
     from peftbench.record import hardware
-    from peftbench.training import modeling
-    from peftbench.training.cpu_kernels import pinned_level
 
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else hardware.cpu_info().get("cpu_model")
     capability = torch.backends.cpu.get_cpu_capability()
-    pinned = pinned_level(torch_capability=capability) is not None
+    pinned = hardware.pinned_level(torch_capability=capability) is not None
     return {"device": device, "name": name, "torch_threads": torch.get_num_threads(), "dtype": cfg.dtype,
             "python": platform.python_version(), "torch": torch.__version__,
             "cpu_kernels": f"{capability} (pinned)" if pinned else capability}
@@ -127,13 +125,14 @@ def bench_eval(cfg, items: int | None, rounds: int = 2) -> dict[str, Any]:
     """Both engines on the base model and the first `items` test items, `rounds` times each."""
     import torch
 
+    from peftbench.record import hardware
     from peftbench.training import modeling
     from peftbench.training.evaluate import evaluate_rows
 
     task = tasks.get(cfg.task)
     items = items or cfg.test_size or 200
     rows = task.load_eval_data(cfg.eval_dataset, 0, items).test[:items]
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     loaded = modeling.load_model(cfg, None, device)
 
@@ -181,11 +180,12 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
     times each, every time from a fresh copy of the same initial weights."""
     import torch
 
+    from peftbench.record import hardware
     from peftbench.training import data, modeling
     from peftbench.training import trainer_check as TC
 
     cfg, peft_config = exp.train_config, exp.peft_config
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
 
     def fresh_model():
         torch.manual_seed(cfg.seed)  # the same initial adapter for both loops

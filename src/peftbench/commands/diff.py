@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from peftbench.analysis import leaderboard as compare
-    from peftbench.analysis import stats
+    from peftbench.scoring import stats
     from peftbench.record.hardware import hardware_differences, hardware_label
     from peftbench.record.results import RUN_INFO, predictions_changed
 

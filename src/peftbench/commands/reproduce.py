@@ -100,7 +100,7 @@ def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
     from peftbench.record import runkey
     from peftbench.experiment.config import load_experiment
     from peftbench.errors import UserError
-    from peftbench.training.modeling import resolve_device
+    from peftbench.record.hardware import resolve_device
     from peftbench.record.results import Status
     from peftbench.training.runner import RunOptions, run_experiment
 

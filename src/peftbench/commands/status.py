@@ -5,12 +5,12 @@ The table printing here is shared with `run-all`, so that both commands show the
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_overrides_option, add_seed_options, seeds_of
 from peftbench.errors import ExitCode
+from peftbench.terminal import short_path
 
 HELP = "show which experiments are up to date and why the others would run"
 DESCRIPTION = """\
@@ -85,15 +85,6 @@ def plan_counts(items) -> str:
     counts = {a: sum(1 for i in items if i.action == a) for a in ("run", "skip", "invalid")}
     text = f"{len(items)} experiment run(s): {counts['run']} to run, {counts['skip']} to skip"
     return text + (f", {counts['invalid']} invalid" if counts["invalid"] else "")
-
-
-def short_path(path: Path | str) -> str:
-    """A path relative to the current folder when it lies below it, else absolute."""
-    path = Path(path)
-    try:
-        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
-    except (OSError, ValueError):
-        return str(path)
 
 
 def _test_accuracy(path: Path | None) -> str:

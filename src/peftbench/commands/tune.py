@@ -156,7 +156,7 @@ def _check_ray_executor() -> None:
 
 def format_summary(outcomes) -> str:
     from peftbench.analysis.texttable import format_table
-    from peftbench.commands.status import short_path
+    from peftbench.terminal import short_path
 
     rows = []
     for o in outcomes:

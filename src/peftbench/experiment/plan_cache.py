@@ -53,7 +53,8 @@ _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # whole experiment/ folder would do too, but it also holds executors and tuning code that change
 # often and never change how a config loads), and this module, which shapes the entries.
 LOADING_SOURCES = (
-    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py")
+    "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
+    "record/layout.py", "record/runkey.py")
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
@@ -141,7 +142,7 @@ def load_experiment(exp_dir: Path, overrides: dict[str, Any], cache: PlanCache) 
 
 def device_kind(requested: str, cache: PlanCache) -> str:
     """The device kind (cpu/cuda/xpu/mps) `requested` resolves to on this machine; UserError
-    when an explicit device is not available, as `modeling.resolve_device` says."""
+    when an explicit device is not available, as `hardware.resolve_device` says."""
     from peftbench.errors import UserError
 
     if requested.split(":")[0] == "cpu":
@@ -149,10 +150,10 @@ def device_kind(requested: str, cache: PlanCache) -> str:
     key = _sha256({"device": requested, "machine": _machine()})
     hit = cache.get(key)
     if hit is None:
-        from peftbench.training.modeling import resolve_device
+        from peftbench.record import hardware
 
         try:
-            hit = {"kind": resolve_device(requested).split(":")[0]}
+            hit = {"kind": hardware.resolve_device(requested).split(":")[0]}
         except UserError as exc:
             hit = {"error": str(exc)}
         cache.put(key, hit)

@@ -227,7 +227,7 @@ def choose(trials: list[dict[str, Any]], space: list[Param]) -> dict[str, Any] |
 def paired_difference(best_rows: list[dict[str, Any]], runner_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Best minus runner-up on the same validation items (paired bootstrap 95% interval, exact
     McNemar), from the two trials' validation predictions, matched by item id."""
-    from peftbench.analysis import stats  # numpy only; imported when a choice is reported
+    from peftbench.scoring import stats  # numpy only; imported when a choice is reported
 
     a = {r["item_id"]: bool(r["correct_strict"]) for r in best_rows if r.get("split") == "valid"}
     b = {r["item_id"]: bool(r["correct_strict"]) for r in runner_rows if r.get("split") == "valid"}

@@ -142,7 +142,7 @@ class Search:
 
     def run_key(self, trial_exp: C.Experiment) -> str:
         from peftbench.record import runkey
-        from peftbench.training.modeling import resolve_device
+        from peftbench.record.hardware import resolve_device
 
         return runkey.compute(trial_exp, resolve_device(trial_exp.train_config.device).split(":")[0])[0]
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from peftbench.record import results as R
 from peftbench.tasks.base import Task
-from peftbench.training.signals import raise_if_signalled
+from peftbench.signals import raise_if_signalled
 
 
 @dataclass

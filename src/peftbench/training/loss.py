@@ -26,17 +26,13 @@ import functools
 import inspect
 from typing import Any
 
+from peftbench.training import methods
 from peftbench.training.data import IGNORE_INDEX
-
-# Methods whose PeftModel forward adds a term to the loss the model computes from `labels`.
-_LOSS_FROM_LABELS = frozenset({"ADALORA", "SHADOW"})
 
 
 def keeps_label_positions_only(model: Any, peft_config: Any) -> bool:
     """Whether `causal_lm_loss` computes logits only where there are labels for `model`."""
-    from peftbench.training import methods
-
-    if methods.is_prompt_learning(peft_config) or methods.peft_type_of(peft_config) in _LOSS_FROM_LABELS:
+    if methods.is_prompt_learning(peft_config) or methods.traits(peft_config).adds_to_label_loss:
         return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return _forward_takes_logits_to_keep(type(base))

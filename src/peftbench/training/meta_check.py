@@ -81,10 +81,11 @@ def check_builds(exp) -> None:
 def _check_memory(exp, model, adapter_file: Path | None) -> None:
     """ConfigError, with the estimate, when the weights alone exceed the device's memory: a LoRA
     r of 1e9 would otherwise start the run and fail when it allocates hundreds of GB."""
-    from peftbench.training import memory, modeling
+    from peftbench.record import hardware
+    from peftbench.training import memory
 
     cfg = exp.train_config
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     needed = memory.weights_bytes(model, cfg.dtype)
     available, what = memory.machine_memory(device)
     if needed <= available:

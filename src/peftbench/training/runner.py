@@ -30,7 +30,7 @@ from peftbench.experiment.config import Experiment
 from peftbench.errors import ExitCode, RunCancelled, UserError
 from peftbench.record.results import Status
 from peftbench.terminal import printable
-from peftbench.training.signals import interrupt_behind, sigterm_raises
+from peftbench.signals import interrupt_behind, sigterm_raises
 from peftbench.training.trackers import Trackers
 
 
@@ -196,7 +196,7 @@ def _record_static_info(run: _Run) -> None:
     info.update(
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         experiment_name=exp.experiment_name,
-        suite=suite_label(exp.suite_dir, git.root),
+        suite=S.suite_label(exp.suite_dir, git.root),
         seed=exp.train_config.seed,
         peft_branch=git.branch,
         git=git.to_dict(),
@@ -207,13 +207,6 @@ def _record_static_info(run: _Run) -> None:
         task=run.task.info(),
         overrides=exp.config_overrides,
     )
-
-
-def suite_label(suite_dir: Path, git_root: str | None) -> str:
-    if git_root:
-        rel = os.path.relpath(suite_dir, git_root)
-        return "." if rel == "." else rel
-    return str(suite_dir)
 
 
 def _peft_config_dict(peft_config) -> dict | None:
@@ -227,10 +220,10 @@ def _preflight(run: _Run) -> None:
     """Checks that need no model: device, quantization, method support, data sources."""
     from peftbench.training import methods
     from peftbench.training import modeling
-    from peftbench.record import runkey
+    from peftbench.record import hardware, runkey
 
     cfg = run.exp.train_config
-    run.device = modeling.resolve_device(cfg.device)
+    run.device = hardware.resolve_device(cfg.device)
     modeling.quantization_config(cfg, run.device)
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)

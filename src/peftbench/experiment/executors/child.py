@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from peftbench.experiment.executors import RAN, Outcome, RunItem, Settings
+from peftbench.experiment.executors.base import RAN, Outcome, RunItem, Settings
 from peftbench.fs import read_json_or_none
+from peftbench.terminal import short_path
 
 OUTCOME_FILE_OPTION = "--outcome-file"
 EXPECTED_RUN_KEY_OPTION = "--expected-run-key"
@@ -91,8 +92,6 @@ def judge(item: RunItem, code: int, reported: dict[str, Any] | None, seconds: fl
         status = reported["status"]
         result = Path(reported["result_path"]) if reported.get("result_path") else None
         if status in RAN:
-            from peftbench.commands.status import short_path
-
             detail = short_path(result) if result is not None else "no result written"
         else:
             detail = reported.get("detail") or reported.get("error") or status

@@ -14,15 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from peftbench.experiment.executors import (
-    Outcome,
-    Outcomes,
-    RunItem,
-    Settings,
-    Terminated,
-    child,
-)
-from peftbench.training.signals import sigterm_raises
+from peftbench.experiment.executors import child
+from peftbench.experiment.executors.base import Outcome, Outcomes, RunItem, Settings, Terminated
+from peftbench.signals import sigterm_raises
 
 
 def execute(items: list[RunItem], settings: Settings) -> Outcomes:

@@ -36,14 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import UserError
-from peftbench.experiment.executors import (
-    Outcome,
-    Outcomes,
-    RunItem,
-    Settings,
-    child,
-    staging,
-)
+from peftbench.experiment.executors import child, staging
+from peftbench.experiment.executors.base import Outcome, Outcomes, RunItem, Settings
 
 AUTO = "auto"  # --address auto: join the cluster Ray finds (RAY_ADDRESS, the last `ray start`)
 LOCAL = "local"  # ray.init's word for "start a fresh instance here", whatever else is running
@@ -346,7 +340,7 @@ class _Driver:
         from peftbench.experiment.executors.local import recheck
         from peftbench.record import lock as L
         from peftbench.record import provenance, runkey
-        from peftbench.training.modeling import resolve_device
+        from peftbench.record.hardware import resolve_device
 
         now = recheck(item, self.settings)
         if now is not None:

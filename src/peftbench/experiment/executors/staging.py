@@ -135,11 +135,10 @@ def write_returned(suite: Path, stem: str, result_bytes: bytes, predictions: byt
     from peftbench.experiment import suite as S
     from peftbench.fs import atomic_write_bytes, atomic_write_json
     from peftbench.record import results as R
-    from peftbench.training.runner import suite_label
 
     result: dict[str, Any] = json.loads(result_bytes)
     info = result["run_info"]
-    info.update(git=git.to_dict(), peft_branch=git.branch, suite=suite_label(suite, git.root))
+    info.update(git=git.to_dict(), peft_branch=git.branch, suite=S.suite_label(suite, git.root))
     for name, src in b.sources.items():
         if name in staged:
             back = {staged[name]: src.original, str(Path(staged[name]).resolve()): str(Path(src.original).resolve())}
