@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from peftbench.training import methods
+
 TINY_LLAMA = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, tie_word_embeddings=True,
@@ -89,8 +91,6 @@ def _min_dim(module_name: str) -> int:
 def shrink_peft_config(peft_config: Any) -> Any:
     """A copy of a Llama-3.2-3B config that fits TINY_LLAMA, with the method and options kept.
     Raises NotImplementedError for an option it cannot fit (trainable_token_indices)."""
-    from peftbench.training import methods
-
     if peft_config is None:
         return None
     cfg = copy.deepcopy(peft_config)

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import tasks
+from peftbench.analysis.texttable import format_table
+from peftbench.commands.options import pin_cpu_kernels_if_deterministic
 from peftbench.errors import ExitCode, UserError
+from peftbench.experiment.config import load_experiment, parse_overrides
+from peftbench.record import hardware
+from peftbench.training import data, modeling
+from peftbench.training import trainer_check as TC
+from peftbench.training.evaluate import evaluate_rows
 
 HELP = "measure the dynamic vs static evaluation engine and peftbench's loop vs HF Trainer + peft"
 DESCRIPTION = """\
@@ -58,9 +65,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.commands.options import pin_cpu_kernels_if_deterministic
-    from peftbench.experiment.config import load_experiment, parse_overrides
-
     if args.items is not None and args.items < 1:
         raise UserError(f"--items must be >= 1, got {args.items}")
     if args.steps < 1:
@@ -104,8 +108,6 @@ def _quiet_libraries() -> None:
 def _machine(cfg) -> dict[str, Any]:
     import torch
 
-    from peftbench.record import hardware
-
     device = hardware.resolve_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else hardware.cpu_info().get("cpu_model")
     capability = torch.backends.cpu.get_cpu_capability()
@@ -124,10 +126,6 @@ def _orders(names: tuple[str, str], rounds: int) -> list[tuple[str, str]]:
 def bench_eval(cfg, items: int | None, rounds: int = 2) -> dict[str, Any]:
     """Both engines on the base model and the first `items` test items, `rounds` times each."""
     import torch
-
-    from peftbench.record import hardware
-    from peftbench.training import modeling
-    from peftbench.training.evaluate import evaluate_rows
 
     task = tasks.get(cfg.task)
     items = items or cfg.test_size or 200
@@ -180,10 +178,6 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
     times each, every time from a fresh copy of the same initial weights."""
     import torch
 
-    from peftbench.record import hardware
-    from peftbench.training import data, modeling
-    from peftbench.training import trainer_check as TC
-
     cfg, peft_config = exp.train_config, exp.peft_config
     device = hardware.resolve_device(cfg.device)
 
@@ -222,8 +216,6 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    from peftbench.analysis.texttable import format_table
-
     m = report["machine"]
     lines = [f"machine: {m['name']} ({m['device']}, {m['cpu_kernels']} CPU kernels, {m['torch_threads']} torch "
              f"threads, {m['dtype']}, torch {m['torch']})"]

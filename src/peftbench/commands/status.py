@@ -9,7 +9,10 @@ from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_overrides_option, add_seed_options, seeds_of
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, ResultError
+from peftbench.experiment import planning
+from peftbench.experiment.config import parse_overrides
+from peftbench.record import results as R
 from peftbench.terminal import short_path
 
 HELP = "show which experiments are up to date and why the others would run"
@@ -41,9 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench.experiment import planning
-    from peftbench.experiment.config import parse_overrides
-
     items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
     print(format_plan(items, with_results=True))
     print(plan_counts(items))
@@ -90,8 +90,6 @@ def plan_counts(items) -> str:
 def _test_accuracy(path: Path | None) -> str:
     if path is None:
         return "-"
-    from peftbench.errors import ResultError
-    from peftbench.record import results as R
 
     try:
         result = R.load(path)

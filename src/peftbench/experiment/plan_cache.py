@@ -42,8 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import peftbench
+from peftbench.errors import ConfigError, UserError
+from peftbench.experiment import catalog
 from peftbench.experiment import config as C
-from peftbench.fs import read_json_or_none, sha256_file
+from peftbench.fs import atomic_write_json, read_json_or_none, sha256_file
+from peftbench.record import hardware
+from peftbench.record.provenance import installed_versions
+from peftbench.record.runkey import canonical
 
 CACHE_FILE = "plan-cache.json"
 FORMAT = 2  # bump when the shape of an entry changes
@@ -102,16 +107,13 @@ class PlanCache:
         key = _sha256({"peft_types": library_versions()["peft"], "code": loading_source_sha256()})
         hit = self.get(key)
         if hit is None:
-            from peftbench.experiment.catalog import all_peft_types
-
-            hit = all_peft_types()
+            hit = catalog.all_peft_types()
             self.put(key, hit)
         return list(hit)
 
     def save(self) -> None:
         if not self._changed:
             return
-        from peftbench.fs import atomic_write_json
 
         entries = dict(sorted(self._entries.items(), key=lambda kv: -kv[1].get("used", 0))[:MAX_ENTRIES])
         try:
@@ -131,8 +133,6 @@ def load_experiment(exp_dir: Path, overrides: dict[str, Any], cache: PlanCache) 
         exp = _from_entry(exp_dir, overrides, hit)
         problems = C.source_problems(exp.train_config)
         if problems:
-            from peftbench.errors import ConfigError
-
             raise ConfigError(problems, f"experiment {exp.experiment_name}")
         return exp
     exp = C.load_experiment(exp_dir, overrides)
@@ -143,15 +143,11 @@ def load_experiment(exp_dir: Path, overrides: dict[str, Any], cache: PlanCache) 
 def device_kind(requested: str, cache: PlanCache) -> str:
     """The device kind (cpu/cuda/xpu/mps) `requested` resolves to on this machine; UserError
     when an explicit device is not available, as `hardware.resolve_device` says."""
-    from peftbench.errors import UserError
-
     if requested.split(":")[0] == "cpu":
         return "cpu"  # always there: no torch needed to know it
     key = _sha256({"device": requested, "machine": _machine()})
     hit = cache.get(key)
     if hit is None:
-        from peftbench.record import hardware
-
         try:
             hit = {"kind": hardware.resolve_device(requested).split(":")[0]}
         except UserError as exc:
@@ -174,8 +170,6 @@ def _experiment_key(exp_dir: Path, overrides: dict[str, Any]) -> str:
 
 
 def _to_entry(exp: C.Experiment) -> dict[str, Any]:
-    from peftbench.record.runkey import canonical
-
     peft = None if exp.peft_config is None else json.loads(canonical(exp.peft_config.to_dict()))
     return {"train_config": exp.train_config.to_dict(), "peft_config": peft, "adapter_config": exp.adapter_config,
             "training_params": exp.training_params, "config_overrides": exp.config_overrides}
@@ -201,8 +195,6 @@ def loading_source_sha256() -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    from peftbench.record.provenance import installed_versions
-
     return installed_versions(_LIBRARIES)
 
 

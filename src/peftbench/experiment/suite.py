@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from peftbench.errors import UserError
+from peftbench.errors import ResultError, UserError
+from peftbench.record import results as R
 from peftbench.record.layout import (ADAPTER_CONFIG_FILE, CANCELLED_RESULTS, DEFAULTS_FILE, EXPERIMENTS_DIR, RESULTS,
                                      STATE_DIR, TEMPORARY_RESULTS, TRAINING_PARAMS_FILES)
-from peftbench.record.results import Status
+from peftbench.record.results import Status, predictions_path_for
 
 
 def is_experiment_dir(path: Path) -> bool:
@@ -160,8 +161,6 @@ def result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, st
 def move_aside(path: Path, stamp: str) -> Path:
     """Rename an unusable result (and its predictions) to `<name>.unreadable-<time>`, never
     deleting it. The new name does not end in .json, so no command reads it as a result again."""
-    from peftbench.record.results import predictions_path_for
-
     aside = path.with_name(f"{path.name}.unreadable-{stamp}")
     predictions = predictions_path_for(path)
     if predictions.exists():
@@ -175,9 +174,6 @@ def checked_result_path(suite: Path, stem: str, status: Status, main_and_clean: 
     """`result_path`, made safe for the existing main result it would replace: one of another
     experiment is left alone (the new result goes to temporary_results/ instead), an unreadable
     one is moved aside (`move_aside`). Only `results/<stem>.json` is ever replaced."""
-    from peftbench.errors import ResultError
-    from peftbench.record import results as R
-
     path = result_path(suite, stem, status, main_and_clean, stamp)
     if not path.exists() or path.parent.name != RESULTS:
         return path

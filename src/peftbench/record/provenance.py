@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.record import hardware
 from peftbench.record.layout import CANCELLED_RESULTS, DEFAULTS_FILE, RESULTS, STATE_DIR, TEMPORARY_RESULTS
 
 # Folders a run writes into; changes under them never make the tree "dirty".
@@ -155,8 +156,6 @@ def _editable_commit(name: str) -> str | None:
 def system_info(device: str) -> dict[str, Any]:
     """The machine, and the hardware and kernel libraries that decide a run's last bits
     (record/hardware.py says why each field is there)."""
-    from peftbench.record import hardware
-
     info: dict[str, Any] = {
         "system": platform.system(), "release": platform.release(), "version": platform.version(),
         "machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0],

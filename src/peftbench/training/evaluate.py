@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from peftbench.record import results as R
-from peftbench.tasks.base import Task
 from peftbench.signals import raise_if_signalled
+from peftbench.tasks.base import Task
+from peftbench.training import generation, methods
 
 
 @dataclass
@@ -31,8 +32,6 @@ class EvalOutcome:
 
 def _traits(model):
     """The PEFT method's MethodTraits (peftbench.training.methods knows the methods)."""
-    from peftbench.training import methods
-
     return methods.traits(getattr(model, "active_peft_config", None))
 
 
@@ -123,8 +122,6 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, s
     `engine` is a TrainConfig.eval_engine; "dynamic" runs the static loop for models it cannot
     generate (generation.unsupported_reason), and EvalOutcome.engine says which one ran."""
     import time
-
-    from peftbench.training import generation
 
     start = time.perf_counter()
     was_training = model.training

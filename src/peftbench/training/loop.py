@@ -22,14 +22,14 @@ from typing import Any, Callable
 
 from peftbench.errors import UserError
 from peftbench.experiment.config import TrainConfig
-from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
+from peftbench.signals import raise_if_signalled
+from peftbench.training import memory, methods
 from peftbench.training import checkpoint as C
-from peftbench.training import memory
 from peftbench.training.checkpoint import TrainState
 from peftbench.training.data import batch_stream, collate_train
 from peftbench.training.loss import causal_lm_loss, label_positions
-from peftbench.signals import raise_if_signalled
+from peftbench.training.trackers import Trackers
 
 
 class RunClock:
@@ -114,8 +114,6 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
     the step to finish before queueing the next one. The loop sums the losses on the device and
     reads the sum at logging time (`_read_window_loss`); the token count comes from the CPU batch."""
     import torch
-
-    from peftbench.training import methods
 
     extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
     tokens = int(batch["attention_mask"].sum())
@@ -257,8 +255,6 @@ class Optimization:
 def build_optimizer(model, cfg: TrainConfig, peft_config):
     """The experiment's optimizer_type: a method's own optimizer (LoRA+, ...) or a torch.optim class."""
     import torch
-
-    from peftbench.training import methods
 
     optimizer = methods.build_peft_optimizer(cfg.optimizer_type, model, peft_config, cfg.optimizer_kwargs)
     if optimizer is not None:

@@ -9,8 +9,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from peftbench.experiment.config import TrainConfig
+from peftbench.demo import smollm
 from peftbench.errors import UserError
+from peftbench.experiment.config import TrainConfig
+from peftbench.training import methods
 
 _FLOAT_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
@@ -43,8 +45,6 @@ def quantization_config(cfg: TrainConfig, device: str):
 def model_source(model_id: str) -> str:
     """Where transformers loads the model from: a local folder, a hub id, or the converted
     folder of a model shipped in a PyPI package (the CPU demo's SmolLM2)."""
-    from peftbench.demo import smollm
-
     if smollm.is_packaged_model(model_id):
         return str(smollm.ensure_model_dir(model_id))
     expanded = os.path.expanduser(model_id)
@@ -97,7 +97,6 @@ def load_model(cfg: TrainConfig, peft_config, device: str) -> LoadedModel:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if peft_config is not None:
         from peft import get_peft_model
-        from peftbench.training import methods
 
         if quant is not None:
             from peft import prepare_model_for_kbit_training

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.experiment.executors.base import RAN, Outcome, RunItem, Settings
-from peftbench.fs import read_json_or_none
+from peftbench.fs import atomic_write_json, read_json_or_none
 from peftbench.terminal import short_path
 
 OUTCOME_FILE_OPTION = "--outcome-file"
@@ -66,8 +66,6 @@ def write_outcome(path: str | Path, *, experiment: str, seed: int | None, status
                   result_path: Path | None = None, detail: str | None = None, error: str | None = None,
                   run_key: str | None = None, expected_run_key: str | None = None) -> None:
     """Called by the child (`peftbench run --outcome-file PATH`)."""
-    from peftbench.fs import atomic_write_json
-
     matched = None if expected_run_key is None or run_key is None else run_key == expected_run_key
     atomic_write_json(path, {
         "experiment": experiment, "seed": seed, "status": status,
