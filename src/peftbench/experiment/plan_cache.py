@@ -10,7 +10,8 @@ configs (for the run key) and whether they are valid. Those depend on nothing bu
     suite's default_training_params.json,
   - the --set overrides and seed,
   - the source of the modules that load and validate a config (LOADING_SOURCES; a test checks
-    that config.py imports no other peftbench module, so the list cannot silently fall behind),
+    that it holds every peftbench module config.py and limits.py import, so that the list cannot
+    silently fall behind),
   - the versions of torch, transformers, peft and datasets,
 
 so an entry keyed by a sha256 over all of them is as good as loading again. What can change
