@@ -60,7 +60,7 @@ _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # often and never change how a config loads), and this module, which shapes the entries.
 LOADING_SOURCES = (
     "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
-    "record/layout.py", "record/runkey.py")
+    "record/layout.py", "record/runkey.py", "tasks")  # a folder: every module below it (a task's defaults)
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
@@ -187,11 +187,15 @@ def _from_entry(exp_dir: Path, overrides: dict[str, Any], entry: dict[str, Any])
 
 @functools.cache
 def loading_source_sha256() -> str:
-    """sha256 over the source files of LOADING_SOURCES (names and contents)."""
+    """sha256 over the source files of LOADING_SOURCES (names and contents; a folder's modules in
+    sorted order)."""
     root = Path(peftbench.__file__).parent
     h = hashlib.sha256()
     for rel in LOADING_SOURCES:
-        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+        path = root / rel
+        files = sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts) if path.is_dir() else [path]
+        for file in files:
+            h.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return h.hexdigest()
 
 
