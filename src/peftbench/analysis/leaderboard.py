@@ -101,7 +101,7 @@ from peftbench.record.results import SET_N, M_TEST_SETS, task_name
 from peftbench.record.hardware import hardware_label
 from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS, parse_result_name
 
-if TYPE_CHECKING:  # imported by the functions that use them: `peftbench --help` and `status` load this module
+if TYPE_CHECKING:  # imported by the functions that use them: `--help` and `status` load this module
     import numpy as np
     import pandas as pd
 

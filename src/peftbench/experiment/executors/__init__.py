@@ -12,7 +12,7 @@ per item, in the order given. Two executors sit behind the same call:
 Both take the experiment's lock before a run and check, just before it starts, that it is still
 stale (unless `Settings.force`), so two drivers on one suite never run the same experiment twice.
 A child tells its driver what it did in a small JSON file (child.py), never in its log text.
-The items, settings and outcomes all of them share are in base.py.
+What the executors and their children share (items, settings, outcomes) is in base.py.
 
 Nothing here imports torch or ray at import time: `ray` is an optional extra, loaded by the ray
 executor when it is asked for."""
