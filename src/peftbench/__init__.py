@@ -1,28 +1,36 @@
 """peftbench: a reproducible benchmark of PEFT methods on several tasks (MetaMathQA -> GSM8K,
 commonsense reasoning, the CPU demo's two tasks).
 
-Code map: one line per folder, what lives there and what it may import. Layers import only
-the ones above them in this list; nothing imports `commands`, and torch, transformers and peft
-are imported inside the functions that need them, never when a module is imported.
+Code map: one line per layer, in order, with what lives there and what it may import. A layer
+imports only itself and the layers above it in this list (the parentheses say where it takes
+fewer); nothing imports `commands` or `cli.py`. peftbench modules import each other at module
+top, never inside a function, and the module-top graph has no cycle; heavy libraries (torch,
+transformers, peft, numpy, pandas, ray, optuna, ...) are imported inside the functions that need
+them, never when a module is imported. tests/test_import_boundaries.py holds all of this.
 
-    errors.py fs.py identity.py  exit codes, errors and "did you mean"; atomic write, sha256, JSON,
-                    the cache folder; identities of local files and hub revisions  (stdlib only)
-    scoring/        the GSM8K grader's pure rules; the Math-Verify worker apart; the code sandbox and
-                    HumanEval grading  (nothing else of peftbench but errors, no torch)
-    demo/           the demo's two data generators and the packaged SmolLM2 model     (errors, fs)
-    tasks/          one module per task (metamathqa, commonsense, demo:word-problems, demo:list-ops):
-                    its data, prompt, grader, stop point, metrics; the registry
-                    (errors, fs, identity, scoring, demo; no torch)
-    experiment/     what to run: typed config, suites, catalog, planning, executors  (errors, fs, tasks,
-                    record; no torch; training only inside functions, e.g. device and model identity)
-    record/         what a run records: result schema and loader, run key, identity, provenance, locks
-                    (errors, fs, experiment; training only inside functions, e.g. the run key's)
+    __init__.py errors.py fs.py identity.py terminal.py signals.py
+                    base: exit codes, errors and "did you mean"; atomic write, sha256, JSON, the
+                    cache folder; identities of local files and hub revisions; text for the
+                    terminal; SIGTERM as an exception           (the standard library; one another)
+    scoring/        the GSM8K grader's pure rules, the Math-Verify worker apart; statistics of
+                    graded items (intervals, paired tests); the code sandbox and HumanEval
+                    grading                                                        (base; no torch)
+    demo/           the demo's two data generators and the packaged SmolLM2 model            (base)
+    tasks/          one module per task (metamathqa, commonsense, code, demo:word-problems,
+                    demo:list-ops): its data, prompt, grader, stop point, metrics; the registry
+                                                                    (base, scoring, demo; no torch)
+    record/         what a run records: result schema and loader, run key (and the model identity
+                    it hashes), provenance, locks, hardware and device, the suite's file names
+                                                                       (base, scoring, demo, tasks)
+    experiment/     what to run: typed config, suites, catalog, planning, plan cache, executors,
+                    tuning                                                    (all above; no torch)
     training/       how a run is made: runner (the phases), loop, evaluate, data, modeling, methods,
-                    checkpoint, reproduction (everything above; the run key hashes this folder)
-    analysis/       how results are read: leaderboard (one per task), cross-task view, stats, filters,
-                    families, HTML report  (errors, tasks, experiment, record; no torch)
-    capabilities/   `list --capabilities`: merge/unmerge/multi-adapter checks on a tiny model (training)
-    commands/       one module per subcommand, thin; `cli.py` wires them up     (anything)
+                    checkpoint, reproduction            (all above; the run key hashes this folder)
+    analysis/       how results are read: leaderboard (one per task), cross-task view, filters,
+                    families, HTML report                        (all above but training; no torch)
+    capabilities/   `list --capabilities`: merge/unmerge/multi-adapter checks on a tiny model
+                                                                                        (all above)
+    commands/       one module per subcommand, thin; `cli.py` wires them up              (anything)
 
 One `peftbench run experiments/lora/x/`, from the command line to the written result:
 

@@ -3,14 +3,16 @@
 Experiment names are folder names, and a folder name can hold any byte but "/": an ESC in one
 ("lora/x\\x1b[2J") would clear the user's screen when `status` prints it. Everything that prints
 a name or a message passes it through `printable`, which writes control characters as visible
-escapes. `silence_closed_output` is for the other direction: the reader of our output is gone
-(a killed run-all, `peftbench compare | head`)."""
+escapes; `short_path` shows a path as short as it can be read from here. `silence_closed_output`
+is for the other direction: the reader of our output is gone (a killed run-all, `peftbench
+compare | head`)."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
+from pathlib import Path
 
 # C0 controls but tab and newline, DEL, and the C1 controls (U+0080-U+009F; U+009B is a CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -19,6 +21,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 def printable(text: str) -> str:
     """`text` with each control character written as a \\xNN escape (tab and newline kept)."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def short_path(path: Path | str) -> str:
+    """A path relative to the current folder when it lies below it, else absolute."""
+    path = Path(path)
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
 
 
 def counted(n: int, noun: str) -> str:

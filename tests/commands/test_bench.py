@@ -43,7 +43,7 @@ def test_bench_pins_the_cpu_kernels_as_run_does_for_a_deterministic_suite(tiny_s
     import sys
 
     from peftbench.record.hardware import cpu_info
-    from peftbench.training.cpu_kernels import PORTABLE_ENV
+    from peftbench.record.hardware import PORTABLE_ENV
 
     if "avx2" not in cpu_info()["cpu_flags"]:
         pytest.skip("no AVX2 on this CPU: nothing to pin to")

@@ -99,11 +99,11 @@ def test_demo_suite_without_its_model_package_shows_every_row_and_why(tmp_path, 
 
 
 def test_device_auto_is_resolved_once_per_machine(tiny_suite, monkeypatch):
-    from peftbench.training import modeling
+    from peftbench.record import hardware
 
     cache = plan_cache.PlanCache(tiny_suite)
     calls = []
-    monkeypatch.setattr(modeling, "resolve_device", lambda requested: calls.append(requested) or "cpu")
+    monkeypatch.setattr(hardware, "resolve_device", lambda requested: calls.append(requested) or "cpu")
     assert plan_cache.device_kind("auto", cache) == "cpu"
     cache.save()
     assert plan_cache.device_kind("auto", plan_cache.PlanCache(tiny_suite)) == "cpu"
@@ -119,16 +119,21 @@ def test_the_cache_key_covers_every_module_config_loads_with():
     from peftbench import experiment
 
     root = Path(experiment.__file__).parent.parent
+
+    def source(module: str) -> str | None:  # the file or package folder of a peftbench module
+        rel = module.removeprefix("peftbench").lstrip(".").replace(".", "/")
+        return rel if rel and (root / rel).is_dir() else f"{rel}.py" if (root / f"{rel}.py").is_file() else None
+
+    def covered(path: str) -> bool:
+        return any(path == s or path.startswith(s + "/") for s in plan_cache.LOADING_SOURCES)
+
     for rel in ("experiment/config.py", "experiment/limits.py"):
         tree = ast.parse((root / rel).read_text(encoding="utf-8"))
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        imported |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                     and node.module in ("peftbench", "peftbench.experiment") for a in node.names}
-        ours = {m for m in imported if m.startswith("peftbench.") and m != "peftbench.experiment"}
-        # a module is covered by its file, a package by its folder
-        files = {m.removeprefix("peftbench.").replace(".", "/") + ("" if (root / m.removeprefix("peftbench.").replace(".", "/")).is_dir() else ".py")
-                 for m in ours}
-        assert files <= set(plan_cache.LOADING_SOURCES), (rel, files - set(plan_cache.LOADING_SOURCES))
+        # `from peftbench.x import y` loads the module peftbench.x.y when there is one, else peftbench.x
+        imported = {source(f"{node.module}.{a.name}") or source(node.module) for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("peftbench") for a in node.names}
+        missing = {path for path in imported if path is None or not covered(path)}
+        assert not missing, (rel, missing)
 
 
 def test_list_no_params_from_the_cache_prints_the_same(tiny_suite, monkeypatch, capsys):

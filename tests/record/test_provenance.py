@@ -86,7 +86,7 @@ def test_run_on_clean_main_goes_to_results_records_its_provenance_and_leaves_the
     # local paths are identified by content hashes (datasets/model), not by where they lie
     local = {k: "<local>" for k in ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")}
     expected = {**info["train_config"], "device": "cpu", **local}
-    for field in runkey._NOT_OUTCOME_FIELDS:  # how often to checkpoint, which trackers watch
+    for field in runkey.NUMBER_NEUTRAL_FIELDS:  # how often to checkpoint, which trackers watch
         del expected[field]
     assert inputs["train_config"] == expected
     assert inputs["peft_config"]["r"] == 4 and "peft_version" not in inputs["peft_config"]

@@ -31,9 +31,9 @@ def test_pinning_sets_every_library_variable_in_a_fresh_process():
         assert not outcome.pinned and "x86-64" in outcome.reason
         return
     assert outcome.pinned
-    assert env == cpu_kernels.PORTABLE_ENV  # a caller's lower or higher level is replaced
-    assert cpu_kernels.pinned_level(env, torch_capability="AVX2") == "AVX2"
-    assert cpu_kernels.pinned_level(env, torch_capability="AVX512") is None  # set too late
+    assert env == hardware.PORTABLE_ENV  # a caller's lower or higher level is replaced
+    assert hardware.pinned_level(env, torch_capability="AVX2") == "AVX2"
+    assert hardware.pinned_level(env, torch_capability="AVX512") is None  # set too late
 
 
 def test_pinning_refuses_when_it_cannot_take_effect():

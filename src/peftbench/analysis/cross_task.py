@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from peftbench import tasks
 from peftbench.analysis import leaderboard as lb
-from peftbench.analysis import stats
+from peftbench.analysis.texttable import format_table
+from peftbench.scoring import stats
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,6 @@ def to_records(view: CrossTask) -> list[dict[str, Any]]:
 
 def render_text(view: CrossTask) -> str:
     """The view as an aligned table, then one line per column saying who leads it."""
-    from peftbench.analysis.texttable import format_table
-
     if not view.rows:
         return "cross-task view: no successful results to compare.\n"
     order = sorted(view.rows, key=lambda e: (_mean_rank(view, e), e))

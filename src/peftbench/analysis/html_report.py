@@ -26,8 +26,10 @@ from importlib import resources
 from itertools import permutations
 from typing import Any, Sequence
 
-from peftbench.analysis import cross_task
+from peftbench.analysis import cross_task, tuned
 from peftbench.analysis import leaderboard as compare
+from peftbench.analysis.capability_html import capability_section
+from peftbench.experiment.tuning import budget_summary
 from peftbench.terminal import counted
 
 # Leaderboard columns of the report, in order; those empty in every row are left out.
@@ -169,9 +171,6 @@ def _curves(runs: Sequence[compare.Run]) -> dict[str, list[dict[str, Any]]]:
 
 def _tuning(runs: Sequence[compare.Run]) -> dict[str, dict[str, Any]]:
     """For each tuned row: its budget and the validation accuracy of every trial of its search."""
-    from peftbench.analysis import tuned
-    from peftbench.experiment.tuning import budget_summary
-
     out = {}
     for (experiment, overrides), group in compare.newest_per_seed(runs).items():
         if overrides:  # a --set run of a tuned experiment is not what the search chose
@@ -202,8 +201,6 @@ def render_html(data: dict[str, Any], title: str | None = None,
                 capabilities: Sequence[dict[str, Any]] | None = None) -> str:
     """The page: static skeleton, inlined style, the data block and the drawing script.
     capabilities: the suite's cached capability rows (capabilities.matrix.cached_rows), or None."""
-    from peftbench.analysis.capability_html import capability_section
-
     title = title or data["title"]
     data = {**data, "title": title}
     # one inline script: the axes' pure functions, then the drawing that uses them

@@ -46,15 +46,13 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from peftbench import tasks
-from peftbench.analysis import stats, tuned
+from peftbench.analysis import tuned
+from peftbench.scoring import stats
 from peftbench.errors import suggest
-from peftbench.experiment.config import overrides_text
+from peftbench.experiment.suite import overrides_text
 from peftbench.errors import ResultError, UserError
 from peftbench.analysis.families import family_name, variant_label
 from peftbench.analysis.filters import BOOL, NUMBER, TEXT, compile_filter
@@ -102,6 +100,10 @@ from peftbench.record.results import load as load_result
 from peftbench.record.results import SET_N, M_TEST_SETS, task_name
 from peftbench.record.hardware import hardware_label
 from peftbench.experiment.suite import CANCELLED_RESULTS, RESULTS, TEMPORARY_RESULTS, parse_result_name
+
+if TYPE_CHECKING:  # imported by the functions that use them: `--help` and `status` load this module
+    import numpy as np
+    import pandas as pd
 
 GSM8K_TEST_SIZE = 1319  # items in GSM8K's test split (openai/grade-school-math)
 
@@ -426,6 +428,8 @@ def is_ranked(run: Run) -> bool:
 def tokens_per_second(result: dict[str, Any]) -> float | None:
     """Mean of the logged "tokens / sec" over the metrics entries; else train total tokens /
     train time."""
+    import numpy as np
+
     rates = [r for r in (_num(m.get(M_TOKENS_PER_SEC)) for m in result[TRAIN_INFO][TI_METRICS]) if r is not None]
     if rates:
         return float(np.mean(rates))
@@ -575,6 +579,8 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
     """One row for one experiment from its per-seed rows: the texts of the `newest` one, the mean
     of each number, the spread of the test accuracy and the interval over the test items (each
     item once, however many seeds answered it: see the module docstring)."""
+    import numpy as np
+
     out = dict(newest)
     out["n_seeds"] = float(len(rows))
     out["seeds"] = ",".join(r["seeds"] for r in rows if r["seeds"] is not None) or None
@@ -603,6 +609,8 @@ def pooled_sets(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
     """Per test set, the mean accuracy over the rows (seeds) and its items, each item once (the
     seeds answer the same items; the fewest bound the interval); {} unless every row has the
     same sets."""
+    import numpy as np
+
     names = [tuple(r.get("_sets") or {}) for r in rows]
     if not names or not names[0] or any(n != names[0] for n in names):
         return {}
@@ -631,6 +639,8 @@ def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
     plus one row per failed or cancelled run; columns as in COLUMNS (without `pareto`, see
     `mark_pareto`). The best tier is decided within each task; rows are sorted by task, then by
     test accuracy."""
+    import pandas as pd
+
     frames = [_task_leaderboard(group) for group in by_task(runs).values()]
     if len(frames) == 1:
         return frames[0]
@@ -639,6 +649,8 @@ def leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
 
 def _task_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
     """The leaderboard of runs of one task."""
+    import pandas as pd
+
     grouped = newest_per_seed(runs)
     ranked_rows = []
     candidates: list[stats.Candidate | None] = []
@@ -730,6 +742,8 @@ def item_means(group: list[Run]) -> dict[str, float] | None:
 def pareto_front(x: Sequence[float], y: Sequence[float], x_higher: bool, y_higher: bool) -> np.ndarray:
     """Which points no other point dominates (at least as good on both axes, better on one).
     Points with a missing coordinate are never on the front."""
+    import numpy as np
+
     xs = np.asarray(x, dtype=float) * (1 if x_higher else -1)  # turn both into "higher is better"
     ys = np.asarray(y, dtype=float) * (1 if y_higher else -1)
     valid = ~(np.isnan(xs) | np.isnan(ys))
@@ -757,6 +771,8 @@ def parse_pareto_axes(spec: str) -> tuple[Column, Column]:
 
 def mark_pareto(frame: pd.DataFrame, x: Column, y: Column) -> pd.DataFrame:
     """Add the boolean `pareto` column: ranked rows on the front of (x, y); failure rows False."""
+    import numpy as np
+
     out = frame.copy()
     front = np.zeros(len(out), dtype=bool)
     idx = np.flatnonzero(out["ranked"].to_numpy(dtype=bool))
@@ -768,6 +784,8 @@ def mark_pareto(frame: pd.DataFrame, x: Column, y: Column) -> pd.DataFrame:
 
 def filter_rows(frame: pd.DataFrame, expression: str | None) -> pd.DataFrame:
     """Rows matching a filter expression (see `peftbench.analysis.filters`)."""
+    import numpy as np
+
     if not expression:
         return frame
     compiled = compile_filter(expression, {n: k for n, k in FILTER_COLUMNS.items() if n in frame.columns})
@@ -818,6 +836,9 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
     if value is None or value is pd.NA:
         return None
     if isinstance(value, (np.bool_, bool)):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peftbench.analysis import leaderboard, stats
+from peftbench.analysis import leaderboard
+from peftbench.scoring import stats
 from peftbench.errors import UserError
 from peftbench.record import hardware
 from peftbench.record import results as R

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from peftbench.terminal import printable
+
 
 def format_table(header: list[str], rows: list[list[str]], right: list[bool] | None = None,
                  rule: bool = False, pad_last: bool = True) -> str:
@@ -10,8 +12,6 @@ def format_table(header: list[str], rows: list[list[str]], right: list[bool] | N
     right: per column, align right (numbers); rule: a line of dashes under the header;
     pad_last=False leaves the last column (free text such as a reason) out of the width
     computation, so one long reason does not widen the table."""
-    from peftbench.terminal import printable
-
     # Cells hold experiment names, which are folder names: no control character reaches the terminal.
     rows = [[printable(cell) for cell in row] for row in rows]
     right = right or [False] * len(header)

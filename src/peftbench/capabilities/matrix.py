@@ -42,8 +42,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from peftbench.experiment.config import ADAPTER_CONFIG_FILE, TRAINING_PARAMS_FILES, DEFAULTS_FILE
-from peftbench.fs import read_json_or_none
+import peftbench
+from peftbench.capabilities import tiny
+from peftbench.demo import smollm
+from peftbench.errors import UserError
+from peftbench.experiment import catalog
+from peftbench.experiment import suite as S
+from peftbench.experiment.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, TRAINING_PARAMS_FILES, load_experiment
+from peftbench.fs import atomic_write_json, read_json_or_none
+from peftbench.record.provenance import installed_versions
+from peftbench.training import methods
 
 # float32 logits of the tiny model are of order 1; merging reorders the sums of a matmul, which
 # moves them by ~1e-6. 1e-4 leaves room for that and still catches a wrong merge, which moves
@@ -67,8 +75,6 @@ def _cell(value: str, detail: str = "") -> dict[str, str]:
 
 def code_sha256() -> str:
     """sha256 of the code that decides a row: this package and training/methods.py."""
-    import peftbench
-
     root = Path(peftbench.__file__).parent
     files = sorted((root / "capabilities").glob("*.py")) + [root / "training" / "methods.py"]
     h = hashlib.sha256()
@@ -78,8 +84,6 @@ def code_sha256() -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    from peftbench.record.provenance import installed_versions
-
     return installed_versions(_LIBRARIES)
 
 
@@ -110,8 +114,6 @@ def identity(exp_dir: Path, suite_dir: Path, code: str, versions: dict, device: 
 
 
 def cache_dir(suite_dir: Path) -> Path:
-    from peftbench.experiment import suite as S
-
     return S.state_dir(Path(suite_dir)) / "capabilities"
 
 
@@ -119,8 +121,6 @@ def cached_rows(suite_dir: str | Path) -> list[dict[str, Any]] | None:
     """The rows a previous `list --capabilities` measured for the suite's current catalog, in
     catalog order; None unless every experiment has an up-to-date row (used by the report,
     which never measures)."""
-    from peftbench.experiment import catalog
-
     suite_dir = Path(suite_dir)
     code, versions, device = code_sha256(), _versions(), _device_kind()
     rows = []
@@ -136,9 +136,6 @@ def capability_rows(suite_dir: str | Path, log: Callable[[str], None] = lambda m
                     refresh: bool = False) -> tuple[list[dict[str, Any]], int]:
     """One row per catalog experiment, measured or read from the cache. Returns (rows, number
     measured now). An experiment that fails to load or build gets a row with its error."""
-    from peftbench.experiment import catalog
-    from peftbench.fs import atomic_write_json
-
     suite_dir = Path(suite_dir)
     code, versions, device = code_sha256(), _versions(), _device_kind()
     measurer = None
@@ -170,8 +167,6 @@ class Measurer:
     """Builds and probes adapters; holds the tiny base model and the suite's meta models."""
 
     def __init__(self, device: str = "cpu"):
-        from peftbench.capabilities import tiny
-
         _quiet()
         self.device = device
         self._base = tiny.tiny_llama()
@@ -180,10 +175,6 @@ class Measurer:
         self._meta_models: dict[tuple, Any] = {}
 
     def measure(self, exp_dir: Path) -> dict[str, Any]:
-        from peftbench.experiment.config import load_experiment
-        from peftbench.errors import UserError
-        from peftbench.training import methods
-
         row: dict[str, Any] = {"peft_type": None, "error": None}
         try:
             exp = load_experiment(exp_dir)
@@ -205,8 +196,6 @@ class Measurer:
     # -- on the tiny model
 
     def _tiny_model_cells(self, peft_config) -> dict[str, Any]:
-        from peftbench.capabilities import tiny
-
         try:
             config = tiny.shrink_peft_config(peft_config)
             model = self._build(config, seed=1)
@@ -236,8 +225,6 @@ class Measurer:
 
     def _logits(self, model, config):
         import torch
-
-        from peftbench.training import methods
 
         extra = methods.generate_kwargs(config, self._batch) if config is not None else {}
         n = self._batch["input_ids"].shape[1]
@@ -348,8 +335,6 @@ class Measurer:
     def _meta_adapter_figures(self, model, exp, cfg) -> dict[str, Any]:
         from peft import get_peft_model, get_peft_model_state_dict
 
-        from peftbench.training import methods
-
         if methods.traits(exp.peft_config).config_needs_tokenizer:  # CPT: its context length is in tokens
             return {"trainable": None, "adapter_bytes": None, "suite_model_detail": "needs the tokenizer"}
         config = methods.prepare_peft_config(exp.peft_config, max(cfg.max_steps, 1))
@@ -369,8 +354,6 @@ class Measurer:
 
 
 def methods_is_prompt_learning(config) -> bool:
-    from peftbench.training import methods
-
     return methods.is_prompt_learning(config)
 
 
@@ -378,8 +361,6 @@ def _local_config_source(model_id: str) -> str | None:
     """Where the model's config is read without the network: the demo's packaged model once
     converted (never converted here: that takes minutes), else the id itself (a local folder or
     the Hugging Face cache); None when the packaged model is not converted or not installed."""
-    from peftbench.demo import smollm
-
     if not smollm.is_packaged_model(model_id):
         return model_id
     try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from peftbench.training import methods
+
 TINY_LLAMA = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
     num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, tie_word_embeddings=True,
@@ -89,29 +91,13 @@ def _min_dim(module_name: str) -> int:
 def shrink_peft_config(peft_config: Any) -> Any:
     """A copy of a Llama-3.2-3B config that fits TINY_LLAMA, with the method and options kept.
     Raises NotImplementedError for an option it cannot fit (trainable_token_indices)."""
-    from peftbench.training import methods
-
     if peft_config is None:
         return None
     cfg = copy.deepcopy(peft_config)
     for name, shrink in _FIELD_SHRINKS.items():
         if hasattr(cfg, name) and getattr(cfg, name) is not None:
             setattr(cfg, name, shrink(getattr(cfg, name)))
-    peft_type = methods.peft_type_of(cfg)
-    vocab = TINY_LLAMA["vocab_size"]
-    if peft_type == "ADALORA":  # the pruning schedule must fit the steps
-        cfg.tinit, cfg.tfinal = 0, 0
-    elif peft_type == "ADAMSS":
-        cfg.asa_target_subspaces = min(cfg.asa_target_subspaces, 8)
-        cfg.init_warmup, cfg.final_warmup, cfg.mask_interval = 0, SCHEDULE_STEPS, 1
-    elif peft_type == "MISS":
-        cfg.mini_r = min(cfg.mini_r, cfg.r)
-    elif peft_type == "OSF" and cfg.rank_pattern:  # keep all but the last 4 directions frozen
-        cfg.rank_pattern = {name: _min_dim(name) - 4 for name in cfg.rank_pattern}
-    elif peft_type == "TRAINABLE_TOKENS":
-        cfg.token_indices = sorted({i % vocab for i in cfg.token_indices})
-    elif peft_type == "CPT" and list(cfg.cpt_token_ids) != [0]:
-        cfg.cpt_token_ids = [i % vocab for i in cfg.cpt_token_ids]
+    methods.fit_to_small_model(cfg, SCHEDULE_STEPS, TINY_LLAMA["vocab_size"], _min_dim)
     if getattr(cfg, "trainable_token_indices", None):
         raise NotImplementedError("shrink trainable_token_indices for the tiny vocabulary")
     return methods.prepare_peft_config(cfg, SCHEDULE_STEPS, tokenizer=WordTokenizer())

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from peftbench import tasks
+from peftbench.analysis.texttable import format_table
+from peftbench.commands.options import pin_cpu_kernels_if_deterministic
 from peftbench.errors import ExitCode, UserError
+from peftbench.experiment.config import load_experiment, parse_overrides
+from peftbench.record import hardware
+from peftbench.training import data, modeling
+from peftbench.training import trainer_check as TC
+from peftbench.training.evaluate import evaluate_rows
 
 HELP = "measure the dynamic vs static evaluation engine and peftbench's loop vs HF Trainer + peft"
 DESCRIPTION = """\
@@ -58,9 +65,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.commands.options import pin_cpu_kernels_if_deterministic
-    from peftbench.experiment.config import load_experiment, parse_overrides
-
     if args.items is not None and args.items < 1:
         raise UserError(f"--items must be >= 1, got {args.items}")
     if args.steps < 1:
@@ -104,14 +108,10 @@ def _quiet_libraries() -> None:
 def _machine(cfg) -> dict[str, Any]:
     import torch
 
-    from peftbench.record import hardware
-    from peftbench.training import modeling
-    from peftbench.training.cpu_kernels import pinned_level
-
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else hardware.cpu_info().get("cpu_model")
     capability = torch.backends.cpu.get_cpu_capability()
-    pinned = pinned_level(torch_capability=capability) is not None
+    pinned = hardware.pinned_level(torch_capability=capability) is not None
     return {"device": device, "name": name, "torch_threads": torch.get_num_threads(), "dtype": cfg.dtype,
             "python": platform.python_version(), "torch": torch.__version__,
             "cpu_kernels": f"{capability} (pinned)" if pinned else capability}
@@ -127,13 +127,10 @@ def bench_eval(cfg, items: int | None, rounds: int = 2) -> dict[str, Any]:
     """Both engines on the base model and the first `items` test items, `rounds` times each."""
     import torch
 
-    from peftbench.training import modeling
-    from peftbench.training.evaluate import evaluate_rows
-
     task = tasks.get(cfg.task)
     items = items or cfg.test_size or 200
     rows = task.load_eval_data(cfg.eval_dataset, 0, items).test[:items]
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     loaded = modeling.load_model(cfg, None, device)
 
@@ -181,11 +178,8 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
     times each, every time from a fresh copy of the same initial weights."""
     import torch
 
-    from peftbench.training import data, modeling
-    from peftbench.training import trainer_check as TC
-
     cfg, peft_config = exp.train_config, exp.peft_config
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
 
     def fresh_model():
         torch.manual_seed(cfg.seed)  # the same initial adapter for both loops
@@ -222,8 +216,6 @@ def bench_train(exp, steps: int, rounds: int = 2) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    from peftbench.analysis.texttable import format_table
-
     m = report["machine"]
     lines = [f"machine: {m['name']} ({m['device']}, {m['cpu_kernels']} CPU kernels, {m['torch_threads']} torch "
              f"threads, {m['dtype']}, torch {m['torch']})"]

@@ -9,6 +9,9 @@ import sys
 from typing import Any
 
 from peftbench import tasks
+from peftbench.analysis import cross_task
+from peftbench.analysis import leaderboard as compare
+from peftbench.analysis.leaderboard import COLUMNS, by_task, format_value
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_result_reading_options
 from peftbench.errors import ExitCode, UserError, suggest
@@ -90,8 +93,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.analysis import leaderboard as compare
-
     if args.list_columns:
         print(list_columns())
         return ExitCode.OK
@@ -120,16 +121,12 @@ def run(args: argparse.Namespace) -> int:
     if not task_names:
         sys.stdout.write(render(frame, frame, args.format))
     if len(task_names) > 1:
-        from peftbench.analysis import cross_task
-
         sys.stdout.write("\n" + cross_task.render_text(cross_task.build(runs)))
     return ExitCode.OK
 
 
 def select_task(runs, task: str | None):
     """The runs of `task` (all when None); a task no result has is bad input, with the tasks found."""
-    from peftbench.analysis.leaderboard import by_task
-
     if task is None:
         return runs
     grouped = by_task(runs)
@@ -144,8 +141,6 @@ def _task_heading(task: str, fmt: str) -> str:
 
 
 def list_columns() -> str:
-    from peftbench.analysis.leaderboard import COLUMNS
-
     width = max(len(c.name) for c in COLUMNS)
     lines = [f"{'column':<{width}}  better   meaning"]
     for c in COLUMNS:
@@ -156,8 +151,6 @@ def list_columns() -> str:
 def render(shown, full, fmt: str) -> str:
     """The selected columns in `fmt`. `full` holds every column of the same rows: the human
     formats read the interval and seed spread from it to show them beside the accuracy."""
-    from peftbench.analysis import leaderboard as compare
-
     if fmt == "csv":
         return _whole_counts(shown).to_csv(index=False)
     if fmt == "json":
@@ -176,8 +169,6 @@ def _whole_counts(frame):
     """Count columns (items, seeds, parameters) as integers where every value is whole: the
     leaderboard keeps all numbers as floats (a mean over seeds may not be whole), but a reader of
     csv or json must see 6, not 6.0."""
-    from peftbench.analysis import leaderboard as compare
-
     out = frame.copy()
     for name in out.columns:
         values = out[name].dropna()
@@ -191,8 +182,6 @@ def _header(col) -> str:
 
 
 def _cell(col, row: dict[str, Any]) -> str:
-    from peftbench.analysis.leaderboard import format_value
-
     text = " ".join(format_value(col, row[col.name], row).split())  # one line: errors hold newlines
     if col.name == "error" and len(text) > ERROR_WIDTH:
         text = text[: ERROR_WIDTH - 1] + "…"

@@ -7,8 +7,12 @@ import dataclasses
 import json
 import sys
 
+from peftbench.analysis import leaderboard as compare
 from peftbench.errors import ExitCode, UserError
-from peftbench.record.results import task_name
+from peftbench.record.hardware import hardware_differences, hardware_label
+from peftbench.record.results import RUN_INFO, predictions_changed, task_name
+from peftbench.scoring import stats
+from peftbench.terminal import signed_points
 
 HELP = "paired comparison of two results on the same test items (bootstrap CI, McNemar)"
 DESCRIPTION = """\
@@ -47,11 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from peftbench.analysis import leaderboard as compare
-    from peftbench.analysis import stats
-    from peftbench.record.hardware import hardware_differences, hardware_label
-    from peftbench.record.results import RUN_INFO, predictions_changed
 
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap must be at least 100 resamples for a 95% interval, got {args.bootstrap}")
@@ -96,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_text(r, names: list[str], paths: list[str], flexible: bool) -> str:
-    from peftbench.terminal import signed_points
-
     grading = "flexible" if flexible else "strict"
     verdict = "significant" if r.p_mcnemar < 0.05 else "not significant"
     return "\n".join([

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
+from peftbench.capabilities import matrix
 from peftbench.errors import ExitCode
 from peftbench.terminal import counted
 
@@ -18,8 +19,6 @@ _SAID_ONCE = ("bitsandbytes quantizes on CUDA only",)
 
 def run(suite: Path, refresh: bool = False) -> int:
     import time
-
-    from peftbench.capabilities import matrix
 
     started = time.perf_counter()
     rows, measured = matrix.capability_rows(
@@ -36,8 +35,6 @@ def run(suite: Path, refresh: bool = False) -> int:
 
 
 def table_row(row: dict) -> list[str]:
-    from peftbench.capabilities import matrix
-
     if row.get("error"):
         return [row["experiment"], "error"] + [""] * (len(HEADER) - 2)
     cells = [row[name]["value"] for name in matrix.CAPABILITIES]
@@ -47,8 +44,6 @@ def table_row(row: dict) -> list[str]:
 
 def notes(rows: list[dict]) -> list[str]:
     """What the columns mean, then why each "no" / "not measured" cell says so (each reason once)."""
-    from peftbench.capabilities import matrix
-
     tol = matrix.TOLERANCE
     lines = [f"merge: merge_and_unload() gives the unmerged logits (rtol={tol['rtol']}, atol={tol['atol']}) after "
              f"the adapter's weights were perturbed (N(0, {matrix.PERTURB_STD}^2)); unmerge: merge_adapter() + "

@@ -9,9 +9,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from peftbench.training import methods
-from peftbench.errors import ExitCode
+from peftbench.analysis import families
+from peftbench.analysis.texttable import format_table
+from peftbench.capabilities.matrix import build_meta_model
+from peftbench.commands import list_capabilities
+from peftbench.errors import ExitCode, ResultError, UserError
+from peftbench.experiment import catalog, plan_cache
+from peftbench.experiment.config import DEFAULTS_FILE, load_experiment
+from peftbench.experiment.suite import RESULTS, result_stem
+from peftbench.record.results import M_TEST_ACC, final_metrics, load
 from peftbench.terminal import counted
+from peftbench.training import methods
 
 HELP = "list a suite's experiments: method family, trainable parameters, main result"
 DESCRIPTION = """\
@@ -54,17 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.experiment import catalog, plan_cache
-    from peftbench.analysis.texttable import format_table
-
     suite = Path(args.suite)
     if args.refresh and not args.capabilities:
-        from peftbench.errors import UserError
-
         raise UserError("--refresh measures the capability matrix again: use it with --capabilities")
     if args.capabilities:
-        from peftbench.commands import list_capabilities
-
         return list_capabilities.run(suite, refresh=args.refresh)
     entries = catalog.catalog(suite)
     _check_suite_defaults(suite)
@@ -92,23 +93,12 @@ def run(args: argparse.Namespace) -> int:
 def _check_suite_defaults(suite: Path) -> None:
     """A folder without default_training_params.json is not a suite (every experiment would fail to
     load for the same reason): bad input, said once, instead of one error line per experiment."""
-    from peftbench.errors import UserError
-    from peftbench.experiment.config import DEFAULTS_FILE
-
     if not (suite / DEFAULTS_FILE).is_file():
         raise UserError(f"{str(suite)!r} is not a suite: it has no {DEFAULTS_FILE} (the defaults every experiment's "
                         "config builds on; a file holding {} takes the built-in ones)")
 
 
 def _row(suite: Path, entry, counter: ParamCounter | None, cache=None) -> tuple[list[str], str | None]:
-    from peftbench.analysis import families
-    from peftbench.experiment.config import load_experiment
-    from peftbench.errors import ResultError, UserError
-    from peftbench.record.results import M_TEST_ACC, final_metrics, load
-    from peftbench.experiment.suite import RESULTS, result_stem
-
-    from peftbench.experiment import plan_cache
-
     try:
         exp = load_experiment(entry.path) if cache is None else plan_cache.load_experiment(entry.path, {}, cache)
     except UserError as exc:
@@ -130,8 +120,6 @@ def _row(suite: Path, entry, counter: ParamCounter | None, cache=None) -> tuple[
 
 
 def _summary(suite: Path, entries, counter: ParamCounter | None, cache=None) -> str:
-    from peftbench.experiment import catalog
-
     covered = catalog.covered_methods(entries)
     full = sum(1 for e in entries if e.peft_type is None)
     installed = catalog.installed_methods(None if cache is None else cache.peft_types())
@@ -181,8 +169,6 @@ class ParamCounter:
     def _meta_model(self, model_id: str, revision: str | None):
         key = (model_id, revision)
         if key not in self._models:
-            from peftbench.capabilities.matrix import build_meta_model
-
             self._models[key] = build_meta_model(model_id, revision)
             if self._models[key] is None:
                 self.unavailable.add(model_id)

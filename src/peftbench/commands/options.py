@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from peftbench.errors import UserError
+from peftbench.experiment.config import DEFAULTS_FILE, TRAINING_PARAMS_FILES, locate_experiment, read_json_file
+from peftbench.training.cpu_kernels import pin_portable_kernels
+
 
 def number_above(kind: type, low: float, *, inclusive: bool = False):
     """An argparse type: `kind(text)` that must be > low (>= low with inclusive=True)."""
@@ -88,9 +92,6 @@ def pin_cpu_kernels_if_deterministic(paths, overrides) -> None:
     overrides) pins PyTorch, MKL and oneDNN to their AVX2 paths (training/cpu_kernels.py).
     Call it before anything imports torch (load_experiment does). Reads only the JSON layers,
     without validating them: load_experiment reports any problem right after."""
-    from peftbench.experiment.config import DEFAULTS_FILE, TRAINING_PARAMS_FILES, locate_experiment, read_json_file
-    from peftbench.errors import UserError
-
     wanted = False
     for path in paths:
         try:
@@ -106,7 +107,6 @@ def pin_cpu_kernels_if_deterministic(paths, overrides) -> None:
         wanted = wanted or value is True
     if not wanted:
         return
-    from peftbench.training.cpu_kernels import pin_portable_kernels
 
     outcome = pin_portable_kernels()
     if not outcome.pinned:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from peftbench.analysis import html_report as report
+from peftbench.analysis import leaderboard as compare
+from peftbench.capabilities import matrix
 from peftbench.commands.options import add_result_reading_options
 from peftbench.errors import ExitCode, UserError
+from peftbench.experiment.config import DEFAULTS_FILE, EXPERIMENTS_DIR
+from peftbench.experiment.suite import state_dir
+from peftbench.fs import atomic_write_bytes
 
 HELP = "write a self-contained HTML report (leaderboard, Pareto plot, learning curves, failures)"
 DESCRIPTION = """\
@@ -47,10 +53,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peftbench.analysis import leaderboard as compare
-    from peftbench.analysis import html_report as report
-    from peftbench.fs import atomic_write_bytes
-
     output = Path(args.output) if args.output else default_output(args.paths)
     _check_output(output)  # before reading the results: a typo in -o costs no time
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
@@ -84,9 +86,6 @@ def default_output(paths: list[str]) -> Path:
     """Where the report goes without -o: the state folder of the first suite given, which git and
     the dirty check ignore (an untracked report.html in a suite kept in git would send every later
     result to temporary_results/); report.html in the current folder when no suite is given."""
-    from peftbench.experiment.config import DEFAULTS_FILE
-    from peftbench.experiment.suite import state_dir
-
     suite = next((Path(p) for p in paths if (Path(p) / DEFAULTS_FILE).is_file()), None)
     return state_dir(suite) / "report.html" if suite is not None else Path("report.html")
 
@@ -94,9 +93,6 @@ def default_output(paths: list[str]) -> Path:
 def _capabilities(paths: list[str]) -> list[dict] | None:
     """The capability rows `peftbench list --capabilities` cached for the suites among `paths`
     (the report reads them, never measures); None when no suite has a complete cache."""
-    from peftbench.capabilities import matrix
-    from peftbench.experiment.config import DEFAULTS_FILE, EXPERIMENTS_DIR
-
     rows = []
     for path in map(Path, paths):
         if (path / DEFAULTS_FILE).is_file() and (path / EXPERIMENTS_DIR).is_dir():

@@ -9,8 +9,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from peftbench.errors import ExitCode
+from peftbench.analysis import leaderboard, reproducibility
+from peftbench.analysis.texttable import format_table
+from peftbench.errors import ExitCode, UserError
+from peftbench.experiment.config import load_experiment
+from peftbench.record import runkey
 from peftbench.record import results as R
+from peftbench.record.hardware import resolve_device
+from peftbench.record.results import Status
+from peftbench.training import reproduction as P
+from peftbench.training.runner import RunOptions, run_experiment
 
 HELP = "re-run the experiment a result file records and check that its numbers come out the same"
 DESCRIPTION = """\
@@ -62,11 +70,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench.analysis import leaderboard, reproducibility
-    from peftbench.training import reproduction as P
-    from peftbench.record import results as R
-    from peftbench.errors import UserError
-
     recorded = P.read_recorded(args.result)
     missing = P.missing_local_paths(recorded[R.RUN_INFO][R.RI_TRAIN_CONFIG])
     if missing:
@@ -96,14 +99,6 @@ def run(args) -> int:
 
 def _rerun(recorded: dict, folder: Path, args) -> tuple[Path | None, int]:
     """Rebuild and run; (reproduced result path, 0), or (None, exit status) when the run did not succeed."""
-    from peftbench.training import reproduction as P
-    from peftbench.record import runkey
-    from peftbench.experiment.config import load_experiment
-    from peftbench.errors import UserError
-    from peftbench.training.modeling import resolve_device
-    from peftbench.record.results import Status
-    from peftbench.training.runner import RunOptions, run_experiment
-
     try:
         exp_dir = P.rebuild(recorded, folder, args.device)
     except FileExistsError as exc:
@@ -146,8 +141,6 @@ def _workdir(keep: str | None):
 
 
 def format_rows(rows) -> str:
-    from peftbench.analysis.texttable import format_table
-
     def cell(value) -> str:
         if value is None:
             return "null"

@@ -7,8 +7,13 @@ import sys
 
 from peftbench.commands.options import (add_common_run_options, add_verbose_option, pin_cpu_kernels_if_deterministic,
                                         seed_list)
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, UserError
+from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
+from peftbench.experiment.executors import child
 from peftbench.terminal import printable
+from peftbench.training.meta_check import check_builds
+from peftbench.training.output import check_adapter_dir
+from peftbench.training.runner import RunOptions, run_experiment
 
 HELP = "train, evaluate and record one experiment (or several, one after another)"
 DESCRIPTION = """\
@@ -54,8 +59,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     if not args.outcome_file:
         return _run(args)
-    from peftbench.errors import UserError
-    from peftbench.experiment.executors import child
 
     if len(args.experiments) * len(seed_list(args)) > 1:
         raise UserError("--outcome-file takes one experiment and one seed")
@@ -70,17 +73,13 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
-
     overrides = parse_overrides(args.overrides)
     # Before anything imports torch (loading an experiment imports peft): pinning the CPU
     # kernels only takes effect in a process that has not loaded them yet.
     pin_cpu_kernels_if_deterministic(args.experiments, overrides)
-    from peftbench.training.runner import RunOptions, run_experiment
 
     # Validate everything before running anything: a typo in the third experiment must not
     # surface after two hours of training.
-    from peftbench.training.meta_check import check_builds
 
     jobs = []
     for path in args.experiments:
@@ -111,9 +110,6 @@ def _check_output_dir(args, jobs) -> None:
     """--output-dir takes one run, is not deleted by --clean, and replaces no config (output.py)."""
     from pathlib import Path
 
-    from peftbench.errors import UserError
-    from peftbench.training.output import check_adapter_dir
-
     if len(jobs) > 1:
         raise UserError("--output-dir takes one experiment and one seed; without it each adapter gets its own folder")
     if args.clean:
@@ -124,8 +120,6 @@ def _check_output_dir(args, jobs) -> None:
 
 
 def _write_outcome(args, exp, outcome) -> None:
-    from peftbench.experiment.executors import child
-
     status = outcome.status.value if outcome.status is not None else "skipped"
     child.write_outcome(args.outcome_file, experiment=exp.experiment_name, seed=exp.train_config.seed,
                         status=status, result_path=outcome.result_path,

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-from peftbench.commands.options import number_above
-from peftbench.commands.status import suite_column
-from peftbench.errors import ExitCode
+from peftbench.analysis.texttable import format_table
+from peftbench.commands.options import add_common_run_options, number_above, seeds_of
+from peftbench.commands.status import format_plan, plan_counts, suite_column
+from peftbench.errors import ExitCode, UserError
+from peftbench.experiment import executors, planning
+from peftbench.experiment.config import parse_overrides
 from peftbench.experiment.executors import EXECUTORS, RAN, Outcome, Outcomes, RunItem, Settings
 from peftbench.experiment.executors.ray import CONNECT_TIMEOUT_S
 
@@ -44,8 +47,6 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from peftbench.commands.options import add_common_run_options
-
     parser.add_argument("targets", nargs="*", default=["."], metavar="SUITE_OR_EXPERIMENT_DIR",
                         help="suite, experiments folder, method folder or experiment (default: .)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with the reason for each line; run nothing")
@@ -85,8 +86,6 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
 def settings_of(args) -> Settings:
     """The executor settings of run-all's command line. Ray options without --executor ray are
     bad input: silently ignoring --address would run a cluster's worth of runs on this machine."""
-    from peftbench.errors import UserError
-
     ray_only = {"--address": args.address, "--gpus-per-run": args.gpus_per_run,
                 "--cpus-per-run": args.cpus_per_run != 1.0 or None, "--max-retries": args.max_retries != 1 or None}
     given = [name for name, value in ray_only.items() if value is not None]
@@ -99,11 +98,6 @@ def settings_of(args) -> Settings:
 
 
 def run(args) -> int:
-    from peftbench.experiment import planning
-    from peftbench.commands.options import seeds_of
-    from peftbench.commands.status import format_plan, plan_counts
-    from peftbench.experiment.config import parse_overrides
-
     settings_of(args)  # bad executor options are reported before anything is planned
     items = planning.plan(args.targets, seeds_of(args), force=args.force, overrides=parse_overrides(args.overrides))
     print(format_plan(items))
@@ -121,8 +115,6 @@ def run(args) -> int:
 def _run_plan(items, args) -> tuple[list[Outcome], bool]:
     """Hand the plan's `run` lines to the executor; the other lines are skipped or invalid as
     planned. Returns the outcomes in plan order and whether run-all was cancelled."""
-    from peftbench.experiment import executors
-
     to_run = [RunItem(i.path, i.seed, tuple(args.overrides), i.experiment, i.reason) for i in items if i.action == "run"]
     done = executors.execute(to_run, settings_of(args)) if to_run else Outcomes()
     ran = iter(done)
@@ -147,8 +139,6 @@ def exit_status(outcomes: list[Outcome], interrupted: bool) -> int:
 
 
 def format_summary(outcomes: list[Outcome]) -> str:
-    from peftbench.analysis.texttable import format_table
-
     suites = suite_column([o.item for o in outcomes])
     rows = [([suites[i]] if suites else []) + [o.item.experiment, str(o.item.seed), o.status,
                                               "-" if o.seconds is None else f"{o.seconds:.1f}s", o.detail]

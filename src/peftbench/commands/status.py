@@ -5,12 +5,15 @@ The table printing here is shared with `run-all`, so that both commands show the
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import add_overrides_option, add_seed_options, seeds_of
-from peftbench.errors import ExitCode
+from peftbench.errors import ExitCode, ResultError
+from peftbench.experiment import planning
+from peftbench.experiment.config import parse_overrides
+from peftbench.record import results as R
+from peftbench.terminal import short_path
 
 HELP = "show which experiments are up to date and why the others would run"
 DESCRIPTION = """\
@@ -41,9 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench.experiment import planning
-    from peftbench.experiment.config import parse_overrides
-
     items = planning.plan(args.targets, seeds_of(args), force=False, overrides=parse_overrides(args.overrides))
     print(format_plan(items, with_results=True))
     print(plan_counts(items))
@@ -87,20 +87,9 @@ def plan_counts(items) -> str:
     return text + (f", {counts['invalid']} invalid" if counts["invalid"] else "")
 
 
-def short_path(path: Path | str) -> str:
-    """A path relative to the current folder when it lies below it, else absolute."""
-    path = Path(path)
-    try:
-        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
-    except (OSError, ValueError):
-        return str(path)
-
-
 def _test_accuracy(path: Path | None) -> str:
     if path is None:
         return "-"
-    from peftbench.errors import ResultError
-    from peftbench.record import results as R
 
     try:
         result = R.load(path)

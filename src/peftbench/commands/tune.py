@@ -6,8 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from peftbench.analysis.texttable import format_table
 from peftbench.commands.options import number_above
-from peftbench.errors import ExitCode
+from peftbench.errors import ConfigError, ExitCode, UserError
+from peftbench.experiment import config as C
+from peftbench.experiment import suite as S
+from peftbench.experiment import tuning as T
+from peftbench.experiment import tuning_study as TS
+from peftbench.record.provenance import command_line
+from peftbench.terminal import short_path
 
 HELP = "search hyperparameters on validation data only, with the same budget for every method"
 DESCRIPTION = """\
@@ -49,8 +56,6 @@ examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from peftbench.experiment import tuning as T
-
     parser.add_argument("target", metavar="EXPERIMENT_OR_FOLDER",
                         help="an experiment folder, or a folder whose experiments are all tuned alike")
     parser.add_argument("--param", dest="params", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -76,13 +81,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from peftbench.errors import ConfigError, UserError
-    from peftbench.experiment import config as C
-    from peftbench.experiment import suite as S
-    from peftbench.experiment import tuning as T
-    from peftbench.experiment import tuning_study as TS
-    from peftbench.record.provenance import command_line
-
     if args.executor == "ray":
         _check_ray_executor()
     raw = T.parse_param_specs(args.params)
@@ -132,8 +130,6 @@ def run(args) -> int:
 def _nothing_to_tune(target: str, found) -> str:
     """Why `target` holds nothing to tune: no experiment at all, or only `<name>-tuned/` folders,
     which hold the choice of a search and are not searched again themselves."""
-    from peftbench.experiment import tuning as T
-
     if not found:
         return f"no experiment folders found under {target}"
     tuned = ", ".join(f"{d.parent.name}/{d.name}" for d in found)
@@ -147,17 +143,12 @@ def _check_ray_executor() -> None:
     """--executor ray needs run-all's Ray executor; say so when this checkout has none."""
     from importlib.util import find_spec
 
-    from peftbench.errors import UserError
-
     if find_spec("peftbench.experiment.executors") is None or find_spec("peftbench.experiment.executors.ray") is None:
         raise UserError("--executor ray needs run-all's Ray executor (peftbench.experiment.executors.ray), "
                         "which this checkout does not have yet; use --executor local")
 
 
 def format_summary(outcomes) -> str:
-    from peftbench.analysis.texttable import format_table
-    from peftbench.commands.status import short_path
-
     rows = []
     for o in outcomes:
         choice = o.record.get("choice")

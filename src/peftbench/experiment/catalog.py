@@ -13,13 +13,21 @@ from pathlib import Path
 
 from peftbench.experiment.config import ADAPTER_CONFIG_FILE, EXPERIMENTS_DIR
 from peftbench.errors import UserError
-from peftbench.training.methods import UNSUPPORTED_METHODS
 from peftbench.experiment.suite import discover_experiments
 
 # PEFT methods that exist in peft but do not apply to causal language models, with the reason.
 # Every method of peft 0.21.2 applies (each one, X-LoRA aside, trains on a tiny Llama in
 # tests/experiment/test_experiments.py), so this is empty; a method for other model kinds goes here.
 NOT_FOR_CAUSAL_LM: dict[str, str] = {}
+
+# PEFT methods this benchmark cannot run, by peft_type, with the reason:
+# training.methods.check_supported raises with it.
+UNSUPPORTED_METHODS: dict[str, str] = {
+    "XLORA": (
+        "X-LoRA learns a router over LoRA experts that were trained before; it trains and saves no "
+        "weights of its own, so fine-tuning it from scratch on MetaMathQA produces no result to compare"
+    ),
+}
 
 # Causal-LM methods that deliberately have no experiment: peft_type -> reason.
 EXCLUDED_METHODS: dict[str, str] = dict(UNSUPPORTED_METHODS)

@@ -20,6 +20,9 @@ import types as _types
 from peftbench import tasks
 from peftbench.errors import ConfigError, UserError, suggest
 from peftbench.experiment import limits
+from peftbench.experiment.suite import name_problems
+from peftbench.record.layout import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
+from peftbench.record.runkey import NUMBER_NEUTRAL_FIELDS
 
 DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")
 LR_SCHEDULERS = (None, "cosine", "constant")
@@ -32,17 +35,6 @@ PEFT_OPTIMIZERS = {"lora+": "LoRA+", "lora-fa": "LoRA-FA", "riemannian": "Rieman
 # "dynamic": a batch that refills as rows finish, stopped at the grader's cut points
 # (training.generation); "static": the reference study's fixed batches in item order.
 EVAL_ENGINES = ("dynamic", "static")
-
-# Train config fields that cannot change a run's numbers: how often to checkpoint (a resumed run
-# equals an uninterrupted one) and which experiment trackers watch the run (they only read its
-# numbers). The run key leaves them out (record/runkey.py), and a `--set` of them alone does not
-# keep a result out of results/ (`config_overrides` below).
-NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to", "grading_workers", "allow_weak_sandbox")
-
-TRAINING_PARAMS_FILES = ("training_params.json", "training_parameters.json")
-DEFAULTS_FILE = "default_training_params.json"
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-EXPERIMENTS_DIR = "experiments"
 
 
 @dataclass
@@ -516,8 +508,6 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
         for _, layer in layers:
             below.update(layer if isinstance(layer, dict) else {})
         layers.append(("--set", {k: _update_mapping(k, below, v) for k, v in overrides.items()}))
-    from peftbench.experiment.suite import name_problems  # suite imports this module's constants
-
     problems: list[str] = name_problems(method, name)
     train_config = None
     try:
@@ -531,11 +521,6 @@ def load_experiment(path: str | os.PathLike, overrides: dict[str, Any] | None = 
             peft_config = load_peft_config(exp_dir, adapter_config)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    if train_config is not None and peft_config is not None:
-        # training.methods is the one module that knows which methods compute their own loss
-        from peftbench.training.methods import loss_weighting_problems
-
-        problems.extend(loss_weighting_problems(peft_config, train_config.eos_loss_weight))
     if problems:
         raise ConfigError(problems, f"experiment {method}/{name}")
     return Experiment(exp_dir, suite, method, name, train_config, peft_config, adapter_config,
@@ -562,22 +547,6 @@ def _config_overrides(committed: list[tuple[str, Any]], overrides: dict[str, Any
         if base[key] != resolved[key] and value != {}:
             changed[key] = value
     return changed
-
-
-def overrides_text(overrides: dict[str, Any] | None) -> str:
-    """`{"max_steps": 2, "optimizer_kwargs": {"lr": 0.5}}` -> "max_steps=2, optimizer_kwargs.lr=0.5",
-    the `--set` form (a mapping's keys one by one, as `--set a.b=v` changes them)."""
-    parts = []
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and value:
-            parts += [f"{key}.{sub}={_set_text(v)}" for sub, v in value.items()]
-        else:
-            parts.append(f"{key}={_set_text(value)}")
-    return ", ".join(parts)
-
-
-def _set_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _update_mapping(key: str, below: dict[str, Any], value: Any) -> Any:

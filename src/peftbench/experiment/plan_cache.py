@@ -10,7 +10,8 @@ configs (for the run key) and whether they are valid. Those depend on nothing bu
     suite's default_training_params.json,
   - the --set overrides and seed,
   - the source of the modules that load and validate a config (LOADING_SOURCES; a test checks
-    that config.py imports no other peftbench module, so the list cannot silently fall behind),
+    that it holds every peftbench module config.py and limits.py import, so that the list cannot
+    silently fall behind),
   - the versions of torch, transformers, peft and datasets,
 
 so an entry keyed by a sha256 over all of them is as good as loading again. What can change
@@ -42,8 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import peftbench
+from peftbench.errors import ConfigError, UserError
+from peftbench.experiment import catalog
 from peftbench.experiment import config as C
-from peftbench.fs import read_json_or_none, sha256_file
+from peftbench.fs import atomic_write_json, read_json_or_none, sha256_file
+from peftbench.record import hardware
+from peftbench.record.provenance import installed_versions
+from peftbench.record.runkey import canonical
 
 CACHE_FILE = "plan-cache.json"
 FORMAT = 2  # bump when the shape of an entry changes
@@ -55,8 +61,7 @@ _LIBRARIES = ("torch", "transformers", "peft", "datasets")
 # stands for every module in it: the tasks give a config its defaults and check its data paths.
 LOADING_SOURCES = (
     "experiment/config.py", "experiment/limits.py", "experiment/suite.py", "errors.py", "experiment/plan_cache.py",
-    "tasks",
-    "training/methods.py")
+    "record/layout.py", "record/runkey.py", "tasks")  # a folder: every module below it (a task's defaults)
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK",
                "PYTORCH_ENABLE_MPS_FALLBACK")
 
@@ -104,16 +109,13 @@ class PlanCache:
         key = _sha256({"peft_types": library_versions()["peft"], "code": loading_source_sha256()})
         hit = self.get(key)
         if hit is None:
-            from peftbench.experiment.catalog import all_peft_types
-
-            hit = all_peft_types()
+            hit = catalog.all_peft_types()
             self.put(key, hit)
         return list(hit)
 
     def save(self) -> None:
         if not self._changed:
             return
-        from peftbench.fs import atomic_write_json
 
         entries = dict(sorted(self._entries.items(), key=lambda kv: -kv[1].get("used", 0))[:MAX_ENTRIES])
         try:
@@ -133,8 +135,6 @@ def load_experiment(exp_dir: Path, overrides: dict[str, Any], cache: PlanCache) 
         exp = _from_entry(exp_dir, overrides, hit)
         problems = C.source_problems(exp.train_config)
         if problems:
-            from peftbench.errors import ConfigError
-
             raise ConfigError(problems, f"experiment {exp.experiment_name}")
         return exp
     exp = C.load_experiment(exp_dir, overrides)
@@ -144,18 +144,14 @@ def load_experiment(exp_dir: Path, overrides: dict[str, Any], cache: PlanCache) 
 
 def device_kind(requested: str, cache: PlanCache) -> str:
     """The device kind (cpu/cuda/xpu/mps) `requested` resolves to on this machine; UserError
-    when an explicit device is not available, as `modeling.resolve_device` says."""
-    from peftbench.errors import UserError
-
+    when an explicit device is not available, as `hardware.resolve_device` says."""
     if requested.split(":")[0] == "cpu":
         return "cpu"  # always there: no torch needed to know it
     key = _sha256({"device": requested, "machine": _machine()})
     hit = cache.get(key)
     if hit is None:
-        from peftbench.training.modeling import resolve_device
-
         try:
-            hit = {"kind": resolve_device(requested).split(":")[0]}
+            hit = {"kind": hardware.resolve_device(requested).split(":")[0]}
         except UserError as exc:
             hit = {"error": str(exc)}
         cache.put(key, hit)
@@ -176,8 +172,6 @@ def _experiment_key(exp_dir: Path, overrides: dict[str, Any]) -> str:
 
 
 def _to_entry(exp: C.Experiment) -> dict[str, Any]:
-    from peftbench.record.runkey import canonical
-
     peft = None if exp.peft_config is None else json.loads(canonical(exp.peft_config.to_dict()))
     return {"train_config": exp.train_config.to_dict(), "peft_config": peft, "adapter_config": exp.adapter_config,
             "training_params": exp.training_params, "config_overrides": exp.config_overrides}
@@ -194,22 +188,20 @@ def _from_entry(exp_dir: Path, overrides: dict[str, Any], entry: dict[str, Any])
 
 @functools.cache
 def loading_source_sha256() -> str:
-    """sha256 over the source files of LOADING_SOURCES (names and contents)."""
+    """sha256 over the source files of LOADING_SOURCES (names and contents; a folder's modules in
+    sorted order)."""
     root = Path(peftbench.__file__).parent
     h = hashlib.sha256()
     files = []
     for rel in LOADING_SOURCES:
         path = root / rel
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    for path in files:
-        if "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        files = sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts) if path.is_dir() else [path]
+        for file in files:
+            h.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return h.hexdigest()
 
 
 def library_versions() -> dict[str, str | None]:
-    from peftbench.record.provenance import installed_versions
-
     return installed_versions(_LIBRARIES)
 
 

@@ -19,10 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.experiment import suite as S
 from peftbench.errors import ResultError, UserError
+from peftbench.experiment import plan_cache
+from peftbench.experiment import config as C
+from peftbench.experiment import suite as S
+from peftbench.record import provenance, runkey
+from peftbench.record import lock as L
 from peftbench.record import results as R
 from peftbench.record.results import Status
+from peftbench.record.runkey import explain_difference
 
 UNREADABLE = "unreadable"  # Recorded.status of a file `results.load` refuses
 
@@ -97,8 +102,6 @@ def decide(suite: Path, stem: str, run_key: str, inputs: dict[str, Any], main_an
     a success would go to results/; `overrides`: the plan's config-changing --set overrides
     (`Experiment.config_overrides`), so that a stale run is explained against a result made
     the same way (a --set run is no earlier version of the plain experiment)."""
-    from peftbench.record.runkey import explain_difference
-
     recorded = recorded_results(suite, stem)
     folders = (S.RESULTS,) if main_and_clean else (S.RESULTS, S.TEMPORARY_RESULTS)
     successes = sorted((r for f in folders for r in recorded[f] if r.status == Status.SUCCESS.value),
@@ -127,12 +130,6 @@ def plan(targets: list[str], seeds: list[int] | None, force: bool = False,
 
     `overrides` are the parsed `--set` values a run would get: they change the run key, so an
     up-to-date check without them would skip runs the user asked for."""
-    from peftbench.experiment import config as C
-    from peftbench.record import lock as L
-    from peftbench.record import provenance
-    from peftbench.experiment import plan_cache
-    from peftbench.record import runkey
-
     items: list[PlanItem] = []
     exp_dirs = [d for t in targets for d in S.discover_experiments(t)]
     if not exp_dirs:

@@ -6,21 +6,18 @@ results folders. The repository root is the MetaMathQA suite; `demo/` is the CPU
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from peftbench.experiment.config import (ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES,
-                                        overrides_text)
-from peftbench.errors import UserError
-from peftbench.record.results import Status
-
-RESULTS = "results"  # success on branch main with a clean tree, config as committed
-TEMPORARY_RESULTS = "temporary_results"  # success anywhere else
-CANCELLED_RESULTS = "cancelled_results"  # cancelled and failed runs
-STATE_DIR = ".peftbench"  # checkpoints and locks of the suite; ignored by git and by the dirty check
+from peftbench.errors import ResultError, UserError
+from peftbench.record import results as R
+from peftbench.record.layout import (ADAPTER_CONFIG_FILE, CANCELLED_RESULTS, DEFAULTS_FILE, EXPERIMENTS_DIR, RESULTS,
+                                     STATE_DIR, TEMPORARY_RESULTS, TRAINING_PARAMS_FILES)
+from peftbench.record.results import Status, predictions_path_for
 
 
 def is_experiment_dir(path: Path) -> bool:
@@ -131,6 +128,22 @@ def why_not_results(git, config_overrides: dict | None) -> str | None:
     return "; ".join(reasons) or None
 
 
+def overrides_text(overrides: dict[str, Any] | None) -> str:
+    """`{"max_steps": 2, "optimizer_kwargs": {"lr": 0.5}}` -> "max_steps=2, optimizer_kwargs.lr=0.5",
+    the `--set` form (a mapping's keys one by one, as `--set a.b=v` changes them)."""
+    parts = []
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and value:
+            parts += [f"{key}.{sub}={_set_text(v)}" for sub, v in value.items()]
+        else:
+            parts.append(f"{key}={_set_text(value)}")
+    return ", ".join(parts)
+
+
+def _set_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, stamp: str) -> Path:
     """Where a finished run's result goes (see README, "Where results go"). `main_and_clean`:
     `why_not_results` found no reason against results/."""
@@ -148,8 +161,6 @@ def result_path(suite: Path, stem: str, status: Status, main_and_clean: bool, st
 def move_aside(path: Path, stamp: str) -> Path:
     """Rename an unusable result (and its predictions) to `<name>.unreadable-<time>`, never
     deleting it. The new name does not end in .json, so no command reads it as a result again."""
-    from peftbench.record.results import predictions_path_for
-
     aside = path.with_name(f"{path.name}.unreadable-{stamp}")
     predictions = predictions_path_for(path)
     if predictions.exists():
@@ -163,9 +174,6 @@ def checked_result_path(suite: Path, stem: str, status: Status, main_and_clean: 
     """`result_path`, made safe for the existing main result it would replace: one of another
     experiment is left alone (the new result goes to temporary_results/ instead), an unreadable
     one is moved aside (`move_aside`). Only `results/<stem>.json` is ever replaced."""
-    from peftbench.errors import ResultError
-    from peftbench.record import results as R
-
     path = result_path(suite, stem, status, main_and_clean, stamp)
     if not path.exists() or path.parent.name != RESULTS:
         return path
@@ -181,6 +189,14 @@ def checked_result_path(suite: Path, stem: str, status: Status, main_and_clean: 
             f"this result goes to {elsewhere}")
         return elsewhere
     return path
+
+
+def suite_label(suite_dir: Path, git_root: str | None) -> str:
+    """How a result names its suite: the suite's folder relative to the repository root ("." for
+    the root suite, "demo"), or its absolute path outside a repository."""
+    if git_root:
+        return os.path.relpath(suite_dir, git_root)
+    return str(suite_dir)
 
 
 def state_dir(suite: Path) -> Path:

@@ -31,6 +31,9 @@ from typing import Any
 
 from peftbench.errors import ConfigError, UserError
 from peftbench.experiment import config as C
+from peftbench.experiment.suite import RESULTS
+from peftbench.fs import atomic_write_bytes, atomic_write_json
+from peftbench.scoring import stats
 
 RECORD_SCHEMA_VERSION = 1
 RECORD_KIND = "peftbench-tuning"
@@ -227,8 +230,6 @@ def choose(trials: list[dict[str, Any]], space: list[Param]) -> dict[str, Any] |
 def paired_difference(best_rows: list[dict[str, Any]], runner_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Best minus runner-up on the same validation items (paired bootstrap 95% interval, exact
     McNemar), from the two trials' validation predictions, matched by item id."""
-    from peftbench.analysis import stats  # numpy only; imported when a choice is reported
-
     a = {r["item_id"]: bool(r["correct_strict"]) for r in best_rows if r.get("split") == "valid"}
     b = {r["item_id"]: bool(r["correct_strict"]) for r in runner_rows if r.get("split") == "valid"}
     if not a or a.keys() != b.keys():
@@ -247,8 +248,6 @@ def paired_difference(best_rows: list[dict[str, Any]], runner_rows: list[dict[st
 def record_path(suite: Path, method: str, name: str, search_id: str | None = None) -> Path:
     """`results/tuning/<method>--<name>--<search id>.tuning.json`, the record of one search;
     without a search id the name records had before there was one per search."""
-    from peftbench.experiment.suite import RESULTS
-
     stem = f"{method}--{name}" + (f"--{search_id}" if search_id else "")
     return Path(suite) / RESULTS / TUNING_DIR / f"{stem}{RECORD_SUFFIX}"
 
@@ -392,8 +391,6 @@ def update_tuned_experiment(exp: C.Experiment, space: list[Param], chosen: dict[
 def disown_others(exp: C.Experiment, owner: Path) -> None:
     """After `owner` took `<name>-tuned/` over, the records that named it no longer do: each
     says which record replaced its choice (one record names a tuned folder at any time)."""
-    from peftbench.fs import atomic_write_json
-
     tuned = f"{exp.method}/{exp.name}{TUNED_SUFFIX}"
     for path, record in records_for(exp.suite_dir, exp.method, exp.name):
         if path != owner and record.get("tuned_experiment") == tuned:
@@ -403,8 +400,6 @@ def disown_others(exp: C.Experiment, owner: Path) -> None:
 
 def _write_tuned(exp: C.Experiment, dest: Path, files: dict[str, dict[str, Any]], chosen: dict[str, Any],
                  record_file: Path) -> None:
-    from peftbench.fs import atomic_write_json
-
     dest.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         atomic_write_json(dest / name, content)
@@ -412,8 +407,6 @@ def _write_tuned(exp: C.Experiment, dest: Path, files: dict[str, dict[str, Any]]
 
 
 def _readme_line(exp: C.Experiment, chosen: dict[str, Any], record_file: Path) -> None:
-    from peftbench.fs import atomic_write_bytes
-
     readme = exp.path.parent / "README.md"
     tuned = f"{exp.name}{TUNED_SUFFIX}"
     values = ", ".join(f"{k}={v}" for k, v in chosen["overrides"].items())

@@ -27,10 +27,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftbench.errors import UserError
+from peftbench.experiment import planning
 from peftbench.experiment import config as C
 from peftbench.experiment import suite as S
 from peftbench.experiment import tuning as T
+from peftbench.experiment.executors import RunItem, Settings, execute
+from peftbench.fs import atomic_write_json
+from peftbench.record import runkey
 from peftbench.record import results as R
+from peftbench.record.hardware import resolve_device
+from peftbench.tasks.sources import TUNE_SPLIT_SEED
 
 
 @dataclass
@@ -124,7 +130,6 @@ class Search:
         train, peft = T.split_overrides(self.space, params)
         trial_dir = trial_suite / C.EXPERIMENTS_DIR / self.exp.method / f"{self.exp.name}-t{T.params_id(params)}"
         trial_dir.mkdir(parents=True, exist_ok=True)
-        from peftbench.fs import atomic_write_json
 
         if self.exp.adapter_config is not None:
             atomic_write_json(trial_dir / C.ADAPTER_CONFIG_FILE, {**self.exp.adapter_config, **peft})
@@ -141,9 +146,6 @@ class Search:
             shutil.copyfile(src, dest)
 
     def run_key(self, trial_exp: C.Experiment) -> str:
-        from peftbench.record import runkey
-        from peftbench.training.modeling import resolve_device
-
         return runkey.compute(trial_exp, resolve_device(trial_exp.train_config.device).split(":")[0])[0]
 
     def validate_space(self) -> None:
@@ -318,8 +320,6 @@ class Search:
             return None
 
     def save(self) -> dict[str, Any]:
-        from peftbench.fs import atomic_write_json
-
         record = self.record()
         atomic_write_json(self.record_path, record)
         return record
@@ -363,8 +363,6 @@ def _stem(trial_exp: C.Experiment) -> str:
 
 def _result_with_key(trial_suite: Path, stem: str, key: str) -> Path | None:
     """The newest success, else the newest failure, of `stem` with run key `key`."""
-    from peftbench.experiment import planning
-
     recorded = [r for rs in planning.recorded_results(trial_suite, stem).values() for r in rs if r.run_key == key]
     for status in (T.SUCCESS, T.FAILED, T.CANCELLED):
         found = sorted((r for r in recorded if r.status == status), key=lambda r: r.created_at, reverse=True)
@@ -378,8 +376,6 @@ def _load_result(path: Path) -> dict[str, Any]:
 
 
 def _tune_split_seed() -> int:
-    from peftbench.tasks.sources import TUNE_SPLIT_SEED
-
     return TUNE_SPLIT_SEED
 
 
@@ -387,8 +383,6 @@ def run_child(trial_exp: C.Experiment, sets: list[str], opts: TuneOptions) -> tu
     """Run one trial as a child `peftbench run` through run-all's executors (local or Ray).
     Returns the outcome word, whether the user cancelled meanwhile (the child then recorded
     itself as cancelled), and the result the child wrote (None when it wrote none)."""
-    from peftbench.experiment.executors import RunItem, Settings, execute
-
     item = RunItem(trial_exp.path, trial_exp.train_config.seed, overrides=tuple(sets),
                    experiment=trial_exp.experiment_name, reason="tuning trial")
     # force: the search decided by run key that this trial must run; no second up-to-date check

@@ -8,6 +8,10 @@ train to adapters that differ in the last bits, which a sensitive method amplifi
 let a reader see why two results differ; they stay out of the run key, so a result remains
 valid on another machine (`compare` warns when a leaderboard mixes hardware, `diff` and
 `reproduce` name both sides).
+
+Also here, because a plan and a run must agree on them: the device a run uses (`resolve_device`:
+its kind is part of the run key) and whether this process runs with the portable CPU kernels that
+`peftbench run` pins for a deterministic run (`pinned_level`; training/cpu_kernels.py pins them).
 """
 
 from __future__ import annotations
@@ -18,12 +22,28 @@ import re
 import subprocess
 from typing import Any
 
+from peftbench.errors import UserError
+
 # CPU flags that select kernels (x86: /proc/cpuinfo names). Others (sse2, ...) are on every
 # x86-64 CPU and say nothing.
 KERNEL_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c")
 # Environment variables that restrict or pin the kernel paths; recorded when set.
 KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
                    "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+# The code paths `peftbench run` pins for a deterministic run on a CPU (training/cpu_kernels.py
+# says why these). ATEN_CPU_CAPABILITY: PyTorch's dispatch level. MKL_CBWR: MKL's conditional
+# numerical reproducibility branch, the AVX2 code path on any CPU that has it; STRICT also makes
+# it independent of the thread count (measured: "AVX2" alone gave different adapters with 1 and 2
+# threads, "AVX2,STRICT" the same). ONEDNN_MAX_CPU_ISA (and its older name DNNL_MAX_CPU_ISA):
+# the highest ISA oneDNN may use.
+PORTABLE_LEVEL = "AVX2"
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "DNNL_MAX_CPU_ISA": "AVX2",
+}
 
 
 def _proc_cpuinfo() -> dict[str, str]:
@@ -127,6 +147,35 @@ def _nvidia_driver() -> str | None:
         return None
     lines = out.stdout.strip().splitlines()
     return lines[0].strip() if out.returncode == 0 and lines else None
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` picks cuda, then xpu, then mps, else cpu. An explicit device must exist."""
+    import torch
+
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "xpu": hasattr(torch, "xpu") and torch.xpu.is_available(),
+        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if requested == "auto":
+        return next(kind for kind in ("cuda", "xpu", "mps", "cpu") if available[kind])
+    kind = requested.split(":")[0]
+    if not available.get(kind, False):
+        raise UserError(f"device {requested!r} is not available on this machine; use device \"auto\" or \"cpu\"")
+    return requested
+
+
+def pinned_level(environ: dict[str, str] | None = None, torch_capability: str | None = None) -> str | None:
+    """PORTABLE_LEVEL when this process runs with the pinned paths, else None. With
+    `torch_capability` (torch.backends.cpu.get_cpu_capability()), PyTorch must report it too."""
+    env = os.environ if environ is None else environ
+    if any(env.get(k) != v for k, v in PORTABLE_ENV.items()):
+        return None
+    if torch_capability is not None and torch_capability.upper() != PORTABLE_LEVEL:
+        return None
+    return PORTABLE_LEVEL
 
 
 def hardware_label(system_info: dict[str, Any] | None) -> str:

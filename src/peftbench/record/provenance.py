@@ -17,8 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.record import hardware
+from peftbench.record.layout import CANCELLED_RESULTS, DEFAULTS_FILE, RESULTS, STATE_DIR, TEMPORARY_RESULTS
+
 # Folders a run writes into; changes under them never make the tree "dirty".
-RUN_OUTPUT_DIRS = ("results", "temporary_results", "cancelled_results", ".peftbench")
+RUN_OUTPUT_DIRS = (RESULTS, TEMPORARY_RESULTS, CANCELLED_RESULTS, STATE_DIR)
 PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "bitsandbytes", "safetensors", "math-verify")
 
 
@@ -95,8 +98,6 @@ def git_state(suite_dir: str | os.PathLike) -> GitState:
 def _run_output_paths(root_path: Path, suite_dir: Path) -> list[str]:
     """RUN_OUTPUT_DIRS of `suite_dir` and of every suite found in the repository (tracked or not),
     relative to the repository root."""
-    from peftbench.experiment.config import DEFAULTS_FILE
-
     listed = _git(["ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", f"*{DEFAULTS_FILE}"],
                   root_path) or ""
     suites = {os.path.relpath(suite_dir, root_path)}
@@ -155,9 +156,6 @@ def _editable_commit(name: str) -> str | None:
 def system_info(device: str) -> dict[str, Any]:
     """The machine, and the hardware and kernel libraries that decide a run's last bits
     (record/hardware.py says why each field is there)."""
-    from peftbench.record import hardware
-    from peftbench.training.cpu_kernels import pinned_level
-
     info: dict[str, Any] = {
         "system": platform.system(), "release": platform.release(), "version": platform.version(),
         "machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0],
@@ -165,7 +163,7 @@ def system_info(device: str) -> dict[str, Any]:
     }
     info.update(hardware.cpu_info())
     info.update(hardware.kernel_libraries())
-    info["cpu_kernels_pinned"] = pinned_level(torch_capability=info["torch_cpu_capability"])
+    info["cpu_kernels_pinned"] = hardware.pinned_level(torch_capability=info["torch_cpu_capability"])
     info.update(hardware.gpu_info(device))
     return info
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from peftbench.errors import ResultError
-from peftbench.fs import atomic_write_bytes, json_default
+from peftbench.fs import atomic_write_bytes, json_default, sha256_file
 
 SCHEMA_VERSION = 2
 # the task of every result written before tasks existed (schema version 1 and the seed's files)
@@ -365,8 +365,6 @@ def predictions_changed(result_path: str | os.PathLike, run_info: dict[str, Any]
     """Why the predictions file a result names is not the one its run wrote (its sha256 differs
     from the recorded one), in words; None when it is, or when there is no file or no digest to
     compare. Every command that reads predictions to judge a run (rescore, diff) says so."""
-    from peftbench.fs import sha256_file
-
     path = named_predictions_path(result_path, run_info)
     expected = (run_info.get(RI_PREDICTIONS) or {}).get("sha256")
     if path is None or not expected or not path.is_file() or sha256_file(path) == expected:

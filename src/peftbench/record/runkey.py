@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import peftbench
-from peftbench import tasks
+from peftbench import identity, tasks
+from peftbench.demo import smollm
+from peftbench.record.provenance import installed_versions
 from peftbench.tasks import sources
-from peftbench.experiment.config import NUMBER_NEUTRAL_FIELDS
 
 # What decides a run's numbers, as paths relative to the package: whole folders are walked, so
 # a module added to one of them counts without anyone listing it. The training subpackage is the
@@ -47,10 +48,11 @@ from peftbench.experiment.config import NUMBER_NEUTRAL_FIELDS
 # the CLI) reads or schedules runs without changing their numbers.
 TRAINING_SOURCES = ("training", "demo/smollm.py", "experiment/config.py")
 LIBRARIES = ("torch", "transformers", "peft", "datasets")
-# Train config fields that cannot change the numbers (experiment/config.py says why): how often
-# to checkpoint (a resumed run equals an uninterrupted one, tests/training/test_resume.py) and
-# report_to.
-_NOT_OUTCOME_FIELDS = NUMBER_NEUTRAL_FIELDS
+# Train config fields that cannot change a run's numbers: how often to checkpoint (a resumed run
+# equals an uninterrupted one, tests/training/test_resume.py) and which experiment trackers watch
+# the run (they only read its numbers). The run key leaves them out, and a `--set` of them alone
+# does not keep a result out of results/ (experiment/config.py, `_config_overrides`).
+NUMBER_NEUTRAL_FIELDS = ("checkpoint_steps", "report_to")
 # Fields that name data or a model: a local path there is identified by its content (the Ray
 # executor ships these paths to its workers).
 SOURCE_FIELDS = ("model_id", "train_dataset", "eval_dataset", "forgetting_dataset")
@@ -90,8 +92,6 @@ def _sources_sha256(root: str, files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    from peftbench.record.provenance import installed_versions
-
     return installed_versions(LIBRARIES)
 
 
@@ -117,7 +117,7 @@ def _default(value):
 def run_key_inputs(train_config: dict[str, Any], peft_config, device_kind: str, datasets: dict[str, Any],
                    model: dict[str, Any]) -> dict[str, Any]:
     task = train_config.get("task") or tasks.DEFAULT_TASK
-    cfg = {k: v for k, v in train_config.items() if k not in _NOT_OUTCOME_FIELDS}
+    cfg = {k: v for k, v in train_config.items() if k not in NUMBER_NEUTRAL_FIELDS}
     cfg["device"] = device_kind
     # A local data or model path is identified by the hash of its content (datasets / model
     # below); the path itself would make a moved checkout look stale.
@@ -172,16 +172,26 @@ def _first_diff(old, new) -> str:
     return ""
 
 
+def model_identity(cfg) -> dict[str, Any]:
+    """What identifies the base model of `cfg` (a TrainConfig), without loading it: the packaged
+    GGUF's sha256, sha256 of a local folder, or the hub revision sha."""
+    model_id = cfg.model_id
+    if smollm.is_packaged_model(model_id):
+        return {"id": model_id, "source": "pypi", "gguf_sha256": smollm.gguf_sha256()}
+    expanded = os.path.expanduser(model_id)
+    if os.path.isdir(expanded):
+        return {"id": model_id, "source": "local", "local_sha256": identity.folder_sha256(expanded)}
+    return identity.hub_revision(model_id, "model", cfg.model_revision)
+
+
 def compute(exp, device_kind: str) -> tuple[str, dict[str, Any]]:
     """(run key, inputs) of an experiment without loading its model or data: the same function
     serves a run and a `run-all` plan, so both agree on what is up to date."""
-    from peftbench.training import modeling
-
     cfg = exp.train_config
     task = tasks.get(cfg.task)
     datasets = {"train": task.data_identity(cfg.train_dataset, "train"),
                 # a tuning trial reads only the validation pool: a new test set must not touch it
                 "eval": task.data_identity(cfg.eval_dataset, "tune" if cfg.tune_valid_size > 0 else "eval"),
                 "forgetting": sources.generic_identity(cfg.forgetting_dataset)}
-    inputs = run_key_inputs(cfg.to_dict(), exp.peft_config, device_kind, datasets, modeling.model_identity(cfg))
+    inputs = run_key_inputs(cfg.to_dict(), exp.peft_config, device_kind, datasets, model_identity(cfg))
     return run_key(inputs), inputs

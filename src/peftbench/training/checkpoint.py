@@ -20,19 +20,39 @@ import errno
 import os
 import random
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from peftbench.experiment import suite as S
 from peftbench.fs import atomic_write_with
-from peftbench.training.loop import TrainState
-from peftbench.training.signals import interrupt_behind
+from peftbench.signals import interrupt_behind
 
 # What a payload must hold to be restored; a file without them is not one of our checkpoints.
 KEYS = ("run_key", "state", "model", "optimizer", "scheduler", "scaler", "rng")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 MiB = 1 << 20
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides weights and optimizer: saved in checkpoints."""
+
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    train_time: float = 0.0  # seconds spent in training steps
+    eval_time: float = 0.0  # seconds spent in validation
+    train_samples: int = 0
+    total_tokens: int = 0  # non-padding tokens seen in training
+    window_loss: float = 0.0  # sums since the last evaluation
+    window_steps: int = 0
+    window_tokens: int = 0
+    window_time: float = 0.0
+    mem_reserved: list[int] = field(default_factory=list)  # per step, bytes (accelerators only)
+    mem_allocated: list[int] = field(default_factory=list)
+    last_valid_rows: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before: float = 0.0  # run time up to the checkpoint this state was saved in
+    resumed_from_step: int | None = None  # the checkpoint's step this attempt started from
 
 
 class NotWritten(Exception):

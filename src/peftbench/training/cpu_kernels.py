@@ -24,18 +24,8 @@ import platform
 import sys
 from dataclasses import dataclass
 
-PORTABLE_LEVEL = "AVX2"
-# ATEN_CPU_CAPABILITY: PyTorch's dispatch level. MKL_CBWR: MKL's conditional numerical
-# reproducibility branch, the AVX2 code path on any CPU that has it; STRICT also makes it
-# independent of the thread count (measured: "AVX2" alone gave different adapters with 1 and 2
-# threads, "AVX2,STRICT" the same). ONEDNN_MAX_CPU_ISA (and its older name DNNL_MAX_CPU_ISA):
-# the highest ISA oneDNN may use.
-PORTABLE_ENV = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "DNNL_MAX_CPU_ISA": "AVX2",
-}
+from peftbench.record.hardware import PORTABLE_ENV, PORTABLE_LEVEL, cpu_info
+
 _X86_MACHINES = ("x86_64", "amd64", "i686", "i386")
 
 
@@ -58,8 +48,6 @@ def pin_portable_kernels(environ: dict[str, str] | None = None, *, cpu_flags: li
     if machine not in _X86_MACHINES:
         return PinOutcome(False, f"not an x86-64 CPU ({machine}): CPU kernels not pinned")
     if cpu_flags is None:
-        from peftbench.record.hardware import cpu_info
-
         cpu_flags = cpu_info()["cpu_flags"]
     if "avx2" not in cpu_flags:
         return PinOutcome(False, "this CPU has no AVX2: CPU kernels not pinned")
@@ -68,14 +56,3 @@ def pin_portable_kernels(environ: dict[str, str] | None = None, *, cpu_flags: li
                                  "run `peftbench run` in a fresh process for portable results")
     env.update(PORTABLE_ENV)
     return PinOutcome(True, "CPU kernels pinned to " + PORTABLE_LEVEL)
-
-
-def pinned_level(environ: dict[str, str] | None = None, torch_capability: str | None = None) -> str | None:
-    """PORTABLE_LEVEL when this process runs with the pinned paths, else None. With
-    `torch_capability` (torch.backends.cpu.get_cpu_capability()), PyTorch must report it too."""
-    env = os.environ if environ is None else environ
-    if any(env.get(k) != v for k, v in PORTABLE_ENV.items()):
-        return None
-    if torch_capability is not None and torch_capability.upper() != PORTABLE_LEVEL:
-        return None
-    return PORTABLE_LEVEL

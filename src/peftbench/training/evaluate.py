@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from peftbench.record import results as R
+from peftbench.signals import raise_if_signalled
 from peftbench.tasks.base import Task
-from peftbench.training.signals import raise_if_signalled
+from peftbench.training import generation, methods
 
 
 @dataclass
@@ -31,8 +32,6 @@ class EvalOutcome:
 
 def _traits(model):
     """The PEFT method's MethodTraits (peftbench.training.methods knows the methods)."""
-    from peftbench.training import methods
-
     return methods.traits(getattr(model, "active_peft_config", None))
 
 
@@ -125,8 +124,6 @@ def evaluate_rows(model, tokenizer, rows: list[dict[str, Any]], *, task: Task, s
     that grades in batch (`Task.grades_in_batch`: the code task runs programs in parallel
     sandboxes) grades every text after generation, with the run's `grading` settings."""
     import time
-
-    from peftbench.training import generation
 
     start = time.perf_counter()
     was_training = model.training

@@ -22,33 +22,14 @@ from typing import Any, Callable
 
 from peftbench.errors import UserError
 from peftbench.experiment.config import TrainConfig
-from peftbench.training.trackers import Trackers
 from peftbench.record import results as R
-from peftbench.training import memory
+from peftbench.signals import raise_if_signalled
+from peftbench.training import memory, methods
+from peftbench.training import checkpoint as C
+from peftbench.training.checkpoint import TrainState
 from peftbench.training.data import batch_stream, collate_train
 from peftbench.training.loss import causal_lm_loss, eos_weighting, label_positions
-from peftbench.training.signals import raise_if_signalled
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs besides weights and optimizer: saved in checkpoints."""
-
-    step: int = 0
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    train_time: float = 0.0  # seconds spent in training steps
-    eval_time: float = 0.0  # seconds spent in validation
-    train_samples: int = 0
-    total_tokens: int = 0  # non-padding tokens seen in training
-    window_loss: float = 0.0  # sums since the last evaluation
-    window_steps: int = 0
-    window_tokens: int = 0
-    window_time: float = 0.0
-    mem_reserved: list[int] = field(default_factory=list)  # per step, bytes (accelerators only)
-    mem_allocated: list[int] = field(default_factory=list)
-    last_valid_rows: list[dict[str, Any]] = field(default_factory=list)
-    elapsed_before: float = 0.0  # run time up to the checkpoint this state was saved in
-    resumed_from_step: int | None = None  # the checkpoint's step this attempt started from
+from peftbench.training.trackers import Trackers
 
 
 class RunClock:
@@ -137,8 +118,6 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
     reads the sum at logging time (`_read_window_loss`); the token count comes from the CPU batch."""
     import torch
 
-    from peftbench.training import methods
-
     eos = eos_weighting(cfg.eos_loss_weight, eos_token_id)  # None at 1.0: the unweighted mean
     extra = methods.forward_kwargs(peft_config, batch)  # built from the CPU batch, moved by the model
     tokens = int(batch["attention_mask"].sum())
@@ -162,8 +141,6 @@ def train_step(model, batch: dict[str, Any], opt: Optimization, cfg: TrainConfig
 
 
 def _resume(t: Training, state: TrainState, opt: Optimization) -> None:
-    from peftbench.training import checkpoint as C
-
     if not t.resume:
         t.checkpoint_path.unlink(missing_ok=True)
         return
@@ -246,8 +223,6 @@ def _read_window_loss(t: Training, state: TrainState) -> None:
 
 
 def _checkpoint(t: Training, state: TrainState, opt: Optimization) -> None:
-    from peftbench.training import checkpoint as C
-
     _read_window_loss(t, state)
     state.elapsed_before = t.clock()
     try:
@@ -284,8 +259,6 @@ class Optimization:
 def build_optimizer(model, cfg: TrainConfig, peft_config):
     """The experiment's optimizer_type: a method's own optimizer (LoRA+, ...) or a torch.optim class."""
     import torch
-
-    from peftbench.training import methods
 
     optimizer = methods.build_peft_optimizer(cfg.optimizer_type, model, peft_config, cfg.optimizer_kwargs)
     if optimizer is not None:

@@ -22,17 +22,23 @@ from pathlib import Path
 
 from peftbench.errors import ConfigError, UserError
 from peftbench.experiment.config import ADAPTER_CONFIG_FILE
+from peftbench.record import hardware
+from peftbench.training import memory, methods
+from peftbench.training.modeling import model_source, torch_dtype
 
 # Files one of which a transformers model folder holds besides config.json.
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
 
 
 def check_builds(exp) -> None:
-    """Raise ConfigError when the experiment's model or adapter cannot be built, or when their
-    weights alone need more memory than the run's device has (`training/memory.weights_bytes`)."""
-    from peftbench.training import methods
-
+    """Raise ConfigError when the experiment's model or adapter cannot be built, when their
+    weights alone need more memory than the run's device has (`training/memory.weights_bytes`),
+    or when eos_loss_weight is not 1.0 for a method whose training loss is the model's own."""
     cfg = exp.train_config
+    # an eos_loss_weight the method's own loss would ignore (training.methods knows which)
+    weighting = methods.loss_weighting_problems(exp.peft_config, cfg.eos_loss_weight) if exp.peft_config else []
+    if weighting:
+        raise ConfigError(weighting, f"experiment {exp.experiment_name}")
     config = _model_config(cfg.model_id, cfg.model_revision, cfg.trust_remote_code)
     if config is None:
         return
@@ -46,8 +52,6 @@ def check_builds(exp) -> None:
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from peftbench.training.modeling import torch_dtype
 
     where = f"experiment {exp.experiment_name}"
     adapter_file = exp.path / ADAPTER_CONFIG_FILE
@@ -81,10 +85,8 @@ def check_builds(exp) -> None:
 def _check_memory(exp, model, adapter_file: Path | None) -> None:
     """ConfigError, with the estimate, when the weights alone exceed the device's memory: a LoRA
     r of 1e9 would otherwise start the run and fail when it allocates hundreds of GB."""
-    from peftbench.training import memory, modeling
-
     cfg = exp.train_config
-    device = modeling.resolve_device(cfg.device)
+    device = hardware.resolve_device(cfg.device)
     needed = memory.weights_bytes(model, cfg.dtype)
     available, what = memory.machine_memory(device)
     if needed <= available:
@@ -106,8 +108,6 @@ def _model_config(model_id: str, revision: str | None, trust_remote_code: bool):
     when only a download could tell (a hub id not cached yet)."""
     from transformers import AutoConfig
 
-    from peftbench.training.modeling import model_source
-
     source = model_source(model_id)  # a missing local folder or packaged model: UserError
     local = os.path.isdir(source)
     if local:
@@ -127,8 +127,6 @@ def _model_config(model_id: str, revision: str | None, trust_remote_code: bool):
 
 def _local_tokenizer(model_id: str, revision: str | None):
     from transformers import AutoTokenizer
-
-    from peftbench.training.modeling import model_source
 
     try:
         return AutoTokenizer.from_pretrained(model_source(model_id), revision=revision, local_files_only=True)

@@ -24,11 +24,13 @@ A training step therefore reads:
     after_optimizer_step(model, cfg, step)        # step counts from 0, as in peftbench.training.loop
     optimizer.zero_grad()
 
-This is the only module that branches on a PEFT method's type. Code elsewhere asks it:
+This is the only module that branches on a PEFT method's type (the methods this benchmark
+refuses are a table in experiment/catalog.py, which the catalog lists too). Code elsewhere asks it:
 
     traits(peft_config)                           a MethodTraits record: how evaluation must generate
                                                   (virtual tokens, KV prefix), whether the config is
-                                                  built from the tokenizer
+                                                  built from the tokenizer, whether the loss must
+                                                  come from the model's forward with labels
     check_optimizer(optimizer_type, peft_config)  the optimizers that belong to a method (LoRA+,
     build_peft_optimizer(...)                     LoRA-FA, Riemannian: experiment.config.PEFT_OPTIMIZERS)
     initialize_prefix(model, tokenizer, peft_config, text)
@@ -36,6 +38,9 @@ This is the only module that branches on a PEFT method's type. Code elsewhere as
     loss_computed_by_model(peft_config)           why the training loss must be the model's own
                                                   (training/loss.py), or None
     loss_weighting_problems(peft_config, w)       eos_loss_weight on such a method: refused, never ignored
+    fit_to_small_model(peft_config, steps, vocab_size, min_dim)
+                                                  a method's own fields fitted to a tiny model
+                                                  (capabilities/tiny.py, the tests)
 
 `peft_config` is a `peft.PeftConfig`, or None for full fine-tuning. Nothing here imports torch or
 peft at module import time.
@@ -46,18 +51,11 @@ from __future__ import annotations
 import copy
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from peftbench.errors import UserError
+from peftbench.experiment.catalog import UNSUPPORTED_METHODS
 from peftbench.experiment.config import PEFT_OPTIMIZERS
-
-# Why a PEFT method cannot run in this benchmark, by peft_type. check_supported raises with it.
-UNSUPPORTED_METHODS: dict[str, str] = {
-    "XLORA": (
-        "X-LoRA learns a router over LoRA experts that were trained before; it trains and saves no "
-        "weights of its own, so fine-tuning it from scratch on MetaMathQA produces no result to compare"
-    ),
-}
 
 # LoRA initialisations that need an extra pass over data or a quantised model that this runner
 # does not perform; the message says what is missing.
@@ -267,6 +265,28 @@ def prepare_peft_config(peft_config: Any, max_steps: int, tokenizer: Any = None)
         config.cpt_tokens_type_mask = types
         config.num_virtual_tokens = len(ids)
     return config
+
+
+def fit_to_small_model(peft_config: Any, steps: int, vocab_size: int, min_dim: Callable[[str], int]) -> None:
+    """Fit the method's own fields of `peft_config` (changed in place: give it a copy) to a small
+    model trained for `steps` steps, with `vocab_size` tokens and `min_dim(module_name)` the smaller
+    side of a target module's weight: schedules that end within the steps, token ids inside the
+    vocabulary, ranks below a side. Sizes every method shares (r, num_virtual_tokens, ...) are the
+    caller's (capabilities/tiny.py)."""
+    cfg, peft_type = peft_config, peft_type_of(peft_config)
+    if peft_type == "ADALORA":  # the pruning schedule must fit the steps
+        cfg.tinit, cfg.tfinal = 0, 0
+    elif peft_type == "ADAMSS":
+        cfg.asa_target_subspaces = min(cfg.asa_target_subspaces, 8)
+        cfg.init_warmup, cfg.final_warmup, cfg.mask_interval = 0, steps, 1
+    elif peft_type == "MISS":
+        cfg.mini_r = min(cfg.mini_r, cfg.r)
+    elif peft_type == "OSF" and cfg.rank_pattern:  # keep all but the last 4 directions frozen
+        cfg.rank_pattern = {name: min_dim(name) - 4 for name in cfg.rank_pattern}
+    elif peft_type == "TRAINABLE_TOKENS":
+        cfg.token_indices = sorted({i % vocab_size for i in cfg.token_indices})
+    elif peft_type == "CPT" and list(cfg.cpt_token_ids) != [0]:
+        cfg.cpt_token_ids = [i % vocab_size for i in cfg.cpt_token_ids]
 
 
 def cpt_context(tokenizer: Any) -> tuple[list[int], list[int]]:

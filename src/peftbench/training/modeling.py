@@ -1,4 +1,4 @@
-"""Base model, tokenizer and PEFT wrapping; device and dtype resolution.
+"""Base model, tokenizer and PEFT wrapping; dtype resolution (the device: record/hardware.py).
 
 Hardware needs are checked here, where they are used, with a message that says what to change;
 nothing touches a device at import time."""
@@ -9,28 +9,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from peftbench.experiment.config import TrainConfig
+from peftbench.demo import smollm
 from peftbench.errors import UserError
+from peftbench.experiment.config import TrainConfig
+from peftbench.training import methods
 
 _FLOAT_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-
-
-def resolve_device(requested: str) -> str:
-    """`auto` picks cuda, then xpu, then mps, else cpu. An explicit device must exist."""
-    import torch
-
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "xpu": hasattr(torch, "xpu") and torch.xpu.is_available(),
-        "mps": hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if requested == "auto":
-        return next(kind for kind in ("cuda", "xpu", "mps", "cpu") if available[kind])
-    kind = requested.split(":")[0]
-    if not available.get(kind, False):
-        raise UserError(f"device {requested!r} is not available on this machine; use device \"auto\" or \"cpu\"")
-    return requested
 
 
 def torch_dtype(name: str):
@@ -61,8 +45,6 @@ def quantization_config(cfg: TrainConfig, device: str):
 def model_source(model_id: str) -> str:
     """Where transformers loads the model from: a local folder, a hub id, or the converted
     folder of a model shipped in a PyPI package (the CPU demo's SmolLM2)."""
-    from peftbench.demo import smollm
-
     if smollm.is_packaged_model(model_id):
         return str(smollm.ensure_model_dir(model_id))
     expanded = os.path.expanduser(model_id)
@@ -71,21 +53,6 @@ def model_source(model_id: str) -> str:
     if model_id.startswith((".", "/", "~")):
         raise UserError(f"model_id {model_id!r}: local folder does not exist")
     return model_id
-
-
-def model_identity(cfg: TrainConfig) -> dict[str, Any]:
-    """What identifies the base model, without loading it: the packaged GGUF's sha256, sha256
-    of a local folder, or the hub revision sha."""
-    from peftbench import identity
-    from peftbench.demo import smollm
-
-    model_id = cfg.model_id
-    if smollm.is_packaged_model(model_id):
-        return {"id": model_id, "source": "pypi", "gguf_sha256": smollm.gguf_sha256()}
-    expanded = os.path.expanduser(model_id)
-    if os.path.isdir(expanded):
-        return {"id": model_id, "source": "local", "local_sha256": identity.folder_sha256(expanded)}
-    return identity.hub_revision(model_id, "model", cfg.model_revision)
 
 
 def load_tokenizer(cfg: TrainConfig, source: str):
@@ -130,7 +97,6 @@ def load_model(cfg: TrainConfig, peft_config, device: str) -> LoadedModel:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if peft_config is not None:
         from peft import get_peft_model
-        from peftbench.training import methods
 
         if quant is not None:
             from peft import prepare_model_for_kbit_training

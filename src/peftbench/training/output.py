@@ -18,6 +18,7 @@ from typing import Callable
 from peftbench.errors import UserError
 from peftbench.experiment.config import (ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES,
                                          Experiment)
+from peftbench.experiment.suite import state_dir
 
 FALLBACK_DIR = "unwritten_results"  # under the suite's .peftbench/ (ignored by git)
 
@@ -80,8 +81,6 @@ def _is_local_model(model_id: str, target: Path) -> bool:
 
 def fallback_dirs(suite_dir: Path) -> list[Path]:
     """Where a result goes when its own folder refuses it, in order of preference."""
-    from peftbench.experiment.suite import state_dir
-
     return [state_dir(suite_dir) / FALLBACK_DIR, Path(tempfile.gettempdir()) / f"peftbench-{FALLBACK_DIR}"]
 
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftbench.record import results as R
-from peftbench.experiment.config import ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES
+from peftbench.demo.smollm import is_packaged_model
 from peftbench.errors import UserError
+from peftbench.experiment.config import (ADAPTER_CONFIG_FILE, DEFAULTS_FILE, EXPERIMENTS_DIR, TRAINING_PARAMS_FILES,
+                                         is_local_source)
+from peftbench.record import results as R
 
 # Metrics entry keys that measure the machine (seconds, throughput, bytes): they differ between
 # two runs of the same experiment and say nothing about whether the numbers reproduce.
@@ -59,9 +61,6 @@ def read_recorded(path: str | os.PathLike) -> dict[str, Any]:
 
 def missing_local_paths(train_config: dict[str, Any]) -> list[str]:
     """Recorded local model/data paths that no longer exist, as 'field: path' lines."""
-    from peftbench.experiment.config import is_local_source
-    from peftbench.demo.smollm import is_packaged_model
-
     missing = []
     for name in PATH_FIELDS:
         value = train_config.get(name)

@@ -24,13 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from peftbench import tasks
-from peftbench.record import results as R
-from peftbench.experiment.config import Experiment
+from peftbench import fs, tasks
 from peftbench.errors import ExitCode, RunCancelled, UserError
-from peftbench.record.results import Status
+from peftbench.experiment import planning
+from peftbench.experiment import suite as S
+from peftbench.experiment.config import Experiment
+from peftbench.fs import sha256_file
+from peftbench.record import hardware, provenance, runkey
+from peftbench.record import lock as L
+from peftbench.record import results as R
+from peftbench.record.results import M_TRAIN_LOSS, Status
+from peftbench.signals import interrupt_behind, sigterm_raises
 from peftbench.terminal import printable
-from peftbench.training.signals import interrupt_behind, sigterm_raises
+from peftbench.training import data, methods, modeling, trackers
+from peftbench.training import checkpoint as C
+from peftbench.training import loop as T
+from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy, text_cross_entropy
+from peftbench.training.loop import RunClock
+from peftbench.training.memory import memory_summary
+from peftbench.training.output import check_writable, fallback_dirs, write_with_fallback
 from peftbench.training.trackers import Trackers
 
 
@@ -119,10 +131,6 @@ class _Run:
 def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> RunOutcome:
     """Train, evaluate and record `exp`. Returns the outcome; raises UserError for bad input
     found before training starts (nothing written then)."""
-    from peftbench.record import lock as L
-    from peftbench.experiment import suite as S
-    from peftbench.training.loop import RunClock
-
     cfg = exp.train_config
     stem = S.result_stem(exp.method, exp.name, cfg.seed, default_seed)
     run = _Run(exp, opts, R.empty_result(), RunClock(), stem, default_seed, task=tasks.get(cfg.task))
@@ -138,8 +146,6 @@ def run_experiment(exp: Experiment, opts: RunOptions, default_seed: int = 0) -> 
 
 
 def _run_locked(run: _Run) -> RunOutcome:
-    from peftbench.experiment import planning
-
     _record_static_info(run)
     _preflight(run)  # bad input -> UserError, nothing written
     if run.opts.if_stale:
@@ -186,9 +192,6 @@ def _run_locked(run: _Run) -> RunOutcome:
 
 
 def _record_static_info(run: _Run) -> None:
-    from peftbench.experiment import suite as S
-    from peftbench.record import provenance
-
     exp, info = run.exp, run.result[R.RUN_INFO]
     git = provenance.git_state(exp.suite_dir)
     run.git = git
@@ -196,7 +199,7 @@ def _record_static_info(run: _Run) -> None:
     info.update(
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         experiment_name=exp.experiment_name,
-        suite=suite_label(exp.suite_dir, git.root),
+        suite=S.suite_label(exp.suite_dir, git.root),
         seed=exp.train_config.seed,
         peft_branch=git.branch,
         git=git.to_dict(),
@@ -209,13 +212,6 @@ def _record_static_info(run: _Run) -> None:
     )
 
 
-def suite_label(suite_dir: Path, git_root: str | None) -> str:
-    if git_root:
-        rel = os.path.relpath(suite_dir, git_root)
-        return "." if rel == "." else rel
-    return str(suite_dir)
-
-
 def _peft_config_dict(peft_config) -> dict | None:
     if peft_config is None:
         return None
@@ -225,12 +221,8 @@ def _peft_config_dict(peft_config) -> dict | None:
 
 def _preflight(run: _Run) -> None:
     """Checks that need no model: device, quantization, method support, data sources."""
-    from peftbench.training import methods
-    from peftbench.training import modeling
-    from peftbench.record import runkey
-
     cfg = run.exp.train_config
-    run.device = modeling.resolve_device(cfg.device)
+    run.device = hardware.resolve_device(cfg.device)
     modeling.quantization_config(cfg, run.device)
     if run.exp.peft_config is not None:
         methods.check_supported(run.exp.peft_config)
@@ -249,9 +241,6 @@ def grading_settings(cfg) -> dict[str, Any]:
 
 def _check_result_folders(run: _Run) -> None:
     """The folders a success and a failure would be written to take files (before training)."""
-    from peftbench.experiment import suite as S
-    from peftbench.training.output import check_writable
-
     for status in (Status.SUCCESS, Status.FAILED):
         check_writable(S.result_path(run.exp.suite_dir, run.stem, status, run.to_results, "probe").parent)
 
@@ -272,10 +261,6 @@ def _setup(run: _Run) -> None:
     import torch
 
     _quiet_libraries()
-
-    from peftbench.training import data
-    from peftbench.training import modeling
-    from peftbench.record import provenance
 
     exp, cfg, log = run.exp, run.exp.train_config, run.opts.log
     # Seeding the global RNGs here, once per run, is the runner's job; no helper seeds anything.
@@ -311,15 +296,12 @@ def _setup(run: _Run) -> None:
     trainable, total = modeling.count_parameters(model)
     run.result[R.TRAIN_INFO].update(num_trainable_params=trainable, num_total_params=total)
     log(f"model: {cfg.model_id} on {run.device}, {trainable:,} trainable of {total:,} parameters")
-    from peftbench.training import methods
 
     methods.initialize_prefix(model, tokenizer, exp.peft_config, cfg.init_kv_cache_prefix)
 
 
 def _forgetting_loss(run: _Run) -> float | None:
     import time
-
-    from peftbench.training.evaluate import text_cross_entropy
 
     cfg = run.exp.train_config
     start = time.perf_counter()
@@ -335,9 +317,6 @@ def _forgetting_loss(run: _Run) -> float | None:
 def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
     """Generate and grade `rows` with the run's model; returns an evaluate.EvalOutcome (with the
     validation loss for the valid split)."""
-    from peftbench.training import methods
-    from peftbench.training.evaluate import evaluate_rows, qa_cross_entropy
-
     cfg = run.exp.train_config
     bar = _bar(run.opts.progress, len(rows), f"{split} eval")
     try:
@@ -358,9 +337,6 @@ def _evaluate_split(run: _Run, split: str, rows: list[dict[str, str]]):
 def _train(run: _Run) -> None:
     """The training loop (peftbench.training.loop), after the forgetting measure of the base
     model. An evaluation-only run (max_steps 0) trains nothing."""
-    from peftbench.training import checkpoint as C
-    from peftbench.training import loop as T
-
     cfg = run.exp.train_config
     run.forgetting_before = _forgetting_with_adapter_disabled(run)
     run.state = T.TrainState()
@@ -387,9 +363,6 @@ def _train(run: _Run) -> None:
 def _start_trackers(run: _Run) -> Trackers:
     """The report_to trackers, told the run's name, config and run key. A tracker that cannot
     start warns once and is left out; the run goes on."""
-    from peftbench.experiment import suite as S
-    from peftbench.training import trackers
-
     description = trackers.describe_run(run.exp, run.run_key, run.result[R.RUN_INFO][R.RI_SUITE],
                                         S.state_dir(run.exp.suite_dir))
     return Trackers.start(run.exp.train_config.report_to, description, warn=run.opts.log)
@@ -449,8 +422,6 @@ class _NotTested:
 
 
 def _mean_train_loss(state) -> float | None:
-    from peftbench.record.results import M_TRAIN_LOSS
-
     losses = [m[M_TRAIN_LOSS] for m in state.metrics if m.get(M_TRAIN_LOSS) is not None]
     return losses[-1] if losses else None
 
@@ -461,8 +432,6 @@ def _pct(value) -> str:
 
 def _finish(run: _Run) -> None:
     """Save the adapter and record sizes."""
-    from peftbench.fs import sha256_file
-
     model, info = run.loaded.model, run.result[R.TRAIN_INFO]
     if run.exp.train_config.max_steps == 0:
         # Evaluation only: nothing was trained, so there is nothing to save or count.
@@ -493,10 +462,6 @@ def _finish(run: _Run) -> None:
 
 def _write_result(run: _Run, status: Status, error: BaseException | None) -> Path:
     """Write predictions then the result, both atomically; decide the folder by status and git."""
-    from peftbench.experiment import suite as S
-    from peftbench.training.memory import memory_summary
-    from peftbench.training.output import fallback_dirs, write_with_fallback
-
     info, train_info = run.result[R.RUN_INFO], run.result[R.TRAIN_INFO]
     train_info[R.TI_STATUS] = status.value
     state = run.state
@@ -530,13 +495,11 @@ def _write_result(run: _Run, status: Status, error: BaseException | None) -> Pat
 
 def _write_files(run: _Run, rows: list[dict[str, Any]], status: Status, path: Path) -> None:
     """The predictions, then the result that names them; both atomic."""
-    from peftbench.fs import atomic_write_json
-
     if rows or status is Status.SUCCESS:
         pred_path = R.predictions_path_for(path)
         digest = R.write_predictions(pred_path, rows)
         run.result[R.RUN_INFO][R.RI_PREDICTIONS] = {"file": pred_path.name, "sha256": digest}
-    atomic_write_json(path, run.result)
+    fs.atomic_write_json(path, run.result)  # through the module: a test makes this write fail
 
 
 # Traceback lines a failed run prints with --debug; the whole traceback is in the result.

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftbench.errors import UserError
+from peftbench.training import loop, methods
+from peftbench.training.data import batch_stream, collate_train
 
 
 @dataclass
@@ -41,8 +43,6 @@ class StepsRun:
 
 def step_batches(samples: list[dict[str, Any]], tokenizer, cfg, steps: int) -> list[dict[str, Any]]:
     """The collated CPU batches of steps 0..steps-1, in the order the training loop draws them."""
-    from peftbench.training.data import batch_stream, collate_train
-
     stream = batch_stream([len(s["input_ids"]) for s in samples], cfg.batch_size, cfg.seed)
     return [collate_train([samples[i] for i in next(stream)], tokenizer.pad_token_id, cfg.train_on_prompt)
             for _ in range(steps)]
@@ -51,8 +51,6 @@ def step_batches(samples: list[dict[str, Any]], tokenizer, cfg, steps: int) -> l
 def check_comparable(peft_config, batch: dict[str, Any], cfg) -> None:
     """UserError when the method needs peftbench hooks that Trainer does not run, or when the
     config weighs the EOS token (Trainer's loss is the plain mean)."""
-    from peftbench.training import methods
-
     if cfg.eos_loss_weight != 1.0:
         raise UserError(f"eos_loss_weight is {cfg.eos_loss_weight:g}, and HF Trainer's loss weighs every token the "
                         "same; compare the loops with eos_loss_weight 1.0")
@@ -67,8 +65,6 @@ def _token_count(batches) -> int:
 
 def run_peftbench(model, cfg, peft_config, device: str, batches: list[dict[str, Any]]) -> StepsRun:
     """peftbench's training step (loop.train_step) over `batches`."""
-    from peftbench.training import loop
-
     opt = loop.Optimization.build(model, cfg, peft_config, device)
     model.train()
     losses = []
@@ -83,8 +79,6 @@ def run_hf_trainer(model, cfg, peft_config, device: str, batches: list[dict[str,
     """HF Trainer over the same batches, with peftbench's optimizer and schedule."""
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
-
-    from peftbench.training import loop
 
     opt = loop.Optimization.build(model, cfg, peft_config, device)
     losses: list[Any] = []

@@ -24,8 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from peftbench.experiment.executors import RAN, Outcome, RunItem, Settings
-from peftbench.fs import read_json_or_none
+from peftbench.experiment.executors.base import RAN, Outcome, RunItem, Settings
+from peftbench.fs import atomic_write_json, read_json_or_none
+from peftbench.terminal import short_path
 
 OUTCOME_FILE_OPTION = "--outcome-file"
 EXPECTED_RUN_KEY_OPTION = "--expected-run-key"
@@ -65,8 +66,6 @@ def write_outcome(path: str | Path, *, experiment: str, seed: int | None, status
                   result_path: Path | None = None, detail: str | None = None, error: str | None = None,
                   run_key: str | None = None, expected_run_key: str | None = None) -> None:
     """Called by the child (`peftbench run --outcome-file PATH`)."""
-    from peftbench.fs import atomic_write_json
-
     matched = None if expected_run_key is None or run_key is None else run_key == expected_run_key
     atomic_write_json(path, {
         "experiment": experiment, "seed": seed, "status": status,
@@ -91,8 +90,6 @@ def judge(item: RunItem, code: int, reported: dict[str, Any] | None, seconds: fl
         status = reported["status"]
         result = Path(reported["result_path"]) if reported.get("result_path") else None
         if status in RAN:
-            from peftbench.commands.status import short_path
-
             detail = short_path(result) if result is not None else "no result written"
         else:
             detail = reported.get("detail") or reported.get("error") or status

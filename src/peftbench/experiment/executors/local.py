@@ -14,15 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-from peftbench.experiment.executors import (
-    Outcome,
-    Outcomes,
-    RunItem,
-    Settings,
-    Terminated,
-    child,
-)
-from peftbench.training.signals import sigterm_raises
+from peftbench.experiment import planning
+from peftbench.experiment.config import parse_overrides
+from peftbench.experiment.executors import child
+from peftbench.experiment.executors.base import Outcome, Outcomes, RunItem, Settings, Terminated
+from peftbench.signals import sigterm_raises
 
 
 def execute(items: list[RunItem], settings: Settings) -> Outcomes:
@@ -53,9 +49,6 @@ def execute(items: list[RunItem], settings: Settings) -> Outcomes:
 def recheck(item: RunItem, settings: Settings) -> Outcome | None:
     """None when `item` is still to run as things stand now (earlier runs of this and of other
     drivers included); else its skipped or invalid outcome."""
-    from peftbench.experiment import planning
-    from peftbench.experiment.config import parse_overrides
-
     [now] = planning.plan([str(item.path)], [item.seed], force=settings.force,
                           overrides=parse_overrides(list(item.overrides)))
     if now.action == "run":

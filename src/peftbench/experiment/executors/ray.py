@@ -36,14 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.errors import UserError
-from peftbench.experiment.executors import (
-    Outcome,
-    Outcomes,
-    RunItem,
-    Settings,
-    child,
-    staging,
-)
+from peftbench.experiment import planning
+from peftbench.experiment import suite as S
+from peftbench.experiment.config import load_experiment, parse_overrides, suite_default_seed
+from peftbench.experiment.executors import child, staging
+from peftbench.experiment.executors.base import Outcome, Outcomes, RunItem, Settings
+from peftbench.experiment.executors.local import recheck
+from peftbench.fs import cache_root
+from peftbench.record import provenance, runkey
+from peftbench.record import lock as L
+from peftbench.record.hardware import resolve_device
+from peftbench.record.results import predictions_path_for
 
 AUTO = "auto"  # --address auto: join the cluster Ray finds (RAY_ADDRESS, the last `ray start`)
 LOCAL = "local"  # ray.init's word for "start a fresh instance here", whatever else is running
@@ -187,7 +190,6 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
     if _value(board.cancelled.remote()):
         return {"node": node, "not_started": True}
     board.started.remote(index, node)
-    from peftbench.fs import cache_root
 
     cache = cache_root()
     # By node: nodes that share a file system (several on one machine) keep their runs apart.
@@ -224,8 +226,6 @@ def run_task(index: int, b: staging.Bundle, sources: dict[str, Any], cmd_setting
         reported = child.read_outcome(outcome_file)
         result_bytes = predictions = None
         if reported is not None and reported.get("status") in ("success", "failed", "cancelled") and reported.get("result_path"):
-            from peftbench.record.results import predictions_path_for
-
             result_path = Path(reported["result_path"])
             result_bytes = result_path.read_bytes()
             pred = predictions_path_for(result_path)
@@ -336,18 +336,6 @@ class _Driver:
 
     def _submit(self, index: int, item: RunItem) -> None:
         """Check, lock, ship: or record why not."""
-        from peftbench.experiment import planning
-        from peftbench.experiment import suite as S
-        from peftbench.experiment.config import (
-            load_experiment,
-            parse_overrides,
-            suite_default_seed,
-        )
-        from peftbench.experiment.executors.local import recheck
-        from peftbench.record import lock as L
-        from peftbench.record import provenance, runkey
-        from peftbench.training.modeling import resolve_device
-
         now = recheck(item, self.settings)
         if now is not None:
             print(f"  {item.experiment} (seed {item.seed}): {now.detail}: not started", file=sys.stderr, flush=True)
@@ -423,8 +411,6 @@ class _Driver:
 
     def _judge(self, sub: _Submitted, payload: dict[str, Any]) -> Outcome:
         import json
-
-        from peftbench.record import runkey
 
         if payload.get("not_started"):
             return Outcome(sub.item, "not started", "run-all was cancelled", node=payload["node"])

@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peftbench.experiment import suite as S
 from peftbench.experiment.config import DEFAULTS_FILE, EXPERIMENTS_DIR
+from peftbench.fs import atomic_write_bytes, atomic_write_json
+from peftbench.record import results as R
 
 
 @dataclass
@@ -132,14 +135,9 @@ def write_returned(suite: Path, stem: str, result_bytes: bytes, predictions: byt
     """Write a result that came back from a worker into `suite`'s folders, as a local run would:
     the folder by status and the suite's git state (`git`: provenance.GitState), predictions
     first, both atomically. `staged` maps each config field to the worker's path of its source."""
-    from peftbench.experiment import suite as S
-    from peftbench.fs import atomic_write_bytes, atomic_write_json
-    from peftbench.record import results as R
-    from peftbench.training.runner import suite_label
-
     result: dict[str, Any] = json.loads(result_bytes)
     info = result["run_info"]
-    info.update(git=git.to_dict(), peft_branch=git.branch, suite=suite_label(suite, git.root))
+    info.update(git=git.to_dict(), peft_branch=git.branch, suite=S.suite_label(suite, git.root))
     for name, src in b.sources.items():
         if name in staged:
             back = {staged[name]: src.original, str(Path(staged[name]).resolve()): str(Path(src.original).resolve())}

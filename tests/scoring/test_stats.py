@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from peftbench.analysis import stats
+from peftbench.scoring import stats
 
 
 def test_wilson_interval_matches_the_textbook_value():

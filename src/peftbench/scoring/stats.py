@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads in the two functions that use it
+    import numpy as np
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 ALPHA = 0.05
@@ -120,6 +121,8 @@ def paired_bootstrap(diffs: np.ndarray, n_bootstrap: int, seed: int, level: floa
     from a multinomial gives exactly the same distribution as resampling indices, in
     O(n_bootstrap) memory instead of O(n_bootstrap * n). The generator is local and seeded:
     the same inputs give the same interval."""
+    import numpy as np
+
     n = len(diffs)
     if n == 0:
         raise ValueError("no items to compare")
@@ -136,6 +139,8 @@ def paired_bootstrap(diffs: np.ndarray, n_bootstrap: int, seed: int, level: floa
 def compare_paired(correct_a: Sequence[bool], correct_b: Sequence[bool], n_bootstrap: int = 10_000,
                    seed: int = 0) -> PairedComparison:
     """Everything `peftbench diff` reports, from two aligned per-item correctness vectors."""
+    import numpy as np
+
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
