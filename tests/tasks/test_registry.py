@@ -76,3 +76,14 @@ def test_only_a_tasks_own_files_and_graders_are_in_its_code_identity(tmp_path, m
         f.write("\n# an edit of the commonsense task\n")
     again = {name: runkey.code_identity(name) for name in before}
     assert again["commonsense"] != after["commonsense"] and again["metamathqa"] == after["metamathqa"]
+
+
+def test_every_published_result_of_the_reference_study_loads_as_metamathqa(published_results):
+    from peftbench.analysis import leaderboard as lb
+    from peftbench.record import results as R
+
+    files = sorted(published_results.glob("*.json"))
+    assert len(files) == 63
+    assert {R.task_name(R.load(f)) for f in files} == {"metamathqa"}
+    frame = lb.leaderboard(lb.load_runs([published_results]))
+    assert set(frame["task"]) == {"metamathqa"} and len(frame) == 63

@@ -77,19 +77,19 @@ def notes(rows: list[dict]) -> list[str]:
     return lines
 
 
-def human(n) -> str:
+def _scaled(n, units, scaled_format: str, plain_format: str) -> str:
+    """`n` in the largest of `units` ((name, size), largest first) it reaches; "n/a" for None."""
     if n is None:
         return "n/a"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, size in units:
         if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
+            return scaled_format.format(n / size, unit)
+    return plain_format.format(n)
+
+
+def human(n) -> str:
+    return _scaled(n, (("B", 1e9), ("M", 1e6), ("K", 1e3)), "{:.2f}{}", "{}")
 
 
 def human_bytes(n) -> str:
-    if n is None:
-        return "n/a"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    return _scaled(n, (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)), "{:.1f} {}", "{} B")
