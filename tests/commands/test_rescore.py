@@ -232,7 +232,7 @@ def test_rescore_runs_without_torch(tmp_path):
     code = (
         "import sys, argparse\n"
         "from peftbench.commands import rescore\n"
-        f"rescore.run(argparse.Namespace(results=[__import__('pathlib').Path({str(path)!r})], write=False))\n"
+        f"rescore.run(argparse.Namespace(results=[__import__('pathlib').Path({str(path)!r})], write=False, allow_weak_sandbox=False, grading_workers=None))\n"
         "assert 'torch' not in sys.modules, 'rescore imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

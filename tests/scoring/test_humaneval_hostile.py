@@ -240,7 +240,7 @@ _CANCEL_SCRIPT = r"""
 import signal, sys
 from peftbench.errors import RunCancelled
 from peftbench.scoring import humaneval, sandbox
-from peftbench.training.signals import sigterm_raises
+from peftbench.signals import sigterm_raises
 
 fresh_uid = sandbox._fresh_uid
 def recording_fresh_uid():
