@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import os
 from pathlib import Path
 
@@ -26,6 +27,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A shell that starts a command in the background without job control (`make test &`, a CI
+# runner's script) hands it SIGINT ignored, and an ignored signal stays ignored across exec: the
+# tests that press Ctrl+C on a child run would then wait for a cancel that never comes. Python's
+# own handler makes every child start with SIGINT at its default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _CORPUS = [
     "Question: Tom has 3 apples and buys 4 more. How many apples does he have? Think step by step.",
