@@ -46,10 +46,12 @@ def split_of(canonical: str, buckets: dict[str, range]) -> str:
     return next(name for name, share in buckets.items() if bucket in share)
 
 
-def draw(dataset_id: str, split: str, n: int, seed: int, families: Sequence[Callable[[random.Random], P]],
+def draw(dataset_id: str, split: str, n: int, seed: int | None, families: Sequence[Callable[[random.Random], P]],
          split_of_problem: Callable[[P], str], key: Callable[[P], str]) -> list[P]:
     """`n` problems of `split`, distinct by `key`, drawn from `families` with a local RNG seeded
     `seed` (the global RNG is never touched), in generation order."""
+    if split not in BUCKETS:
+        raise UserError(f"{dataset_id}: unknown split {split!r}; available: {sorted(BUCKETS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise UserError(f"{dataset_id}: number of rows must be a non-negative integer, got {n!r}")
     rng = random.Random(seed)
