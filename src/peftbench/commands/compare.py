@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.OK
     runs = compare.load_runs(args.paths, include_temporary=args.include_temporary, strict=args.strict)
     runs = select_task(runs, args.task)
-    frame = compare.leaderboard(runs)
+    board = compare.leaderboard(runs)  # before --filter: the cross-task view shows every row
+    frame = board
     for warning in (compare.engine_mix_warning(frame), compare.hardware_mix_warning(frame)):
         if warning:
             print(warning, file=sys.stderr)
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if not task_names:
         sys.stdout.write(render(frame, frame, args.format))
     if len(task_names) > 1:
-        sys.stdout.write("\n" + cross_task.render_text(cross_task.build(runs)))
+        sys.stdout.write("\n" + cross_task.render_text(cross_task.build(runs, board)))
     return ExitCode.OK
 
 
@@ -136,7 +137,7 @@ def select_task(runs, task: str | None):
 
 
 def _task_heading(task: str, fmt: str) -> str:
-    description = tasks.get(task).description if task in tasks.names() else "a task this peftbench does not know"
+    description = tasks.describe(task)
     return f"## task {task}: {description}\n\n" if fmt == "markdown" else f"task {task}: {description}\n"
 
 

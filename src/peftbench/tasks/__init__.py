@@ -12,18 +12,20 @@ Adding a task is adding one module here that defines a `Task` subclass and decor
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 
-from peftbench.errors import UserError
-from peftbench.tasks.base import DEFAULT_TASK, Task, register, registered, suggest_name
+from peftbench.errors import UserError, suggest
+from peftbench.tasks.base import DEFAULT_TASK, Task, register, registered
 
-__all__ = ["DEFAULT_TASK", "Task", "get", "names", "register"]
+__all__ = ["DEFAULT_TASK", "Task", "describe", "get", "names", "register"]
 
 # modules of this package that hold no task
 _NOT_TASKS = {"base", "sources"}
 
 
+@functools.cache  # once per process: config validation asks for every experiment of a plan
 def _discover() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.name not in _NOT_TASKS:
@@ -41,5 +43,10 @@ def get(name: str) -> Task:
     _discover()
     tasks = registered()
     if not isinstance(name, str) or name not in tasks:
-        raise UserError(f"task: unknown task {name!r};{suggest_name(str(name), tasks)}")
+        raise UserError(f"task: unknown task {name!r};{suggest(str(name), tasks)}")
     return tasks[name]
+
+
+def describe(name: str) -> str:
+    """The task's one-line description, also for a name a result holds that no task here has."""
+    return get(name).description if name in names() else "a task this peftbench does not know"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peftbench.errors import UserError, suggest
+from peftbench.errors import UserError
 
 DEFAULT_TASK = "metamathqa"
 
@@ -40,10 +40,6 @@ def register(cls):
 
 def registered() -> dict[str, "Task"]:
     return dict(_REGISTRY)
-
-
-def suggest_name(name: str, tasks) -> str:
-    return suggest(name, tasks)
 
 
 @dataclass
