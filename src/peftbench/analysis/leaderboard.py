@@ -316,8 +316,8 @@ def rows_of_test_split(run: Run) -> list[dict[str, Any]] | None:
 
 def headline_field(run: Run) -> str:
     """The predictions field of the headline grade of the run's task ("correct_strict" for GSM8K)."""
-    return f"correct_{tasks.get(task_name(run.result)).grade_names[0]}" if task_name(run.result) in tasks.names() \
-        else "correct_strict"
+    name = task_name(run.result)
+    return f"correct_{tasks.get(name).grade_names[0]}" if name in tasks.names() else "correct_strict"
 
 
 def correct_by_item(run: Run, field: str | None = None) -> dict[str, bool]:
@@ -596,12 +596,7 @@ def aggregate_seeds(rows: list[dict[str, Any]], newest: dict[str, Any]) -> dict[
         out["n_test"] = min((r["n_test"] for r in rows if r["test_acc"] is not None), default=newest["n_test"])
         sources = {r["n_test_source"] for r in rows}
         out["n_test_source"] = sources.pop() if len(sources) == 1 else "mixed"
-    out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"])
-    sets = pooled_sets(rows)
-    if len(sets) > 1 and out["test_acc"] is not None:
-        # the headline is the unweighted mean over several test sets, not one pooled proportion
-        out["test_acc_lo"], out["test_acc_hi"] = stats.mean_of_proportions_interval(
-            [a for a, _ in sets.values()], [n for _, n in sets.values()])
+    out["test_acc_lo"], out["test_acc_hi"] = accuracy_interval(out["test_acc"], out["n_test"], pooled_sets(rows))
     return out
 
 
@@ -617,11 +612,17 @@ def pooled_sets(rows: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
     return {s: (float(np.mean([r["_sets"][s][0] for r in rows])), min(r["_sets"][s][1] for r in rows)) for s in names[0]}
 
 
-def accuracy_interval(acc: float | None, n: float) -> tuple[float | None, float | None]:
-    """The 95% Wilson interval, or (None, None) when there is no accuracy in [0, 1] to bound
-    (a hand-edited file may hold anything; a wrong number gets no interval rather than a crash)."""
+def accuracy_interval(acc: float | None, n: float, sets: dict[str, tuple[float, int]] | None = None
+                      ) -> tuple[float | None, float | None]:
+    """The 95% interval of a headline accuracy on `n` items: the Wilson interval, or, when the
+    headline is the unweighted mean over several test sets ({set: (accuracy, items)}), the
+    interval of that mean, not of one pooled proportion. (None, None) when there is no accuracy
+    in [0, 1] to bound (a hand-edited file may hold anything; a wrong number gets no interval
+    rather than a crash)."""
     if acc is None or not 0.0 <= acc <= 1.0:
         return None, None
+    if sets and len(sets) > 1:
+        return stats.mean_of_proportions_interval([a for a, _ in sets.values()], [k for _, k in sets.values()])
     return stats.wilson_interval(acc, int(n))
 
 
@@ -671,11 +672,7 @@ def _task_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
             continue
         row = run_row(run)
         row.update(ranked=False, n_seeds=1.0, test_acc_std=None, near_best=False, p_vs_best=None, best_test=None)
-        row["test_acc_lo"], row["test_acc_hi"] = accuracy_interval(row["test_acc"], row["n_test"])
-        sets = row.get("_sets") or {}
-        if len(sets) > 1 and row["test_acc"] is not None:
-            row["test_acc_lo"], row["test_acc_hi"] = stats.mean_of_proportions_interval(
-                [a for a, _ in sets.values()], [n for _, n in sets.values()])
+        row["test_acc_lo"], row["test_acc_hi"] = accuracy_interval(row["test_acc"], row["n_test"], row["_sets"])
         newest = newest_success.get(config_key(run))
         row["superseded"] = newest is not None and newest > _time_key(run)
         failure_rows.append(row)
