@@ -16,7 +16,6 @@ from typing import Any, Sequence
 from peftbench import tasks
 from peftbench.analysis import leaderboard as lb
 from peftbench.analysis.texttable import format_table
-from peftbench.scoring import stats
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,15 @@ def column_label(column: tuple[str, str | None]) -> str:
     return f"{task}: {test_set}" if test_set else task
 
 
-def build(runs: Sequence[lb.Run]) -> CrossTask:
-    """The cross-task view of `runs` (any mix of tasks and suites)."""
+def build(runs: Sequence[lb.Run], frame=None) -> CrossTask:
+    """The cross-task view of `runs` (any mix of tasks and suites); `frame` is their leaderboard
+    when the caller has it already (`leaderboard.leaderboard(runs)`)."""
+    frame = lb.leaderboard(runs) if frame is None else frame
+    records = lb.records(frame)
     view = CrossTask(columns=[])
     for task, group in lb.by_task(runs).items():
-        frame = lb.leaderboard(group)
         # plain experiments only: a --set run is another config, not the experiment
-        ranked = [r for r in lb.records(frame) if r.get("ranked") and r.get("test_acc") is not None
+        ranked = [r for r in records if r["task"] == task and r.get("ranked") and r.get("test_acc") is not None
                   and not r.get("overrides")]
         sets_by_experiment = {experiment: lb.pooled_sets([lb.run_row(r) for r in seeds])
                               for (experiment, overrides), seeds in lb.newest_per_seed(group).items() if not overrides}
@@ -67,8 +68,7 @@ def build(runs: Sequence[lb.Run]) -> CrossTask:
             cells[(task, None)] = Cell(row["test_acc"], row.get("test_acc_lo"), row.get("test_acc_hi"))
             for set_name, (acc, n) in sets_by_experiment.get(row["experiment"], {}).items():
                 if set_name in set_names:
-                    lo, hi = stats.wilson_interval(acc, n)
-                    cells[(task, set_name)] = Cell(acc, lo, hi)
+                    cells[(task, set_name)] = Cell(acc, *lb.accuracy_interval(acc, n))
     for col in view.columns:
         _rank(view, col)
     return view
@@ -88,11 +88,19 @@ def _rank(view: CrossTask, column: tuple[str, str | None]) -> None:
         view.rows[experiment][column] = Cell(cell.accuracy, cell.lo, cell.hi, rank)
 
 
+def ordered(view: CrossTask) -> list[str]:
+    """The experiments by mean rank over the tasks (`mean_rank`), then by name."""
+    return sorted(view.rows, key=lambda e: (mean_rank(view, e), e))
+
+
 def to_records(view: CrossTask) -> list[dict[str, Any]]:
-    """One dict per experiment: its label and, per column, accuracy, interval and rank (JSON)."""
+    """One dict per experiment, in `ordered` order: its label, mean rank and, per column,
+    accuracy, interval and rank (JSON)."""
     out = []
-    for experiment, cells in view.rows.items():
-        record: dict[str, Any] = {"experiment": experiment, "method": view.labels.get(experiment)}
+    for experiment in ordered(view):
+        cells = view.rows[experiment]
+        record: dict[str, Any] = {"experiment": experiment, "method": view.labels.get(experiment),
+                                  "mean_rank": mean_rank(view, experiment)}
         for col in view.columns:
             cell = cells.get(col)
             record[column_label(col)] = None if cell is None else {
@@ -105,21 +113,21 @@ def render_text(view: CrossTask) -> str:
     """The view as an aligned table, then one line per column saying who leads it."""
     if not view.rows:
         return "cross-task view: no successful results to compare.\n"
-    order = sorted(view.rows, key=lambda e: (_mean_rank(view, e), e))
+    order = ordered(view)
     header = ["experiment", "method"] + [column_label(c) for c in view.columns] + ["mean rank"]
     body = []
     for experiment in order:
         cells = view.rows[experiment]
         body.append([experiment, view.labels.get(experiment, "")]
-                    + [_cell_text(cells.get(c)) for c in view.columns] + [f"{_mean_rank(view, experiment):.1f}"])
+                    + [_cell_text(cells.get(c)) for c in view.columns] + [f"{mean_rank(view, experiment):.1f}"])
     table = format_table(header, body, right=[False, False] + [True] * (len(view.columns) + 1), rule=True)
     leads = [f"  {column_label(c)}: {', '.join(names) or 'none'}" for c, names in view.leaders().items()]
-    descriptions = [f"  {t}: {tasks.get(t).description}" for t in view.tasks if t in tasks.names()]
+    descriptions = [f"  {t}: {tasks.describe(t)}" for t in view.tasks]
     return ("cross-task view: test accuracy % [95% CI] #rank within the column (1 = best)\n" + table + "\n"
             + "leads:\n" + "\n".join(leads) + "\n" + "tasks:\n" + "\n".join(descriptions) + "\n")
 
 
-def _mean_rank(view: CrossTask, experiment: str) -> float:
+def mean_rank(view: CrossTask, experiment: str) -> float:
     """Mean rank over the tasks' headline columns the experiment has (sets are not counted twice);
     a task it was not run on counts as last of that column plus one."""
     ranks = []

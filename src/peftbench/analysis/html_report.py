@@ -64,7 +64,7 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
     ranked_idx = [i for i, r in enumerate(rows) if r["ranked"]]
     columns = {c.name: {"label": c.label, "fmt": c.fmt, "direction": c.direction, "help": c.help}
                for c in compare.COLUMNS}
-    view = cross_task.build(runs)
+    view = cross_task.build(runs, frame)
     out_rows = []
     for i, row in enumerate(rows):
         display = {c.name: compare.format_value(c, row.get(c.name), row) for c in compare.COLUMNS}
@@ -88,6 +88,7 @@ def report_data(runs: Sequence[compare.Run], sources: Sequence[str] = ()) -> dic
         "cross_task": cross_task.to_records(view),
         "cross_task_columns": [cross_task.column_label(c) for c in view.columns],
         "cross_task_tasks": view.tasks,
+        "cross_task_leads": {cross_task.column_label(c): names for c, names in view.leaders().items()},
     }
 
 
@@ -107,13 +108,9 @@ def cross_task_section(data: dict[str, Any]) -> str:
         share = 0.0 if worst[column] <= 1 else (rank - 1) / (worst[column] - 1)
         return f"hsl({120 * (1 - share):.0f}, 60%, 82%)"
 
-    def mean_rank(record: dict[str, Any]) -> float:
-        ranks = [record[c]["rank"] for c in columns if record.get(c)]
-        return sum(ranks) / len(ranks) if ranks else float("inf")
-
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["experiment", "method", *columns])
     body = []
-    for record in sorted(records, key=lambda r: (mean_rank(r), r["experiment"])):
+    for record in records:  # in cross_task.ordered order
         cells = [f"<td>{html.escape(record['experiment'])}</td>", f"<td>{html.escape(record.get('method') or '')}</td>"]
         for c in columns:
             cell = record.get(c)
@@ -124,10 +121,8 @@ def cross_task_section(data: dict[str, Any]) -> str:
             cells.append(f'<td class="rank-cell" data-rank="{cell["rank"]}" style="background:{colour(cell["rank"], c)}">'
                          f'{100 * cell["accuracy"]:.1f}%{html.escape(interval)} <b>#{cell["rank"]}</b></td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
-    leads = []
-    for c in columns:
-        first = [r["experiment"] for r in records if r.get(c) and r[c]["rank"] == 1]
-        leads.append(f"<li><b>{html.escape(c)}</b>: {html.escape(', '.join(sorted(first)) or 'none')}</li>")
+    leads = [f"<li><b>{html.escape(c)}</b>: {html.escape(', '.join(names) or 'none')}</li>"
+             for c, names in data["cross_task_leads"].items()]
     return (f'<p class="note">Test accuracy with its 95% interval and the rank within each column (#1 = best; '
             f'green: first, red: last). Rows are experiments, matched by name across suites, sorted by their mean '
             f'rank. A method whose colour changes along its row ranks differently from task to task.</p>'
