@@ -186,6 +186,45 @@ def make_suite():
     return _make_suite
 
 
+def _run_tiny_lora(suite: Path) -> Path:
+    from peftbench.cli import main
+
+    assert main(["run", "--no-progress", "--clean", str(suite / "experiments" / "lora" / "tiny-r4")]) == 0
+    [path] = sorted((suite / "temporary_results").glob("*.json"))  # outside git: always temporary
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_tiny_lora():
+    """A function: run_tiny_lora(suite) -> the result file of `peftbench run` of the suite's
+    lora/tiny-r4 (a make_suite suite), which must succeed."""
+    return _run_tiny_lora
+
+
+def _stops_keep_grades(task, row, pieces, trials: int, max_pieces: int, same) -> int:
+    import random
+
+    rng = random.Random(0)
+    fired = 0
+    for _ in range(trials):
+        full = "".join(rng.choice(pieces) for _ in range(rng.randint(1, max_pieces)))
+        for end in range(1, len(full) + 1):
+            if task.stops_generation(full[:end], row):
+                same(full[:end], full)
+                fired += 1
+                break
+    return fired
+
+
+@pytest.fixture(scope="session")
+def stops_keep_grades():
+    """A function: stops_keep_grades(task, row, pieces, trials, max_pieces, same) -> how often the
+    task's stop rule fired. It builds `trials` random texts of up to `max_pieces` of `pieces`
+    (seeded) and, at the first prefix where `task.stops_generation` holds, calls
+    same(prefix, full text), which asserts that stopping there changes nothing."""
+    return _stops_keep_grades
+
+
 @pytest.fixture(scope="session")
 def write_jsonl():
     """A function: write_jsonl(path, rows) -> path, one JSON object a line (folders created)."""

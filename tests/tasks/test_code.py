@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -39,26 +38,21 @@ def test_the_prompt_asks_for_the_function_in_the_training_template(rows):
     assert rows[0]["prompt"] in prompt and prompt.endswith("### Response:\n")
 
 
-def test_stopping_where_the_code_is_complete_never_changes_the_program(rows):
+def test_stopping_where_the_code_is_complete_never_changes_the_program(rows, stops_keep_grades):
     """For random outputs F and every prefix T at which the rule fires, the grader takes the same
     program from T as from F (so the grade is the same, without running anything)."""
-    rng = random.Random(0)
     row = TASK._row(rows[2])
     pieces = ["```python\n", "```\n", "```js\n", f"def {row['entry_point']}(x):\n", "    return x\n", "prose ",
               "\n", "    y = 1\n", "def other():\n", "```", "# comment\n"]
-    fired = 0
-    for _ in range(3000):
-        full = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
-        for end in range(1, len(full) + 1):
-            if TASK.stops_generation(full[:end], row):
-                assert humaneval.extract_program(full[:end], row) == humaneval.extract_program(full, row), full
-                fired += 1
-                break
-    assert fired > 300
+
+    def same(prefix, full):
+        assert humaneval.extract_program(prefix, row) == humaneval.extract_program(full, row), full
+
+    assert stops_keep_grades(TASK, row, pieces, 3000, 9, same) > 300
 
 
 @pytest.fixture(scope="module")
-def code_run(make_suite, tiny_model_dir, shared_data, tmp_path_factory):
+def code_run(make_suite, run_tiny_lora, tiny_model_dir, shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("code")
     train = [{"instruction": f"Write a function that returns {i}.", "response": f"```python\ndef f():\n    return {i}\n```"}
              for i in range(40)]
@@ -66,9 +60,7 @@ def code_run(make_suite, tiny_model_dir, shared_data, tmp_path_factory):
     suite = make_suite(root / "suite", tiny_model_dir, task="code", train_dataset=str(root / "train.jsonl"),
                        eval_dataset=str(shared_data("humaneval")), test_size=3, valid_size=0, max_steps=2,
                        eval_steps=2, generation_kwargs={"max_new_tokens": 8}, max_seq_length=96)
-    assert main(["run", "--no-progress", "--clean", str(suite / "experiments/lora/tiny-r4")]) == 0
-    [path] = sorted((suite / "temporary_results").glob("*.json"))
-    return suite, path
+    return suite, run_tiny_lora(suite)
 
 
 def test_a_code_run_records_pass_at_1_the_sandbox_and_why_each_problem_failed(code_run):

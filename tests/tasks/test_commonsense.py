@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
@@ -38,22 +37,19 @@ def test_grading_is_the_first_answer_word_of_the_set_as_llm_adapters_grades(set_
     assert fields == {"extracted": extracted, "correct_answer": correct}
 
 
-def test_stopping_at_the_first_answer_word_never_changes_a_grade():
+def test_stopping_at_the_first_answer_word_never_changes_a_grade(stops_keep_grades):
     """For random continuations F and every prefix T at which the rule fires, T grades as F."""
     pieces = ["the ", "correct ", "answer ", "is ", "tr", "ue", "fal", "se", "answer", "1", "2", "5", "option",
               "solution", " ", "\n", "True", "ending", "3"]
-    rng = random.Random(0)
     checked = 0
     for set_name, words in commonsense.SETS.items():
-        for _ in range(300):
-            full = "".join(rng.choice(pieces + list(words)) for _ in range(rng.randint(1, 12)))
-            row = _row(set_name, words[0])
-            for end in range(1, len(full) + 1):
-                if TASK.stops_generation(full[:end], row):
-                    assert TASK.grade_fields(full[:end], row) == TASK.grade_fields(full, row), (full, end)
-                    assert TASK.continuation_start(full[:end], row) <= end
-                    checked += 1
-                    break
+        row = _row(set_name, words[0])
+
+        def same(prefix, full, row=row):
+            assert TASK.grade_fields(prefix, row) == TASK.grade_fields(full, row), (full, len(prefix))
+            assert TASK.continuation_start(prefix, row) <= len(prefix)
+
+        checked += stops_keep_grades(TASK, row, pieces + list(words), 300, 12, same)
     assert checked > 500  # the rule fired often enough for the check to mean something
 
 

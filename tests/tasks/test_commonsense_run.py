@@ -13,7 +13,7 @@ from peftbench.record import results as R
 
 
 @pytest.fixture(scope="module")
-def commonsense_run(make_suite, tiny_model_dir, shared_data, tmp_path_factory):
+def commonsense_run(make_suite, run_tiny_lora, tiny_model_dir, shared_data, tmp_path_factory):
     folder = shared_data("commonsense")
     root = tmp_path_factory.mktemp("cs")
     rows = json.loads((folder / "boolq" / "train.json").read_text())[:20] \
@@ -22,9 +22,7 @@ def commonsense_run(make_suite, tiny_model_dir, shared_data, tmp_path_factory):
     suite = make_suite(root / "suite", tiny_model_dir, task="commonsense", train_dataset=str(root / "train.json"),
                        eval_dataset=str(folder), test_size=2, valid_size=4, max_steps=2, eval_steps=2,
                        generation_kwargs={"max_new_tokens": 4}, max_seq_length=96)
-    assert main(["run", "--no-progress", "--clean", str(suite / "experiments/lora/tiny-r4")]) == 0
-    [path] = sorted((suite / "temporary_results").glob("*.json"))
-    return suite, path
+    return suite, run_tiny_lora(suite)
 
 
 def test_a_commonsense_run_records_every_set_its_mean_and_the_task(commonsense_run):
